@@ -1,0 +1,133 @@
+"""Every error xpmfs raises on purpose.
+
+One root, :class:`Error`; each subclass also derives from the matching builtin so callers can catch
+``ValueError`` or ``OSError`` as usual. Fields are attributes, the message is built in ``__str__``
+(so it is never stale), and every class pickles, because errors cross process boundaries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class Error(Exception):
+    """Root of every xpmfs error."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild from the keyword fields, not from ``args``: the message is derived.
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[Error], fields: dict[str, Any]) -> Error:
+    error = cls.__new__(cls)
+    error.__dict__.update(fields)
+    return error
+
+
+class ConfigError(Error, TypeError):
+    """A configuration was built or changed with bad input.
+
+    ``where`` is ``Class.field`` (or just ``Class``), ``problem`` what is wrong, ``fix`` what to do.
+    """
+
+    def __init__(self, where: str, problem: str, fix: str = "") -> None:
+        super().__init__(where, problem, fix)
+        self.where = where
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        message = f"{self.where}: {self.problem}"
+        return f"{message}; {self.fix}" if self.fix else message
+
+
+class SealedError(ConfigError):
+    """A submitted (sealed) configuration was changed."""
+
+
+class WorkspaceError(Error, OSError):
+    """Something in a workspace is missing, damaged or incompatible.
+
+    ``path`` is the file or folder concerned, ``problem`` what is wrong with it, ``fix`` what to do.
+    """
+
+    def __init__(self, path: str | Path, problem: str, fix: str = "") -> None:
+        super().__init__(str(path), problem, fix)
+        self.path = Path(path)
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        message = f"{self.path}: {self.problem}"
+        return f"{message}; {self.fix}" if self.fix else message
+
+
+class FormatError(WorkspaceError):
+    """The workspace was written by another format version or lock mode."""
+
+
+class CorruptedError(WorkspaceError, ValueError):
+    """A file cannot be parsed, or a job's spec does not hash to its directory."""
+
+
+class JobNotFoundError(Error, LookupError):
+    """No job matches what the user named."""
+
+    def __init__(self, name: str, workspace: str | Path, problem: str = "no such job") -> None:
+        super().__init__(name, str(workspace), problem)
+        self.name = name
+        self.workspace = Path(workspace)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name}: {self.problem} in workspace {self.workspace}; "
+            f"list jobs with `xpmfs ls {self.workspace}`"
+        )
+
+
+class NoExperimentError(Error, RuntimeError):
+    """``submit()`` was called outside ``with experiment(...)``."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__(task)
+        self.task = task
+
+    def __str__(self) -> str:
+        return (
+            f"{self.task}.submit() needs a running experiment; "
+            "call it inside `with experiment(workspace, name):`"
+        )
+
+
+class FailedExperiment(Error, RuntimeError):
+    """Some jobs of an experiment failed: ``failures`` maps each job's directory to its reason."""
+
+    def __init__(self, name: str, failures: dict[str, str], logs: dict[str, str]) -> None:
+        super().__init__(name, failures, logs)
+        self.name = name
+        self.failures = failures
+        self.logs = logs
+
+    def __str__(self) -> str:
+        lines = [f"experiment {self.name!r}: {len(self.failures)} job(s) failed"]
+        for job, reason in sorted(self.failures.items()):
+            log = self.logs.get(job)
+            lines.append(f"  {job}: {reason}" + (f" (see {log})" if log else ""))
+        return "\n".join(lines)
+
+
+class GracefulTimeout(Error):
+    """Raised by a task that stops early because it would not finish in its time limit.
+
+    The attempt ends ``failed`` with reason ``timeout``; a ``ResumableTask`` is then retried while
+    its retry count is below ``max_retries``.
+    """
+
+    def __init__(self, message: str = "stopped before the time limit") -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
