@@ -1,0 +1,186 @@
+"""The workspace's files: format, status state machine, markers, queue, journals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from xpmfs import status
+from xpmfs.errors import CorruptedError, FormatError, WorkspaceError
+from xpmfs.journal import Journal, read
+from xpmfs.lock import LockMode
+from xpmfs.queue import JobRef, add, contains, remove, scan
+from xpmfs.status import Reason, State, TransitionError, transition
+from xpmfs.workspace import Workspace
+
+
+def test_create_then_open(ws: Path) -> None:
+    created = Workspace.open(ws, create=True)
+    assert created.lock_mode is LockMode.LOCAL
+    assert orjson.loads((ws / ".xpmfs" / "format").read_bytes())["format"] == "xpmfs/1"
+    for folder in ("queue", "workers", "experiments", "jobs", "config"):
+        assert (ws / folder).is_dir()
+    assert Workspace.open(ws) == created
+
+
+def test_lock_mode_mismatch_names_the_fix(ws: Path) -> None:
+    Workspace.open(ws, create=True, lock_mode="shared")
+    with pytest.raises(FormatError) as caught:
+        Workspace.open(ws, lock_mode="local")
+    message = str(caught.value)
+    assert "format" in message and "'shared'" in message and "lock_mode='shared'" in message
+
+
+def test_unknown_format_version_is_refused(ws: Path) -> None:
+    Workspace.open(ws, create=True)
+    (ws / ".xpmfs" / "format").write_bytes(b'{"format": "xpmfs/9", "lock_mode": "local"}')
+    with pytest.raises(FormatError, match="xpmfs/9"):
+        Workspace.open(ws)
+
+
+def test_garbage_format_file(ws: Path) -> None:
+    Workspace.open(ws, create=True)
+    (ws / ".xpmfs" / "format").write_bytes(b"\x00garbage")
+    with pytest.raises(FormatError, match="cannot be read"):
+        Workspace.open(ws)
+
+
+def test_workspace_path_that_is_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(WorkspaceError, match="is not a directory"):
+        Workspace.open(path, create=True)
+    assert path.read_text() == "x"
+
+
+def test_non_workspace_folder_is_not_adopted(tmp_path: Path) -> None:
+    (tmp_path / "something").write_text("x")
+    with pytest.raises(WorkspaceError, match="not an xpmfs workspace"):
+        Workspace.open(tmp_path)
+
+
+# -- state machine ------------------------------------------------------------------------------
+
+
+def test_transitions_write_status_then_marker(tmp_path: Path) -> None:
+    transition(tmp_path, State.READY)
+    running = transition(tmp_path, State.RUNNING, pid=123)
+    assert running.attempt == 1 and running.host and running.started
+    assert status.terminal_marker(tmp_path) is None
+    done = transition(tmp_path, State.DONE)
+    assert done.state is State.DONE and done.ended
+    assert status.terminal_marker(tmp_path) is State.DONE
+    assert orjson.loads((tmp_path / "status.json").read_bytes())["state"] == "done"
+
+
+def test_failed_marker_holds_reason(tmp_path: Path) -> None:
+    transition(tmp_path, State.WAITING)
+    transition(tmp_path, State.FAILED, reason=Reason.DEPENDENCY, message="dependency x failed")
+    assert status.read_failure(tmp_path) == {
+        "reason": "dependency",
+        "message": "dependency x failed",
+        "ended": status.read(tmp_path).ended,  # type: ignore[union-attr]
+    }
+
+
+def test_resubmission_clears_marker_and_keeps_history(tmp_path: Path) -> None:
+    transition(tmp_path, State.READY)
+    transition(tmp_path, State.RUNNING)
+    transition(tmp_path, State.FAILED, reason=Reason.ERROR)
+    again = transition(tmp_path, State.READY)
+    assert again.reason is None and again.attempt == 1
+    assert status.terminal_marker(tmp_path) is None
+    history = [line for _, line in read(tmp_path / "history.jsonl")]
+    assert [entry["state"] for entry in history] == ["failed"]
+    assert transition(tmp_path, State.RUNNING).attempt == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "to"),
+    [((), State.DONE), ((State.READY, State.RUNNING, State.DONE), State.RUNNING), ((State.READY,), State.DONE)],
+)
+def test_forbidden_transitions(tmp_path: Path, path: tuple[State, ...], to: State) -> None:
+    for state in path:
+        transition(tmp_path, state)
+    with pytest.raises(TransitionError, match=f"to {to.value}"):
+        transition(tmp_path, to)
+
+
+def test_corrupt_status_names_path_and_fix(tmp_path: Path) -> None:
+    (tmp_path / "status.json").write_bytes(b'{"state": "runn')
+    with pytest.raises(CorruptedError) as caught:
+        status.read(tmp_path)
+    assert str(tmp_path / "status.json") in str(caught.value)
+    assert "xpmfs check --fix" in str(caught.value)
+    (tmp_path / "status.json").write_bytes(b'{"state": "sleeping"}')
+    with pytest.raises(CorruptedError, match="not a valid job status"):
+        status.read(tmp_path)
+
+
+def test_status_reads_records_with_unknown_and_missing_fields(tmp_path: Path) -> None:
+    (tmp_path / "status.json").write_bytes(b'{"state": "ready", "future_field": 1}')
+    assert status.read(tmp_path) == status.Status(state=State.READY)
+
+
+# -- queue ---------------------------------------------------------------------------------------
+
+
+def test_queue_entries(tmp_path: Path) -> None:
+    ref = JobRef("my.task", "ab" * 32)
+    add(tmp_path, ref)
+    add(tmp_path, ref)  # idempotent
+    assert contains(tmp_path, ref)
+    (tmp_path / ".tmp-junk").write_text("")
+    (tmp_path / "no-separator").write_text("")
+    assert [found for found, _ in scan(tmp_path)] == [ref]
+    remove(tmp_path, ref)
+    remove(tmp_path, ref)
+    assert list(scan(tmp_path)) == []
+
+
+def test_job_ref_round_trips() -> None:
+    ref = JobRef("a.b.c", "0123")
+    assert JobRef.from_entry_name(ref.entry_name) == ref
+    assert JobRef.from_relpath(ref.relpath) == ref
+
+
+# -- journals ------------------------------------------------------------------------------------
+
+
+def test_journal_tolerates_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as journal:
+        journal.append({"n": 1})
+        journal.append({"n": 2})
+    with open(path, "ab") as stream:
+        stream.write(b'{"n": 3')  # a writer died mid-line
+    records = list(read(path))
+    assert [record["n"] for _, record in records] == [1, 2]
+    assert records[-1][0] == len(b'{"n":1}\n{"n":2}\n')
+    with Journal(path) as journal:  # the next writer ends the torn line first
+        journal.append({"n": 4})
+    with pytest.warns(UserWarning, match="damaged line"):
+        assert [record["n"] for _, record in read(path)] == [1, 2, 4]
+
+
+def test_journal_resumes_from_offset(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as journal:
+        journal.append({"n": 1})
+        (offset, _), = read(path)
+        journal.append({"n": 2})
+    assert [record["n"] for _, record in read(path, offset=offset)] == [2]
+    assert list(read(tmp_path / "missing.jsonl")) == []
+
+
+def test_atomic_write_leaves_no_temp(tmp_path: Path) -> None:
+    from xpmfs import _atomic
+
+    _atomic.write_json(tmp_path / "x.json", {"a": 1})
+    assert _atomic.create_bytes(tmp_path / "y", b"1")
+    assert not _atomic.create_bytes(tmp_path / "y", b"2")
+    assert (tmp_path / "y").read_bytes() == b"1"
+    assert sorted(os.listdir(tmp_path)) == ["x.json", "y"]

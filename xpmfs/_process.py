@@ -1,0 +1,43 @@
+"""Small process helpers shared by workers and runners (Linux-specific where noted)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make the kernel SIGKILL this process when ``parent_pid`` (our parent) dies.
+
+    A worker holds the lock of every job it runs; if the worker dies, the lock is free and another
+    worker may start the job again, so the first run must not outlive it. ``prctl`` arms this
+    atomically, but the parent may have died before we armed it: check afterwards.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: fall back to the check below only
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(128 + signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # PID 1 may reap late in containers: a zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            fields = stream.read().rsplit(b")", 1)[1].split()
+        return fields[0] != b"Z"
+    except (OSError, IndexError):
+        return True

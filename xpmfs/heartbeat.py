@@ -1,0 +1,85 @@
+"""Worker registrations: ``WS/workers/<host>-<pid>.json``, one per live worker.
+
+The file says who the worker is; its modification time is the heartbeat, refreshed with
+``os.utime`` (no rewrite) every ``heartbeat`` seconds. A worker removes its file when it stops;
+one left by a crashed worker goes stale and is ignored (and removed by ``xpmfs check --fix``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+from . import _atomic
+from ._process import pid_alive
+
+SUFFIX = ".json"
+STALE_AFTER_BEATS = 3  # a worker is presumed dead after missing this many heartbeats
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    host: str
+    pid: int
+    started: float
+    jobs: int
+    heartbeat: float  # seconds between beats
+    name: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.host}-{self.pid}{SUFFIX}"
+
+
+def register(workers_dir: Path, *, jobs: int, heartbeat: float) -> tuple[WorkerRecord, Path]:
+    host = socket.gethostname()
+    pid = os.getpid()
+    record = WorkerRecord(host, pid, time.time(), jobs, heartbeat, f"{host}-{pid}")
+    path = workers_dir / record.filename
+    _atomic.write_json(path, asdict(record))
+    return record, path
+
+
+def beat(path: Path) -> None:
+    os.utime(path)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    record: WorkerRecord
+    path: Path
+    age: float  # seconds since the last heartbeat
+    alive: bool
+
+
+def scan(workers_dir: Path) -> list[WorkerInfo]:
+    """Every registered worker, with whether it looks alive."""
+    infos = []
+    now = time.time()
+    host = socket.gethostname()
+    try:
+        entries = list(os.scandir(workers_dir))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if not entry.name.endswith(SUFFIX) or entry.name.startswith("."):
+            continue
+        try:
+            record = WorkerRecord(**orjson.loads(Path(entry.path).read_bytes()))
+            age = now - entry.stat().st_mtime
+        except (OSError, ValueError, TypeError):
+            continue
+        alive = age < record.heartbeat * STALE_AFTER_BEATS + 1.0
+        if alive and record.host == host:
+            alive = pid_alive(record.pid)
+        infos.append(WorkerInfo(record, Path(entry.path), age, alive))
+    return infos
+
+
+def any_alive(workers_dir: Path) -> bool:
+    return any(info.alive for info in scan(workers_dir))

@@ -1,0 +1,204 @@
+"""A job's folder, ``WS/jobs/<typeid>/<jobid>/``: the job's whole record.
+
+::
+
+    __xpm__/spec.json        what to run (immutable once written)
+    __xpm__/status.json      state and attempt (see :mod:`xpmfs.status`)
+    __xpm__/done|failed      terminal markers
+    __xpm__/lock             held by whoever runs or changes the job
+    __xpm__/history.jsonl    the status each earlier attempt ended with
+    <name>.py                runs the job again by hand: ``python <name>.py``
+    <name>.sh                the batch script, for cluster launchers
+    <name>.out, <name>.err   the job's output streams
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import _atomic, status
+from .errors import CorruptedError
+from .lock import JobLock
+from .queue import JobRef
+from .workspace import Workspace
+
+XPM_DIR = "__xpm__"
+SPEC_FILE = "spec.json"
+LOCK_FILE = "lock"
+CANCEL_FILE = "cancel"
+TASK_OUTPUTS = ".experimaestro/task-outputs.jsonl"  # the path the seed documents
+
+
+def task_name(typeid: str) -> str:
+    """The short task name (``[NAME]`` in the seed): the last part of the type id."""
+    return typeid.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The content of ``spec.json``: everything a runner needs to run the job, on any host."""
+
+    typeid: str
+    jobid: str
+    config: dict[str, Any]  # the serialized configuration tree (xpmfs.serialization)
+    dependencies: tuple[str, ...] = ()  # other jobs, as "<typeid>/<jobid>"
+    launcher: dict[str, Any] = field(default_factory=lambda: {"type": "direct"})
+    max_retries: int = 3
+    resumable: bool = False
+    python: str = sys.executable
+    sys_path: tuple[str, ...] = ()
+    environ: dict[str, str] = field(default_factory=dict)
+    submitted: float = 0.0
+    format: str = "xpmfs/1"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "typeid": self.typeid,
+            "jobid": self.jobid,
+            "dependencies": list(self.dependencies),
+            "launcher": self.launcher,
+            "max_retries": self.max_retries,
+            "resumable": self.resumable,
+            "python": self.python,
+            "sys_path": list(self.sys_path),
+            "environ": self.environ,
+            "submitted": self.submitted,
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_json(cls, record: Any, path: Path) -> Spec:
+        try:
+            return cls(
+                typeid=record["typeid"],
+                jobid=record["jobid"],
+                config=record["config"],
+                dependencies=tuple(record.get("dependencies", ())),
+                launcher=record.get("launcher") or {"type": "direct"},
+                max_retries=int(record.get("max_retries", 3)),
+                resumable=bool(record.get("resumable", False)),
+                python=record.get("python") or sys.executable,
+                sys_path=tuple(record.get("sys_path", ())),
+                environ=dict(record.get("environ", {})),
+                submitted=float(record.get("submitted", 0.0)),
+                format=record.get("format", "xpmfs/1"),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CorruptedError(
+                path,
+                f"is not a valid job spec (missing or bad field: {error})",
+                "re-run the experiment that submitted the job, or remove the job folder with `xpmfs clean`",
+            ) from error
+
+
+class Job:
+    """A job folder in a workspace. Cheap to create: it only computes paths."""
+
+    __slots__ = ("workspace", "ref", "path", "xpm_dir", "name")
+
+    def __init__(self, workspace: Workspace, ref: JobRef) -> None:
+        self.workspace = workspace
+        self.ref = ref
+        self.path = workspace.job_path(ref.typeid, ref.jobid)
+        self.xpm_dir = self.path / XPM_DIR
+        self.name = task_name(ref.typeid)
+
+    def __repr__(self) -> str:
+        return f"Job({self.path})"
+
+    # -- file names (each declared once, here) ---------------------------------------------
+
+    @property
+    def spec_path(self) -> Path:
+        return self.xpm_dir / SPEC_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        return self.xpm_dir / LOCK_FILE
+
+    @property
+    def cancel_path(self) -> Path:
+        return self.xpm_dir / CANCEL_FILE
+
+    @property
+    def script_path(self) -> Path:
+        return self.path / f"{self.name}.py"
+
+    @property
+    def batch_script_path(self) -> Path:
+        return self.path / f"{self.name}.sh"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.path / f"{self.name}.out"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.path / f"{self.name}.err"
+
+    @property
+    def task_outputs_path(self) -> Path:
+        return self.path / TASK_OUTPUTS
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read_spec(self) -> Spec:
+        path = self.spec_path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as error:
+            raise CorruptedError(
+                path, "is missing", "re-run the experiment that submitted this job, or remove it with `xpmfs clean`"
+            ) from error
+        try:
+            record = orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            raise CorruptedError(
+                path,
+                f"is not valid JSON ({error})" if data else "is empty",
+                "re-run the experiment that submitted this job, or remove it with `xpmfs clean`",
+            ) from error
+        return Spec.from_json(record, path)
+
+    def status(self) -> status.Status | None:
+        return status.read(self.xpm_dir)
+
+    def marker(self) -> status.State | None:
+        return status.terminal_marker(self.xpm_dir)
+
+    def lock(self) -> JobLock:
+        return JobLock(self.lock_path, self.workspace.lock_mode, lease_duration=self.workspace.lease_duration)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_spec(self, spec: Spec) -> bool:
+        """Write the spec unless one exists (specs are immutable); return whether this call wrote it."""
+        self.xpm_dir.mkdir(parents=True, exist_ok=True)
+        return _atomic.create_bytes(self.spec_path, _atomic.dumps(spec.to_json()))
+
+    def clear_cancel(self) -> None:
+        """Forget a cancel request (the job ended, or is being resubmitted)."""
+        try:
+            self.cancel_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def write_script(self, python: str) -> None:
+        """Write ``<name>.py``, which runs the job again when started by hand."""
+        text = (
+            f"#!{python}\n"
+            f"# Runs job {self.ref} of the xpmfs workspace {self.workspace.path}.\n"
+            "# Started by hand (`python <this file>`), it takes the job's lock and runs it here.\n"
+            "import sys\n"
+            "from xpmfs.runner import main\n"
+            "sys.exit(main(__file__))\n"
+        )
+        if not self.script_path.exists():
+            _atomic.write_bytes(self.script_path, text.encode())
+            self.script_path.chmod(0o755)

@@ -1,0 +1,204 @@
+"""Job states and the one place where a job moves from one state to another.
+
+``status.json`` in a job's ``__xpm__`` folder holds a :class:`Status`; its ``state`` value is
+exactly the :class:`State` value. Terminal states also leave a marker file (``done`` or
+``failed``), which is what scanners test for, because a ``stat`` is cheaper than a parse.
+
+Every write of ``status.json`` and of the markers goes through :func:`transition`, called by the
+process that holds the job's lock (a worker, a job runner, an experiment resubmitting, or the CLI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import _atomic
+from .errors import CorruptedError, WorkspaceError
+
+STATUS_FILE = "status.json"
+DONE_MARKER = "done"
+FAILED_MARKER = "failed"
+HISTORY_FILE = "history.jsonl"
+
+
+class State(str, Enum):
+    """A job's state; the value is what ``status.json`` records."""
+
+    WAITING = "waiting"  # dependencies unfinished
+    READY = "ready"  # may run now
+    SUBMITTED = "submitted"  # handed to a cluster scheduler, not yet started
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (State.DONE, State.FAILED)
+
+
+class Reason(str, Enum):
+    """Why a job failed; the value is what ``status.json`` and the ``failed`` marker record."""
+
+    ERROR = "error"  # the task raised, or its process exited non-zero
+    TIMEOUT = "timeout"  # GracefulTimeout, or killed at its time limit
+    CANCELLED = "cancelled"  # `xpmfs kill`, or SIGTERM from outside
+    DEPENDENCY = "dependency"  # a job it depends on failed
+    LOST = "lost"  # its process vanished without a trace (node failure, cluster job gone)
+
+
+# Which state may follow which. ``None`` is a job with no status yet.
+_ALLOWED: dict[State | None, frozenset[State]] = {
+    None: frozenset({State.WAITING, State.READY}),
+    State.WAITING: frozenset({State.READY, State.SUBMITTED, State.RUNNING, State.FAILED}),
+    State.READY: frozenset({State.WAITING, State.SUBMITTED, State.RUNNING, State.FAILED}),
+    # A worker that stops hands its running job back (RUNNING -> READY); so does a retry.
+    State.SUBMITTED: frozenset({State.READY, State.RUNNING, State.DONE, State.FAILED}),
+    State.RUNNING: frozenset({State.READY, State.DONE, State.FAILED}),
+    # Resubmitting a failed job (re-running its experiment, `xpmfs retry`), or a done one on
+    # explicit request (`xpmfs retry --force`).
+    State.DONE: frozenset({State.WAITING, State.READY}),
+    State.FAILED: frozenset({State.WAITING, State.READY}),
+}
+
+
+@dataclass(frozen=True)
+class Status:
+    """The content of ``status.json``. Missing fields read as their defaults (older writers)."""
+
+    state: State
+    attempt: int = 0  # how many times a run started
+    retry_count: int = 0  # how many timeout retries were granted
+    host: str | None = None
+    pid: int | None = None  # the runner's pid while running
+    worker: str | None = None  # the worker that claimed it
+    updated: float = 0.0
+    claimed: float | None = None  # when a worker took the job's lock for this attempt
+    started: float | None = None  # when the runner began
+    ended: float | None = None
+    exit_code: int | None = None
+    reason: Reason | None = None
+    message: str | None = None
+    cluster_id: str | None = None  # e.g. the SLURM job id
+
+    def to_json(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["state"] = self.state.value
+        record["reason"] = self.reason.value if self.reason else None
+        return record
+
+    @classmethod
+    def from_json(cls, record: Any, path: Path) -> Status:
+        try:
+            fields = {f.name for f in dataclasses.fields(cls)}
+            values = {key: value for key, value in record.items() if key in fields}
+            values["state"] = State(record["state"])
+            if values.get("reason") is not None:
+                values["reason"] = Reason(values["reason"])
+            return cls(**values)
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            raise CorruptedError(
+                path, f"is not a valid job status ({error})", f"run `xpmfs check --fix` on the workspace"
+            ) from error
+
+
+def read(xpm_dir: Path) -> Status | None:
+    """The status in ``xpm_dir`` (a job's ``__xpm__``), or ``None`` if it has none yet."""
+    path = xpm_dir / STATUS_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise CorruptedError(path, f"is not valid JSON ({error})", "run `xpmfs check --fix` on the workspace") from error
+    return Status.from_json(record, path)
+
+
+def terminal_marker(xpm_dir: Path) -> State | None:
+    """``DONE`` or ``FAILED`` if the job has that marker, else ``None`` (two ``stat`` calls at most)."""
+    if (xpm_dir / DONE_MARKER).exists():
+        return State.DONE
+    if (xpm_dir / FAILED_MARKER).exists():
+        return State.FAILED
+    return None
+
+
+def read_failure(xpm_dir: Path) -> dict[str, Any]:
+    """The content of the ``failed`` marker (``{"reason": ..., "message": ...}``); tolerant of damage."""
+    try:
+        record = orjson.loads((xpm_dir / FAILED_MARKER).read_bytes())
+        return record if isinstance(record, dict) else {"reason": Reason.ERROR.value}
+    except (OSError, ValueError):
+        return {"reason": Reason.ERROR.value}
+
+
+class TransitionError(WorkspaceError):
+    """A state change that the state machine forbids (a bug, or a job changed under our feet)."""
+
+
+def transition(xpm_dir: Path, to: State, **fields: Any) -> Status:
+    """Move the job whose ``__xpm__`` folder is ``xpm_dir`` to state ``to``, and return its new status.
+
+    The caller holds the job's lock. ``fields`` update the status record (``attempt``, ``pid``,
+    ``reason``, ...). The order of writes is what makes a crash harmless:
+
+    * leaving a terminal state (resubmission): the marker goes first, so a scanner never sees a
+      marker that contradicts a live state; the old status is kept in ``history.jsonl``;
+    * entering a terminal state: ``status.json`` first, then the marker. A crash in between leaves
+      no marker: the job looks unfinished and is run again, which is safe, never lost.
+    """
+    current = read(xpm_dir)
+    before = current.state if current else None
+    if to not in _ALLOWED[before]:
+        raise TransitionError(
+            xpm_dir / STATUS_FILE,
+            f"a job cannot go from {before.value if before else 'no status'} to {to.value}",
+            "this is a bug in xpmfs, or another process changed the job; run `xpmfs check` on the workspace",
+        )
+    now = time.time()
+    base = current if current is not None else Status(state=to)
+    if current is not None and (before.terminal or (before is State.RUNNING and not to.terminal)):
+        # Keep what the last attempt ended with (a retry or a hand-back leaves RUNNING for READY).
+        _append_history(xpm_dir, current)
+    if before is not None and before.terminal:
+        # Clear the terminal marker first: nobody may see a marker that contradicts the new state.
+        for marker in (DONE_MARKER, FAILED_MARKER):
+            try:
+                os.unlink(xpm_dir / marker)
+            except FileNotFoundError:
+                pass
+        base = dataclasses.replace(base, ended=None, exit_code=None, reason=None, message=None)
+    if to is State.RUNNING:
+        fields.setdefault("host", socket.gethostname())
+        fields.setdefault("started", now)
+        fields.setdefault("attempt", base.attempt + 1)
+    if to.terminal:
+        fields.setdefault("ended", now)
+    if "reason" in fields and fields["reason"] is not None:
+        fields["reason"] = Reason(fields["reason"])
+    status = dataclasses.replace(base, state=to, updated=now, **fields)
+    _atomic.write_json(xpm_dir / STATUS_FILE, status.to_json())
+    if to is State.DONE:
+        _atomic.write_json(xpm_dir / DONE_MARKER, {"ended": status.ended})
+    elif to is State.FAILED:
+        reason = status.reason or Reason.ERROR
+        _atomic.write_json(
+            xpm_dir / FAILED_MARKER, {"reason": reason.value, "message": status.message, "ended": status.ended}
+        )
+    return status
+
+
+def _append_history(xpm_dir: Path, status: Status) -> None:
+    # Single writer: only the lock holder appends here.
+    with open(xpm_dir / HISTORY_FILE, "ab") as stream:
+        stream.write(orjson.dumps(status.to_json(), option=orjson.OPT_APPEND_NEWLINE))

@@ -1,0 +1,76 @@
+"""Wake up on file-system events, and rescan anyway (DESIGN invariant 5).
+
+Workers, experiments and ``xpmfs top`` all wait the same way: a watchdog observer on a few
+folders sets a :class:`threading.Event`; the waiter also wakes every ``rescan`` seconds, because
+inotify never reports what another NFS client (or a FUSE mount's backing path) changed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+
+class _Wake(FileSystemEventHandler):
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type != "opened" and event.event_type != "closed_no_write":
+            self._event.set()
+
+
+class Watcher:
+    """Wakes :meth:`wait` when something changes in ``folders`` or ``rescan`` seconds have passed."""
+
+    def __init__(self, folders: Iterable[Path], *, rescan: float) -> None:
+        self.rescan = rescan
+        self.event = threading.Event()
+        self._observer = Observer()
+        handler = _Wake(self.event)
+        for folder in folders:
+            self._observer.schedule(handler, str(folder), recursive=False)
+        self._next_rescan = 0.0
+
+    def start(self) -> Watcher:
+        self._observer.start()
+        return self
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
+
+    def __enter__(self) -> Watcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wake(self) -> None:
+        """Wake the waiter now (from another thread, or a signal handler)."""
+        self.event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until an event, a :meth:`wake`, the rescan deadline or ``timeout``.
+
+        Returns ``True`` when a full rescan is due (the rescan deadline passed), ``False`` when
+        woken by an event: callers may then look only at what can have changed.
+        """
+        now = time.monotonic()
+        if self._next_rescan <= now:
+            self._next_rescan = now + self.rescan
+            return True
+        limit = self._next_rescan - now
+        if timeout is not None:
+            limit = min(limit, timeout)
+        self.event.wait(limit)
+        self.event.clear()
+        if time.monotonic() >= self._next_rescan:
+            self._next_rescan = time.monotonic() + self.rescan
+            return True
+        return False
