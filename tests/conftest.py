@@ -1,0 +1,89 @@
+"""Shared fixtures: workspaces in tmp_path, real worker processes that are always reaped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.01, what: str = "") -> object:
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class Processes:
+    """Starts real processes for a test and kills every one of them (and their groups) afterwards."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT), env.get("PYTHONPATH", "")])
+        return env
+
+    def start(self, args: list[str], *, log: Path | None = None, **kwargs: object) -> subprocess.Popen[bytes]:
+        stream = open(log, "ab") if log else subprocess.DEVNULL
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=stream,
+            stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            env=kwargs.pop("env", None) or self.env(),
+            start_new_session=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        if log:
+            stream.close()  # type: ignore[union-attr]
+        self.started.append(process)
+        return process
+
+    def worker(self, workspace: Path, *, jobs: int = 1, rescan: float = 5.0, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "xpmfs", "worker", str(workspace), "--jobs", str(jobs), "--rescan", str(rescan)]
+        log = self.tmp_path / f"worker-{len(self.started)}.log"
+        return self.start(args + (extra or []), log=log)
+
+    def reap(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    manager = Processes(tmp_path)
+    try:
+        yield manager
+    finally:
+        manager.reap()
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    """A path for a new workspace (created by whatever opens it first)."""
+    return tmp_path / "ws"

@@ -1,0 +1,85 @@
+"""Tasks the integration tests submit; importable by job runners through the spec's sys.path."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from xpmfs import Meta, Param, PathGenerator, Task, field
+
+
+def _append(path: str, line: str) -> None:
+    # One write of one short line with O_APPEND: atomic on a local file system.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
+class Count(Task):
+    """Appends its number and pid to a shared counter file, once per run."""
+
+    n: Param[int]
+    counter: Meta[str]
+
+    def execute(self) -> None:
+        _append(self.counter, f"{self.n} {os.getpid()}")
+
+
+class Add(Task):
+    """Writes x + y (reading y from another Add's output when given)."""
+
+    x: Param[int]
+    y: Param[int] = 0
+    previous: Param[Add | None] = None
+    result: Meta[Path] = field(default_factory=PathGenerator("result.txt"))
+
+    def execute(self) -> None:
+        base = int(self.previous.result.read_text()) if self.previous is not None else 0
+        self.result.write_text(str(base + self.x + self.y))
+
+
+class Fail(Task):
+    """Always fails, loudly."""
+
+    why: Param[str] = "on purpose"
+
+    def execute(self) -> None:
+        raise RuntimeError(f"failing {self.why}")
+
+
+class Gate(Task):
+    """Writes ``started`` in its folder, then waits until the file ``gate`` exists."""
+
+    name: Param[str]
+    gate: Meta[str]
+    counter: Meta[str] = ""
+
+    def execute(self) -> None:
+        if self.counter:
+            _append(self.counter, f"{self.name} {os.getpid()} start")
+        Path("started").write_text(str(os.getpid()))
+        while not os.path.exists(self.gate):
+            time.sleep(0.02)
+        if self.counter:
+            _append(self.counter, f"{self.name} {os.getpid()} end")
+
+
+class Sleep(Task):
+    seconds: Param[float]
+
+    def execute(self) -> None:
+        time.sleep(self.seconds)
+
+
+class After(Task):
+    """Runs after ``before`` (any task's output); records that it ran."""
+
+    before: Param[Task]
+    counter: Meta[str] = ""
+
+    def execute(self) -> None:
+        if self.counter:
+            _append(self.counter, "after")

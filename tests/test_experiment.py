@@ -1,0 +1,211 @@
+"""Submitting, running and waiting, with real worker processes (issue: workspace and workers)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import Processes, wait_until
+from sample_tasks import Add, After, Count, Fail, Gate
+
+from xpmfs import experiment
+from xpmfs.errors import FailedExperiment
+from xpmfs.job import Job
+from xpmfs.queue import JobRef
+from xpmfs.status import State
+from xpmfs.workspace import Workspace
+
+
+def _job(ws: Path, output: object) -> Job:
+    handle = output.__xpm__.job  # type: ignore[attr-defined]
+    return Job(Workspace.open(ws), handle.ref)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_submission_writes_spec_status_queue_and_journal(ws: Path) -> None:
+    with experiment(ws, "first", wait=False, workers=0):
+        output = Add.C(x=1, y=2).submit()
+    job = _job(ws, output)
+    assert job.path.parent.name == "sample_tasks.add"
+    assert job.path.name == Add.C(x=1, y=2).__identifier__()
+    spec = orjson.loads(job.spec_path.read_bytes())
+    assert spec["typeid"] == "sample_tasks.add" and spec["dependencies"] == []
+    assert orjson.loads((job.xpm_dir / "status.json").read_bytes())["state"] == "ready"
+    assert (ws / "queue" / f"sample_tasks.add~{job.ref.jobid}").exists()
+    journal = [orjson.loads(line) for line in (ws / "experiments" / "first" / "jobs.jsonl").read_bytes().splitlines()]
+    assert journal[0]["job"] == job.ref.relpath
+    assert job.script_path.exists()
+
+
+def test_chain_runs_in_order_and_results_are_found_again(ws: Path, processes: Processes) -> None:
+    processes.worker(ws, jobs=2)
+    with experiment(ws, "chain", workers=0):
+        a = Add.C(x=1).submit()
+        b = Add.C(x=2, previous=a).submit()
+        c = Add.C(x=3, previous=b).submit()
+    assert _job(ws, c).marker() is State.DONE
+    assert (_job(ws, c).path / "result.txt").read_text() == "6"
+    spec = orjson.loads(_job(ws, b).spec_path.read_bytes())
+    assert spec["dependencies"] == [_job(ws, a).ref.relpath]
+    # Running the same experiment again finds everything done: nothing runs twice.
+    mtime = (_job(ws, a).xpm_dir / "status.json").stat().st_mtime_ns
+    with experiment(ws, "chain", workers=0):
+        Add.C(x=2, previous=Add.C(x=1).submit()).submit()
+    assert (_job(ws, a).xpm_dir / "status.json").stat().st_mtime_ns == mtime
+
+
+def test_failure_propagates_to_dependents_and_is_reported(ws: Path, processes: Processes) -> None:
+    processes.worker(ws)
+    with pytest.raises(FailedExperiment) as caught:
+        with experiment(ws, "broken", workers=0):
+            failing = Fail.C().submit()
+            After.C(before=failing).submit()
+    message = str(caught.value)
+    failed_job = Job(Workspace.open(ws), JobRef("sample_tasks.fail", Fail.C().__identifier__()))
+    assert "2 job(s) failed" in message
+    assert f"{failed_job.path}: error" in message and str(failed_job.stderr_path) in message
+    assert "dependency" in message and f"dependency {failed_job.path} failed (error)" in message
+    assert "RuntimeError: failing on purpose" in failed_job.stderr_path.read_text()
+
+
+def test_race_of_four_workers_runs_each_job_once(ws: Path, tmp_path: Path, processes: Processes) -> None:
+    counter = tmp_path / "counter"
+    with experiment(ws, "race", wait=False, workers=0):
+        for n in range(200):
+            Count.C(n=n, counter=str(counter)).submit()
+    for _ in range(4):
+        processes.worker(ws, jobs=1, rescan=0.5)
+    wait_until(lambda: not os.listdir(ws / "queue"), timeout=240, interval=0.2, what="the queue to drain")
+    runs = [line.split()[0] for line in _lines(counter)]
+    assert sorted(runs, key=int) == [str(n) for n in range(200)]
+    jobs = list((ws / "jobs" / "sample_tasks.count").iterdir())
+    assert len(jobs) == 200
+    assert all((job / "__xpm__" / "done").exists() for job in jobs)
+    # Every worker took part (the race was real).
+    pids = {line.split()[1] for line in _lines(counter)}
+    assert len(pids) == 200
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_of_a_worker_mid_job_reruns_it_elsewhere(ws: Path, tmp_path: Path, processes: Processes) -> None:
+    gate = tmp_path / "gate"
+    counter = tmp_path / "counter"
+    with experiment(ws, "crash", wait=False, workers=0):
+        output = Gate.C(name="g", gate=str(gate), counter=str(counter)).submit()
+    job = _job(ws, output)
+    first = processes.worker(ws, rescan=0.5)
+    wait_until((job.path / "started").exists, what="the job to start")
+    runner_pid = int((job.path / "started").read_text())
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    # The runner dies with its worker: the first run can never overlap the second.
+    wait_until(lambda: not _alive(runner_pid), timeout=10, what="the runner to die with its worker")
+    assert job.marker() is None and job.status().state is State.RUNNING  # type: ignore[union-attr]
+    gate.write_text("")
+    processes.worker(ws, rescan=0.5)
+    wait_until(job.marker, timeout=60, what="the job to be re-run")
+    final = job.status()
+    assert final is not None and final.state is State.DONE and final.attempt == 2
+    assert [line.split()[2] for line in _lines(counter)] == ["start", "start", "end"]
+
+
+@pytest.mark.timeout(180)
+def test_kill_9_of_the_experiment_keeps_jobs_running_and_rerun_reattaches(
+    ws: Path, tmp_path: Path, processes: Processes
+) -> None:
+    gate = tmp_path / "gate"
+    counter = tmp_path / "counter"
+    script = tmp_path / "script.py"
+    # A task defined in the script itself (__main__) must run too.
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, time
+            from pathlib import Path
+            from xpmfs import Task, Param, Meta, experiment
+
+            class Wait(Task):
+                n: Param[int]
+                def execute(self):
+                    with open({str(counter)!r}, "a") as out:
+                        out.write(f"{{self.n}} {{os.getpid()}}\\n")
+                    while not os.path.exists({str(gate)!r}):
+                        time.sleep(0.02)
+
+            if __name__ == "__main__":
+                with experiment({str(ws)!r}, "survive", workers=2):
+                    for n in range(3):
+                        Wait.C(n=n).submit()
+                print("finished")
+            """
+        )
+    )
+    first = processes.start([sys.executable, str(script)], log=tmp_path / "first.log")
+    wait_until(lambda: len(_lines(counter)) >= 2, timeout=60, what="two jobs to start")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    gate.write_text("")
+    second = subprocess.run(
+        [sys.executable, str(script)], env=processes.env(), capture_output=True, timeout=120, check=False
+    )
+    assert second.returncode == 0, second.stderr.decode()
+    assert b"finished" in second.stdout
+    runs = sorted(line.split()[0] for line in _lines(counter))
+    assert runs == ["0", "1", "2"]  # each job ran exactly once across both script runs
+    jobs = list((ws / "jobs" / "__main__.wait").iterdir())
+    assert len(jobs) == 3 and all((job / "__xpm__" / "done").exists() for job in jobs)
+
+
+def test_embedded_worker_by_default(ws: Path) -> None:
+    with experiment(ws, "embedded"):
+        output = Add.C(x=40, y=2).submit()
+    assert (_job(ws, output).path / "result.txt").read_text() == "42"
+
+
+def test_submit_outside_an_experiment_says_what_to_do() -> None:
+    from xpmfs.errors import NoExperimentError
+
+    with pytest.raises(NoExperimentError, match="inside `with experiment"):
+        Add.C(x=1).submit()
+
+
+def test_second_run_of_a_live_experiment_is_refused(ws: Path) -> None:
+    from xpmfs.errors import WorkspaceError
+
+    with experiment(ws, "solo", wait=False, workers=0):
+        with pytest.raises(WorkspaceError, match="already running"):
+            with experiment(ws, "solo", wait=False, workers=0):
+                pass
+
+
+def _alive(pid: int) -> bool:
+    from xpmfs._process import pid_alive
+
+    return pid_alive(pid)
+
+
+def test_job_submitted_to_an_idle_worker_is_claimed_through_inotify(ws: Path, processes: Processes) -> None:
+    Workspace.open(ws, create=True)
+    processes.worker(ws, rescan=60)  # only inotify can wake it in time
+    with experiment(ws, "warm-up", workers=0):
+        Add.C(x=6).submit()  # once it ran, the worker is idle until an event or 60 s
+    with experiment(ws, "latency", wait=False, workers=0):
+        output = Add.C(x=7).submit()
+    job = _job(ws, output)
+    wait_until(job.marker, timeout=30, what="the job to run")
+    status = job.status()
+    spec = orjson.loads(job.spec_path.read_bytes())
+    assert status is not None and status.claimed is not None
+    latency = status.claimed - spec["submitted"]
+    print(f"claim latency through inotify: {latency * 1000:.1f} ms")
+    assert latency < 5.0

@@ -1,0 +1,459 @@
+"""The ``xpmfs`` command: a thin click shell over library functions.
+
+Every command calls into the library and prints; no logic lives here. One handler turns xpmfs
+errors into ``Error: ...`` and exit code 1 (``--debug`` re-raises to show the traceback).
+Exit codes: 0 success, 1 an xpmfs error (bad workspace, unknown job...), 2 bad usage (click).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+
+from .errors import Error
+from .status import Reason, State
+
+if TYPE_CHECKING:
+    from .catalog import JobInfo, Stream
+    from .job import Job
+    from .workspace import Workspace
+
+# The library modules are imported inside each command: `xpmfs worker` (started for every
+# embedded worker) and `--help` should not pay for what other commands need (the catalog pulls
+# in the experiment module and watchdog, control pulls in psutil).
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (Error, OSError) as error:
+            # OSError too: a permission denied or a full disk deserves a message, not a traceback.
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """xpmfs: experiments whose whole state is a directory."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+
+@main.command()
+@click.argument("workspace", type=click.Path(file_okay=False))
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1), help="Jobs run at once.")
+@click.option("--idle-exit", type=click.FloatRange(min=0), help="Exit after this many seconds with nothing to run.")
+@click.option(
+    "--rescan", default=5.0, show_default=True, type=click.FloatRange(min=0.01), help="Seconds between full rescans."
+)
+@click.option("--drain", is_flag=True, help="On SIGTERM, let running jobs finish instead of handing them back.")
+def worker(workspace: str, jobs: int, idle_exit: float | None, rescan: float, drain: bool) -> None:
+    """Claim and run the workspace's jobs until stopped.
+
+    \b
+    Example:
+        xpmfs worker ~/experiments/ws --jobs 4 --idle-exit 60
+    """
+    from .worker import run_worker
+
+    sys.exit(run_worker(workspace, jobs=jobs, idle_exit=idle_exit, rescan=rescan, drain=drain))
+
+
+# -- shared options and helpers ----------------------------------------------------------------
+
+_STATE_CHOICES = [state.value for state in State] + ["unknown"]
+_COLOURS: dict[str, dict[str, Any]] = {
+    "done": {"fg": "green"},
+    "failed": {"fg": "red", "bold": True},
+    "running": {"fg": "cyan"},
+    "submitted": {"fg": "cyan"},
+    "ready": {"fg": "yellow"},
+    "waiting": {"fg": "yellow", "dim": True},
+    "unknown": {"fg": "magenta"},
+    "stale": {"fg": "magenta"},
+}
+
+
+def _open(path: str) -> Workspace:
+    from .workspace import Workspace
+
+    return Workspace.open(path)
+
+
+def _parse_tags(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    tags = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE (e.g. --tag lr=0.1)", ctx, param)
+        tags[key] = text
+    return tags
+
+
+workspace_argument = click.argument("workspace", type=click.Path(file_okay=False))
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object a line, for scripts.")
+
+
+def job_argument(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``JOB`` plus ``--workspace``: how every single-job command names its job."""
+    function = click.argument("job", metavar="JOB")(function)
+    return click.option(
+        "--workspace",
+        "-w",
+        envvar="XPMFS_WORKSPACE",
+        type=click.Path(file_okay=False),
+        help="Workspace to look JOB up in (default: the one the current folder is in; env XPMFS_WORKSPACE).",
+    )(function)
+
+
+def _find(workspace: str | None, name: str) -> Job:
+    from .catalog import find_job
+
+    return find_job(_open(workspace) if workspace else None, name)
+
+
+def _state_text(info: JobInfo) -> str:
+    text = info.label
+    if info.stale:
+        text += " (stale)"
+    elif info.state is State.FAILED and info.reason is not None:
+        text += f" ({info.reason.value if isinstance(info.reason, Reason) else info.reason})"
+    return text
+
+
+def _style_state(info: JobInfo, text: str) -> str:
+    return click.style(text, **_COLOURS["stale" if info.stale else info.label])
+
+
+def _tags_text(tags: Mapping[str, Any]) -> str:
+    from .catalog import tag_text
+
+    return " ".join(f"{key}={tag_text(value)}" for key, value in sorted(tags.items()))
+
+
+def _time(value: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else "-"
+
+
+def _json_line(record: Any) -> None:
+    click.echo(orjson.dumps(record).decode())
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+@main.command("ls")
+@workspace_argument
+@click.option("--state", "-s", type=click.Choice(_STATE_CHOICES), help="Only jobs in this state.")
+@click.option("--experiment", "-e", metavar="NAME", help="Only jobs that this experiment submitted.")
+@click.option(
+    "--tag",
+    "-t",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_parse_tags,
+    help="Only jobs with this tag (repeatable).",
+)
+@json_option
+def ls(workspace: str, state: str | None, experiment: str | None, tags: dict[str, str], as_json: bool) -> None:
+    """List the jobs of a workspace: state, job (<typeid>/<jobid>), tags.
+
+    A state marked "(stale)" says running while nobody holds the job's lock: its run crashed
+    (`xpmfs check --fix` makes it ready again).
+
+    \b
+    Example:
+        xpmfs ls ~/ws --state failed --tag model=bert
+        xpmfs ls ~/ws --json | jq -r 'select(.stale) | .path'
+    """
+    from .catalog import list_jobs
+
+    infos = list_jobs(_open(workspace), state=state, experiment=experiment, tags=tags)
+    if as_json:
+        for info in infos:
+            _json_line(info.to_json())
+        return
+    rows = [
+        (info, _state_text(info), f"{info.ref.typeid}/{info.ref.jobid[:12]}", _tags_text(info.tags)) for info in infos
+    ]
+    state_width = max((len(row[1]) for row in rows), default=0)
+    job_width = max((len(row[2]) for row in rows), default=0)
+    for info, state_text, job_text, tags_text in rows:
+        # Pad before styling: escape codes would count in the width.
+        line = f"{_style_state(info, state_text.ljust(state_width))}  {job_text.ljust(job_width)}  {tags_text}"
+        click.echo(line.rstrip())
+
+
+@main.command()
+@job_argument
+@json_option
+def show(workspace: str | None, job: str, as_json: bool) -> None:
+    """Show everything about one job: status, dependencies, output files, lock holder.
+
+    JOB is an id prefix, <typeid>/<idprefix>, or a path (the job's folder or a file in it).
+
+    \b
+    Example:
+        xpmfs show -w ~/ws 3eee5a80
+        xpmfs show ~/ws/jobs/my.task/3eee5a80b576c1ec.../
+    """
+    from .catalog import details
+
+    found = details(_find(workspace, job))
+    if as_json:
+        _json_line(found.to_json())
+        return
+    info = found.info
+    lines: list[tuple[str, str]] = [
+        ("job", info.ref.relpath),
+        ("path", str(info.path)),
+        ("state", _style_state(info, _state_text(info))),
+        ("queued", "yes" if info.queued else "no"),
+    ]
+    if info.problem:
+        lines.append(("problem", info.problem))
+    if info.status is not None:
+        # Every field of status.json, so fields added later show up too; reason and message below.
+        for name, value in info.status.to_json().items():
+            if name in ("state", "reason", "message"):
+                continue
+            text = _time(value) if isinstance(value, float) else "-" if value is None else str(value)
+            lines.append((name.replace("_", " "), text))
+    if info.reason is not None:
+        lines.append(("reason", info.reason.value if isinstance(info.reason, Reason) else str(info.reason)))
+    if info.message:
+        lines.append(("message", info.message))
+    lines.append(("experiments", ", ".join(info.experiments) or "-"))
+    lines.append(("tags", _tags_text(info.tags) or "-"))
+    if found.spec is not None:
+        lines.append(("launcher", found.spec.launcher.get("type", "?")))
+        lines.append(("submitted", _time(found.spec.submitted)))
+    else:
+        lines.append(("spec", found.spec_problem or "-"))
+    lines.append(("dependencies", "-" if not found.dependencies else ""))
+    lines += [("", f"{ref.relpath} ({label})") for ref, label in found.dependencies]
+    holder = found.holder
+    lines.append(
+        ("lock", f"held by pid {holder.pid} on {holder.host} since {_time(holder.since)}" if holder else "free")
+    )
+    if found.cancel_requested:
+        lines.append(("cancel", "requested"))
+    lines += [("stdout", str(found.stdout)), ("stderr", str(found.stderr)), ("script", str(found.script))]
+    width = max(len(key) for key, _value in lines) + 1
+    for key, value in lines:
+        click.echo(f"{(key + ':') if key else '':<{width}} {value}".rstrip())
+
+
+@main.command()
+@job_argument
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--err", "stream", flag_value="err", help="The job's standard error (.err) instead of its output.")
+@click.option("--out", "stream", flag_value="out", default=True, hidden=True)
+def log(workspace: str | None, job: str, follow: bool, stream: Stream) -> None:
+    """Print a job's output (<name>.out), or its errors with --err.
+
+    \b
+    Example:
+        xpmfs log -w ~/ws -f 3eee5a80
+        xpmfs log --err ~/ws/jobs/my.task/3eee5a80.../
+    """
+    from .catalog import read_log
+
+    found = _find(workspace, job)
+    for chunk in read_log(found, stream, follow=follow):
+        click.echo(chunk, nl=False)  # bytes go out as they are; echo flushes, so -f shows each chunk at once
+
+
+@main.command()
+@workspace_argument
+@json_option
+def workers(workspace: str, as_json: bool) -> None:
+    """List the workers registered in a workspace: host, pid, slots, heartbeat age, alive.
+
+    \b
+    Example:
+        xpmfs workers ~/ws
+    """
+    from . import heartbeat
+
+    infos = sorted(heartbeat.scan(_open(workspace).workers_dir), key=lambda item: (item.record.host, item.record.pid))
+    if as_json:
+        for info in infos:
+            record = info.record
+            _json_line(
+                {
+                    "name": record.name,
+                    "host": record.host,
+                    "pid": record.pid,
+                    "slots": record.jobs,
+                    "started": record.started,
+                    "heartbeat_interval": record.heartbeat,
+                    "heartbeat_age": info.age,
+                    "alive": info.alive,
+                    "path": str(info.path),
+                }
+            )
+        return
+    rows = [
+        (
+            info.record.host,
+            str(info.record.pid),
+            f"{info.record.jobs} slot(s)",
+            f"beat {info.age:.1f}s ago",
+            "alive" if info.alive else "dead",
+        )
+        for info in infos
+    ]
+    widths = [max((len(row[column]) for row in rows), default=0) for column in range(5)]
+    for info, row in zip(infos, rows):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)]
+        cells.append(click.style(row[-1], fg="green" if info.alive else "red"))
+        click.echo("  ".join(cells))
+
+
+# -- acting --------------------------------------------------------------------------------------
+
+
+@main.command()
+@job_argument
+def kill(workspace: str | None, job: str) -> None:
+    """Stop a job: cancel it if queued, ask it to stop if running (it ends failed, cancelled).
+
+    \b
+    Example:
+        xpmfs kill -w ~/ws 3eee5a80
+    """
+    from . import control
+
+    click.echo(control.kill(_find(workspace, job)).message)
+
+
+@main.command()
+@job_argument
+@click.option("--force", is_flag=True, help="Run it again even if it is done.")
+def retry(workspace: str | None, job: str, force: bool) -> None:
+    """Queue a failed job again (or a done one, with --force).
+
+    \b
+    Example:
+        xpmfs retry -w ~/ws 3eee5a80
+    """
+    from . import control
+
+    click.echo(control.retry(_find(workspace, job), force=force).message)
+
+
+@main.command()
+@workspace_argument
+@click.option("--failed", is_flag=True, help="Remove failed jobs' folders.")
+@click.option("--done", is_flag=True, help="Remove done jobs' folders (their results too!).")
+@click.option("--workers", "dead_workers", is_flag=True, help="Remove dead workers' registrations.")
+@click.option("--experiment", "-e", metavar="NAME", help="Only jobs that this experiment submitted.")
+@click.option(
+    "--tag",
+    "-t",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_parse_tags,
+    help="Only jobs with this tag (repeatable).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Remove for real; without it, only list what would go.")
+def clean(
+    workspace: str,
+    failed: bool,
+    done: bool,
+    dead_workers: bool,
+    experiment: str | None,
+    tags: dict[str, str],
+    yes: bool,
+) -> None:
+    """Remove ended jobs' folders and dead workers' registrations.
+
+    Lists what it would remove; --yes removes it. Queued and running jobs are never removed,
+    nor jobs that an unfinished job depends on, nor jobs of an experiment that is running.
+
+    \b
+    Example:
+        xpmfs clean ~/ws --failed            # list the failed jobs it would remove
+        xpmfs clean ~/ws --failed --yes      # remove them
+    """
+    if not (failed or done or dead_workers):
+        raise click.UsageError("say what to remove: --failed, --done and/or --workers")
+    from . import control
+
+    removals = control.clean(
+        _open(workspace),
+        failed=failed,
+        done=done,
+        workers=dead_workers,
+        experiment=experiment,
+        tags=tags,
+        apply=yes,
+    )
+    selected = [removal for removal in removals if removal.kept is None]
+    for removal in removals:
+        if removal.kept is not None:
+            click.echo(f"kept: {removal.path}  {removal.description}: {removal.kept}")
+        elif removal.removed:
+            click.echo(f"removed: {removal.path}  {removal.description}")
+        else:
+            click.echo(f"would remove: {removal.path}  {removal.description}")
+    if not selected:
+        click.echo("nothing to remove", err=True)
+    elif not yes:
+        click.echo(f"{len(selected)} to remove; run again with --yes to remove them", err=True)
+
+
+@main.command("check")
+@workspace_argument
+@click.option("--fix", is_flag=True, help="Repair what can be repaired safely.")
+@click.option("--no-verify", is_flag=True, help="Do not load each job's task to check its identifier.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Shared lock mode: do not wait lease_duration to prove other hosts' running jobs abandoned.",
+)
+def check_command(workspace: str, fix: bool, no_verify: bool, no_wait: bool) -> None:
+    """Find what crashes left inconsistent in a workspace; repair it with --fix.
+
+    One line per problem: `path: kind: message [fixed]`. Exit code 1 if problems remain
+    (warnings, such as a task that cannot be imported here, do not count).
+
+    \b
+    Example:
+        xpmfs check ~/ws
+        xpmfs check ~/ws --fix
+    """
+    from .check import check
+
+    problems = check(
+        _open(workspace),
+        fix=fix,
+        verify=not no_verify,
+        lease_wait=not no_wait,
+        notify=lambda message: click.echo(message, err=True),
+    )
+    for problem in problems:
+        click.echo(str(problem))
+    remaining = [p for p in problems if not p.fix_applied and p.severity == "error"]
+    if not problems:
+        click.echo("no problems found", err=True)
+    if remaining:
+        sys.exit(1)

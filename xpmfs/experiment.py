@@ -1,0 +1,346 @@
+"""The experiment context: ``with experiment(ws, "name") as xp:``.
+
+Submitting a task writes its job into the workspace and nothing more: the spec, the job's status,
+the queue entry (last), and a line in the experiment's journal. Workers do the running. When no
+worker is alive, the experiment starts an embedded one (a detached ``xpmfs worker`` process, so
+jobs keep running if the script dies). On leaving the block it waits for its jobs, unless
+``wait=False``, and raises :class:`FailedExperiment` naming each failed job and its ``.err``.
+
+::
+
+    WS/experiments/<name>/lock          held while a run of the experiment is alive
+    WS/experiments/<name>/jobs.jsonl    one line per submission (single writer: the lock holder)
+    WS/experiments/<name>/runs/<run>/   one folder per run: run.json, embedded worker logs
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import _atomic, heartbeat, queue, status
+from .errors import FailedExperiment, WorkspaceError
+from .job import Job, Spec
+from .journal import Journal
+from .lock import JobLock, LockMode
+from .queue import JobRef
+from .status import State
+from .watch import Watcher
+from .workspace import Workspace
+
+log = logging.getLogger("xpmfs.experiment")
+
+LOCK_FILE = "lock"
+JOURNAL_FILE = "jobs.jsonl"
+RUNS_DIR = "runs"
+RUN_FILE = "run.json"
+EMBEDDED_IDLE_EXIT = 3.0
+_LOCK_RETRY = 0.01
+
+
+@dataclass
+class JobHandle:
+    """What an experiment knows of a job it submitted; ``task.__xpm__.job`` points to it."""
+
+    job: Job
+    environ: dict[str, str] = field(default_factory=dict)  # filled by submit hooks
+    callbacks: list[Any] = field(default_factory=list)
+
+    @property
+    def ref(self) -> JobRef:
+        return self.job.ref
+
+    @property
+    def path(self) -> Path:
+        return self.job.path
+
+    def state(self) -> State:
+        marker = self.job.marker()
+        if marker is not None:
+            return marker
+        current = self.job.status()
+        return current.state if current else State.WAITING
+
+
+class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) context manager
+    """Run an experiment in workspace ``workspace`` under ``name``.
+
+    ``workers``: job slots of the embedded worker started when no worker is alive
+    (``None``: one per core; ``0``: never start one). ``wait``: wait for the jobs on exit.
+    """
+
+    _stack: list[experiment] = []
+
+    def __init__(
+        self,
+        workspace: str | os.PathLike[str],
+        name: str,
+        *,
+        wait: bool = True,
+        workers: int | None = None,
+        lock_mode: LockMode | str | None = None,
+        rescan: float = 2.0,
+    ) -> None:
+        if not name or "/" in name or name.startswith("."):
+            raise WorkspaceError(
+                Path(workspace) / "experiments" / name,
+                f"{name!r} is not a valid experiment name",
+                "use a plain name without '/' that does not start with '.'",
+            )
+        if workers is not None and workers < 0:
+            raise ValueError(f"experiment(workers=...) must be 0 or more, not {workers}")
+        self.workspace = Workspace.open(workspace, create=True, lock_mode=lock_mode)
+        self.name = name
+        self.wait_on_exit = wait
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.rescan = rescan
+        self.path = self.workspace.experiment_path(name)
+        self.jobs: dict[JobRef, JobHandle] = {}
+        self._lock: JobLock | None = None
+        self._journal: Journal | None = None
+        self._embedded: subprocess.Popen[bytes] | None = None
+        self._token: Any = None
+        self.run_id = ""
+
+    # -- context -----------------------------------------------------------------------------
+
+    def __enter__(self) -> experiment:
+        from .config import set_submit_handler
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = JobLock(
+            self.path / LOCK_FILE, self.workspace.lock_mode, lease_duration=self.workspace.lease_duration
+        )
+        if not self._lock.try_acquire():
+            holder = self._lock.holder()
+            who = f" (pid {holder.pid} on {holder.host})" if holder else ""
+            raise WorkspaceError(
+                self.path,
+                f"experiment {self.name!r} is already running{who}",
+                "wait for it to end, or give this run another experiment name",
+            )
+        self.run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        self.run_path.mkdir(parents=True, exist_ok=True)
+        self._write_run("running")
+        self._journal = Journal(self.path / JOURNAL_FILE)
+        self._token = set_submit_handler(self._submit)
+        experiment._stack.append(self)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        from .config import reset_submit_handler
+
+        try:
+            if kind is None and self.wait_on_exit:
+                self.wait()
+        finally:
+            experiment._stack.remove(self)
+            reset_submit_handler(self._token)
+            self._write_run("failed" if kind else "done")
+            if self._journal is not None:
+                self._journal.close()
+            if self._lock is not None:
+                self._lock.release()
+
+    @property
+    def run_path(self) -> Path:
+        return self.path / RUNS_DIR / self.run_id
+
+    def _write_run(self, state: str) -> None:
+        record = {
+            "experiment": self.name,
+            "run": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "state": state,
+            "updated": time.time(),
+            "jobs": len(self.jobs),
+        }
+        _atomic.write_json(self.run_path / RUN_FILE, record)
+
+    @classmethod
+    def current(cls) -> experiment:
+        if not cls._stack:
+            raise RuntimeError("no experiment is running; use `with experiment(workspace, name):`")
+        return cls._stack[-1]
+
+    # -- submission --------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        task: Any,
+        *,
+        init_tasks: Any = None,
+        launcher: Any = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        from .config import ResumableTask, dependencies, tags, task_outputs_of, typeid
+        from .serialization import to_dict
+
+        if options:
+            raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
+        ref = JobRef(typeid(task), task.__identifier__())
+        job = Job(self.workspace, ref)
+        handle = self.jobs.get(ref) or JobHandle(job)
+        task.__xpm__.seal(job.path)
+        task.__xpm__.job = handle
+        for hook in getattr(type(task), "__xpm_hooks__", ()):
+            hook.process(handle, launcher)
+        spec = Spec(
+            typeid=ref.typeid,
+            jobid=ref.jobid,
+            config=to_dict(task),
+            dependencies=tuple(
+                sorted({f"{typeid(dep)}/{dep.__identifier__()}" for dep in dependencies(task, init_tasks or ())})
+            ),
+            launcher=_launcher_record(launcher),
+            max_retries=3 if max_retries is None else max_retries,
+            resumable=isinstance(task, ResumableTask),
+            python=sys.executable,
+            sys_path=tuple(_import_path()),
+            environ=dict(handle.environ),
+            submitted=time.time(),
+        )
+        job.write_spec(spec)
+        job.write_script(sys.executable)
+        self._enqueue(job, spec)
+        assert self._journal is not None
+        self._journal.append(
+            {"job": ref.relpath, "run": self.run_id, "tags": _jsonable(tags(task)), "submitted": spec.submitted}
+        )
+        self.jobs[ref] = handle
+        self._ensure_workers()
+        return task_outputs_of(task)
+
+    def _enqueue(self, job: Job, spec: Spec) -> None:
+        """Give the job a status and a queue entry, unless it is done or being run."""
+        initial = State.WAITING if spec.dependencies else State.READY
+        lock = job.lock()
+        while not lock.try_acquire():
+            marker = job.marker()
+            if marker is State.DONE:
+                return
+            if marker is None:
+                # Being claimed or run: its entry exists already (adding it again is harmless).
+                queue.add(self.workspace.queue_dir, job.ref)
+                return
+            # A terminal marker under a held lock: its holder is finishing; it releases in a moment.
+            time.sleep(_LOCK_RETRY)
+        try:
+            if not job.spec_path.exists():
+                # `xpmfs clean` removed the folder between our spec write and the lock.
+                raise WorkspaceError(job.path, "was removed while being submitted", "submit the task again")
+            marker = job.marker()
+            if marker is State.DONE:
+                return
+            current = job.status()
+            if marker is State.FAILED or current is None:
+                job.clear_cancel()
+                status.transition(job.xpm_dir, initial)
+            queue.add(self.workspace.queue_dir, job.ref)
+        finally:
+            lock.release()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _ensure_workers(self) -> None:
+        if self.workers == 0:
+            return
+        if self._embedded is not None and self._embedded.poll() is None:
+            return
+        if heartbeat.any_alive(self.workspace.workers_dir):
+            return
+        log_path = self.run_path / f"worker-{int(time.time() * 1000)}.log"
+        command = [
+            sys.executable,
+            "-m",
+            "xpmfs",
+            "worker",
+            str(self.workspace.path),
+            "--jobs",
+            str(self.workers),
+            "--idle-exit",
+            str(EMBEDDED_IDLE_EXIT),
+        ]
+        with open(log_path, "wb") as log_stream:
+            # Its own session: the worker (and the jobs it runs) outlive this script if it dies.
+            self._embedded = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log_stream, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        log.info("started an embedded worker (pid %d, %d slots), log in %s", self._embedded.pid, self.workers, log_path)
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def wait(self) -> None:
+        """Wait until every job submitted in this run has ended; raise if any failed."""
+        failures: dict[str, str] = {}
+        logs: dict[str, str] = {}
+        finished: set[JobRef] = set()
+        with Watcher([self.workspace.queue_dir], rescan=self.rescan) as watcher:
+            next_worker_check = 0.0
+            while True:
+                for ref, handle in list(self.jobs.items()):
+                    if ref in finished:
+                        continue
+                    marker = handle.job.marker()
+                    if marker is None:
+                        continue
+                    finished.add(ref)
+                    if marker is State.FAILED:
+                        failure = status.read_failure(handle.job.xpm_dir)
+                        reason = failure.get("reason", "error")
+                        message = failure.get("message")
+                        failures[str(handle.path)] = f"{reason}: {message}" if message else reason
+                        logs[str(handle.path)] = str(handle.job.stderr_path)
+                    else:
+                        for callback in handle.callbacks:
+                            callback()
+                if len(finished) == len(self.jobs):
+                    break
+                now = time.monotonic()
+                if now >= next_worker_check:
+                    self._ensure_workers()
+                    next_worker_check = now + 1.0
+                watcher.wait(1.0)
+        if failures:
+            raise FailedExperiment(self.name, failures, logs)
+
+
+def _launcher_record(launcher: Any) -> dict[str, Any]:
+    if launcher is None:
+        return {"type": "direct"}
+    to_json = getattr(launcher, "to_json", None)
+    if to_json is None:
+        raise TypeError(f"submit(launcher=...) expects an xpmfs launcher, not {type(launcher).__name__}")
+    return to_json()
+
+
+def _import_path() -> list[str]:
+    """Where the runner must look for the task's modules: this process's import path."""
+    paths = [str(Path(entry).absolute()) if entry else os.getcwd() for entry in sys.path]
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file:
+        paths.insert(0, str(Path(main_file).absolute().parent))
+    return list(dict.fromkeys(paths))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(item) for item in value]
+    return str(value)

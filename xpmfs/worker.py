@@ -1,0 +1,323 @@
+"""A worker: claims runnable jobs of a workspace and runs them, keeping nothing but files.
+
+Any number of workers, on any hosts sharing the workspace, may run at once. A worker:
+
+1. registers itself in ``WS/workers/`` and refreshes its heartbeat;
+2. wakes on changes in ``WS/queue/`` (inotify) and rescans on a timer anyway;
+3. for each queue entry whose dependencies are done, tries the job's lock: the lock *is* the claim;
+4. starts the job's runner as a child that dies with it, and keeps the lock while it runs;
+5. when the child ends without a terminal state (killed, crashed), records the failure itself.
+
+On SIGTERM/SIGINT it stops claiming, hands its running jobs back (``ready``, queue entry kept,
+lock released) so another worker takes them, and exits; with ``drain`` it lets them finish first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import heartbeat, queue, status
+from .errors import CorruptedError, WorkspaceError
+from .job import Job, Spec
+from .lock import JobLock
+from .queue import JobRef
+from .runner import ENV_CLAIMED, ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER
+from .status import Reason, State
+from .watch import Watcher
+from .workspace import Workspace
+
+log = logging.getLogger("xpmfs.worker")
+
+DEFAULT_RESCAN = 5.0
+DEFAULT_HEARTBEAT = 2.0
+
+
+@dataclass
+class _Running:
+    job: Job
+    spec: Spec
+    lock: JobLock
+    process: subprocess.Popen[bytes]
+    released: bool = False  # we killed it to hand the job back
+
+
+@dataclass
+class Worker:
+    workspace: Workspace
+    jobs: int = 1
+    idle_exit: float | None = None
+    rescan: float = DEFAULT_RESCAN
+    heartbeat: float = DEFAULT_HEARTBEAT
+    drain: bool = False
+    _running: dict[JobRef, _Running] = field(default_factory=dict)
+    _specs: dict[JobRef, Spec] = field(default_factory=dict)  # specs are immutable: cache them
+    _reported: set[JobRef] = field(default_factory=set)  # damaged jobs already reported
+    _stopping: bool = False
+
+    def run(self) -> int:
+        """Work until stopped (signal) or idle for ``idle_exit`` seconds; return the exit code."""
+        record, record_path = heartbeat.register(self.workspace.workers_dir, jobs=self.jobs, heartbeat=self.heartbeat)
+        self.name = record.name
+        watcher = Watcher([self.workspace.queue_dir], rescan=self.rescan)
+        self._watcher = watcher
+        self._install_signal_handlers()
+        log.info("worker %s: %d slot(s) on %s", self.name, self.jobs, self.workspace.path)
+        next_beat = 0.0
+        idle_since = time.monotonic()
+        try:
+            with watcher:
+                full = True
+                while True:
+                    self._reap()
+                    if self._stopping:
+                        if not self._hand_back():
+                            break
+                    elif len(self._running) < self.jobs:
+                        runnable = self._schedule(full)
+                        if self._running or runnable:
+                            idle_since = time.monotonic()
+                    else:
+                        idle_since = time.monotonic()
+                    now = time.monotonic()
+                    if now >= next_beat:
+                        self._beat(record_path)
+                        next_beat = now + self.heartbeat
+                    if (
+                        self.idle_exit is not None
+                        and not self._running
+                        and not self._stopping
+                        and now - idle_since >= self.idle_exit
+                    ):
+                        log.info("worker %s: idle for %.1fs, exiting", self.name, self.idle_exit)
+                        break
+                    wait_for = next_beat - now
+                    if self.idle_exit is not None and not self._running:
+                        wait_for = min(wait_for, max(0.01, idle_since + self.idle_exit - now))
+                    full = watcher.wait(max(0.0, wait_for))
+        finally:
+            try:
+                os.unlink(record_path)
+            except FileNotFoundError:
+                pass
+        return 0
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame: object) -> None:
+        self._stopping = True
+        self._watcher.wake()
+
+    def stop(self) -> None:
+        """Ask the worker to stop (thread-safe)."""
+        self._stopping = True
+        self._watcher.wake()
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def _schedule(self, full: bool) -> int:
+        """Claim and start runnable jobs while slots are free; return how many runnable were seen."""
+        entries = sorted(queue.scan(self.workspace.queue_dir), key=lambda item: (item[1], item[0]))
+        runnable = 0
+        for ref, _mtime in entries:
+            if len(self._running) >= self.jobs:
+                return runnable + 1
+            if ref in self._running:
+                continue
+            job = Job(self.workspace, ref)
+            if job.marker() is not None:
+                self._clean_finished(job)
+                continue
+            spec = self._spec(job)
+            if spec is None:
+                continue
+            verdict = self._dependencies(spec)
+            if verdict is State.WAITING:
+                continue
+            runnable += 1
+            self._claim(job, spec)
+        return runnable
+
+    def _spec(self, job: Job) -> Spec | None:
+        spec = self._specs.get(job.ref)
+        if spec is None:
+            try:
+                spec = job.read_spec()
+            except CorruptedError as error:
+                # A spec still being written has no file yet; anything else is damage: say it once.
+                if job.spec_path.exists() and job.ref not in self._reported:
+                    self._reported.add(job.ref)
+                    log.error("worker %s: skipping job: %s", self.name, error)
+                return None
+            self._specs[job.ref] = spec
+        return spec
+
+    def _dependencies(self, spec: Spec) -> State | tuple[State, str]:
+        """``READY``, ``WAITING``, or ``(FAILED, which)`` when a dependency failed."""
+        verdict: State | tuple[State, str] = State.READY
+        for relpath in spec.dependencies:
+            dependency = Job(self.workspace, JobRef.from_relpath(relpath))
+            marker = dependency.marker()
+            if marker is State.FAILED:
+                reason = status.read_failure(dependency.xpm_dir).get("reason", "error")
+                return (State.FAILED, f"dependency {dependency.path} failed ({reason})")
+            if marker is None:
+                verdict = State.WAITING
+        return verdict
+
+    def _clean_finished(self, job: Job) -> None:
+        # Under the lock: an experiment may be resubmitting this job right now (DESIGN invariant 4).
+        lock = job.lock()
+        if not lock.try_acquire():
+            return
+        try:
+            if job.marker() is not None:
+                queue.remove(self.workspace.queue_dir, job.ref)
+        finally:
+            lock.release()
+
+    def _claim(self, job: Job, spec: Spec) -> None:
+        lock = job.lock()
+        if not lock.try_acquire():
+            return  # another worker has it, or it is running
+        claimed = time.time()
+        try:
+            # Everything may have changed between the scan and the claim: look again under the lock.
+            if job.marker() is not None:
+                queue.remove(self.workspace.queue_dir, job.ref)
+                lock.release()
+                return
+            verdict = self._dependencies(spec)
+            if verdict is State.WAITING:
+                lock.release()
+                return
+            if isinstance(verdict, tuple):
+                status.transition(job.xpm_dir, State.FAILED, reason=Reason.DEPENDENCY, message=verdict[1])
+                queue.remove(self.workspace.queue_dir, job.ref)
+                lock.release()
+                return
+            current = job.status()
+            if current is not None and current.state is State.RUNNING:
+                # Its runner died and the lock came free: record that before running it again.
+                status.transition(
+                    job.xpm_dir,
+                    State.READY,
+                    message=f"previous run (pid {current.pid} on {current.host}) ended without a status",
+                )
+            self._start(job, spec, lock, claimed)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _start(self, job: Job, spec: Spec, lock: JobLock, claimed: float) -> None:
+        env = dict(os.environ)
+        env.update(spec.environ)
+        env[ENV_LOCK_HELD] = "1"
+        env[ENV_PARENT_PID] = str(os.getpid())
+        env[ENV_WORKER] = self.name
+        env[ENV_CLAIMED] = repr(claimed)
+        mode = "ab" if spec.resumable else "wb"
+        with open(job.stdout_path, mode) as out, open(job.stderr_path, mode) as err:
+            process = subprocess.Popen(
+                [spec.python, str(job.script_path)],
+                cwd=job.path,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
+        self._running[job.ref] = _Running(job, spec, lock, process)
+        log.info("worker %s: started %s (pid %d)", self.name, job.ref, process.pid)
+        threading.Thread(target=self._await, args=(process,), daemon=True).start()
+
+    def _await(self, process: subprocess.Popen[bytes]) -> None:
+        process.wait()
+        self._watcher.wake()
+
+    # -- ending ----------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for ref, running in list(self._running.items()):
+            code = running.process.poll()
+            if code is None:
+                continue
+            del self._running[ref]
+            try:
+                self._record_end(running, code)
+            finally:
+                running.lock.release()
+
+    def _record_end(self, running: _Running, code: int) -> None:
+        job = running.job
+        if job.marker() is not None:
+            queue.remove(self.workspace.queue_dir, job.ref)  # the runner may have died just before this
+            return
+        current = job.status()
+        if running.released:
+            if current is not None and current.state is State.RUNNING:
+                status.transition(job.xpm_dir, State.READY, message=f"handed back by worker {self.name}")
+            return
+        if current is not None and current.state is State.READY:
+            return  # the runner asked for a retry (resumable timeout); the queue entry stays
+        if code < 0 and -code in (signal.SIGTERM, signal.SIGINT):
+            reason, message = Reason.CANCELLED, f"runner killed by signal {-code}"
+        elif code < 0:
+            reason, message = Reason.ERROR, f"runner killed by signal {-code}"
+        else:
+            reason, message = Reason.ERROR, f"runner exited with code {code} without a status; see {job.stderr_path}"
+        status.transition(job.xpm_dir, State.FAILED, reason=reason, message=message, exit_code=code)
+        queue.remove(self.workspace.queue_dir, job.ref)
+
+    def _hand_back(self) -> bool:
+        """Kill running jobs to hand them back (or let them finish, with ``drain``); True while some run."""
+        if not self.drain:
+            for running in self._running.values():
+                if not running.released:
+                    running.released = True
+                    _kill_group(running.process.pid, signal.SIGKILL)
+        return bool(self._running)
+
+    def _beat(self, record_path: Path) -> None:
+        try:
+            heartbeat.beat(record_path)
+        except FileNotFoundError:
+            # Someone cleaned our registration (`xpmfs check --fix` thought us dead): register again.
+            heartbeat.register(self.workspace.workers_dir, jobs=self.jobs, heartbeat=self.heartbeat)
+        for running in self._running.values():
+            if running.job.cancel_path.exists() and not running.released:
+                _kill_group(running.process.pid, signal.SIGTERM)
+
+
+def _kill_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_worker(
+    path: str | os.PathLike[str],
+    *,
+    jobs: int = 1,
+    idle_exit: float | None = None,
+    rescan: float = DEFAULT_RESCAN,
+    drain: bool = False,
+) -> int:
+    """Open the workspace at ``path`` (it must exist) and work on it; return the exit code."""
+    workspace = Workspace.open(path)
+    if jobs < 1:
+        raise WorkspaceError(path, f"--jobs must be at least 1, not {jobs}", "give a positive number of job slots")
+    return Worker(workspace, jobs=jobs, idle_exit=idle_exit, rescan=rescan, drain=drain).run()
