@@ -1,0 +1,359 @@
+"""Acting on jobs from outside: ``kill``, ``retry`` and ``clean``.
+
+Every state change here happens through :func:`xpmfs.status.transition`, holding the job's lock,
+exactly as a worker would make it. The lock is what tells a running job (its holder is alive)
+from a queued one: a queued job is changed directly, a running one is asked to stop through its
+``__xpm__/cancel`` file, which its worker checks at every heartbeat (the worker may be on another
+host: a signal could not reach it, a file does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import psutil
+
+from . import _atomic, catalog, heartbeat, queue, status
+from .errors import CorruptedError, WorkspaceError
+from .experiment import LOCK_FILE as EXPERIMENT_LOCK_FILE
+from .job import Job, Spec
+from .lock import JobLock
+from .queue import JobRef
+from .status import Reason, State
+from .workspace import Workspace
+
+#: How long kill/retry wait for a lock held briefly (a worker's claim, an experiment enqueueing)
+#: before concluding that the job is being run.
+LOCK_WAIT = 1.0
+_LOCK_POLL = 0.02
+#: Prefix of a job folder being removed: renamed first, then deleted, so no half job is visible.
+TRASH_PREFIX = ".trash-"
+#: A runner's process may be a little younger than its recorded start (clock granularity).
+_START_SLACK = 1.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`kill` or :func:`retry` did, in a word (``action``) and in a sentence (``message``)."""
+
+    job: Job
+    action: Literal["cancelled", "cancel-requested", "ended", "queued", "already-queued"]
+    message: str
+
+
+@contextlib.contextmanager
+def locked(job: Job, wait: float | None = None) -> Iterator[JobLock | None]:
+    """Hold ``job``'s lock for the block, or yield ``None`` if it stays held ``wait`` seconds (:data:`LOCK_WAIT`).
+
+    Polls ``try_acquire`` rather than blocking: a short wait covers the brief holds (a claim that
+    is about to start the job, an experiment enqueueing it); a long one means the job is running.
+    """
+    lock = job.lock()
+    deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
+    while not lock.try_acquire():
+        if time.monotonic() >= deadline:
+            yield None
+            return
+        time.sleep(_LOCK_POLL)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+# -- kill ------------------------------------------------------------------------------------
+
+
+def kill(job: Job, *, wait: float | None = None) -> Outcome:
+    """Stop ``job``: cancel it if it is queued, ask it to stop if it is running.
+
+    A queued job (``waiting``, ``ready``, or with no status yet) ends ``failed`` with reason
+    ``cancelled`` and leaves the queue. A running job gets a ``cancel`` file (its worker then
+    sends SIGTERM to the runner, which records ``cancelled``); if it runs on this host, it also
+    gets SIGTERM right away. A job that has ended is left alone.
+    """
+    ended = _ended(job)
+    if ended is not None:
+        return ended
+    current = job.status()
+    if current is not None and current.state is State.RUNNING and job.lock().probe():
+        # Running for real: no brief holder to wait out.
+        return _request_cancel(job)
+    with locked(job, wait) as lock:
+        if lock is None:
+            return _request_cancel(job)
+        ended = _ended(job)  # it may have ended while we waited for the lock
+        if ended is not None:
+            return ended
+        current = job.status()
+        if current is None:
+            # An interrupted submission: give it a state it can leave, so it ends like any other.
+            current = status.transition(job.xpm_dir, State.READY, message="status written by xpmfs kill")
+        previous = current.state
+        note = {
+            State.RUNNING: " (its runner had died: nobody held its lock)",
+            State.SUBMITTED: " (handed to a cluster scheduler; cancel the cluster job there too"
+            + (f": {current.cluster_id}" if current.cluster_id else "")
+            + ")",
+        }.get(previous, "")
+        status.transition(
+            job.xpm_dir, State.FAILED, reason=Reason.CANCELLED, message=f"cancelled by xpmfs kill ({_me()})"
+        )
+        # Marker first, entry last (DESIGN invariant 4).
+        queue.remove(job.workspace.queue_dir, job.ref)
+    return Outcome(job, "cancelled", f"{job.ref}: cancelled (was {previous.value}){note}")
+
+
+def _ended(job: Job) -> Outcome | None:
+    marker = job.marker()
+    if marker is None:
+        return None
+    detail = ""
+    if marker is State.FAILED:
+        detail = f", reason {status.read_failure(job.xpm_dir).get('reason', 'error')}"
+    return Outcome(job, "ended", f"{job.ref}: has already ended ({marker.value}{detail}); nothing to kill")
+
+
+def _me() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _request_cancel(job: Job) -> Outcome:
+    _atomic.write_json(job.cancel_path, {"requested": time.time(), "by": _me()})
+    try:
+        current = job.status()
+    except CorruptedError:
+        current = None
+    signalled = ""
+    if (
+        current is not None
+        and current.state is State.RUNNING
+        and current.pid is not None
+        and current.host == socket.gethostname()
+        and _is_runner(current.pid, current.started)
+    ):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(current.pid, signal.SIGTERM)
+            signalled = f"; sent SIGTERM to its runner (pid {current.pid})"
+    return Outcome(
+        job,
+        "cancel-requested",
+        f"{job.ref}: asked to stop (wrote {job.cancel_path}; its worker stops it at its next heartbeat){signalled}",
+    )
+
+
+def _is_runner(pid: int, started: float | None) -> bool:
+    """Whether ``pid`` is still the process that started the run at ``started`` (not a reused pid)."""
+    try:
+        created = psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    # The runner writes ``started`` after it started: a process created later is another one.
+    return started is None or created <= started + _START_SLACK
+
+
+# -- retry -----------------------------------------------------------------------------------
+
+
+def retry(job: Job, *, force: bool = False, wait: float | None = None) -> Outcome:
+    """Queue ``job`` again: a failed one, a done one with ``force``, or one never queued.
+
+    The job goes to ``ready`` (or ``waiting`` while a dependency has not finished) and its queue
+    entry is written last, after its cancel file (from an earlier kill) is gone.
+    """
+    with locked(job, wait) as lock:
+        if lock is None:
+            holder = job.lock().holder()
+            who = f" by pid {holder.pid} on {holder.host}" if holder else ""
+            raise WorkspaceError(
+                job.path,
+                f"is running (its lock is held{who})",
+                f"wait for it to end, or stop it first with `xpmfs kill {job.path}`",
+            )
+        marker = job.marker()
+        current = job.status()
+        if marker is State.DONE and not force:
+            raise WorkspaceError(job.path, "is done", f"to run it again anyway: `xpmfs retry --force {job.path}`")
+        if marker is None and current is not None and current.state in (State.WAITING, State.READY):
+            queue.add(job.workspace.queue_dir, job.ref)  # harmless if it is there, a repair if not
+            return Outcome(job, "already-queued", f"{job.ref}: is queued already ({current.state.value})")
+        if marker is None and current is not None and current.state is State.SUBMITTED:
+            raise WorkspaceError(
+                job.path,
+                "is handed to a cluster scheduler",
+                f"stop it first with `xpmfs kill {job.path}`",
+            )
+        spec = job.read_spec()
+        initial, blocked = _initial_state(job.workspace, spec)
+        if marker is None and current is not None and current.state is State.RUNNING:
+            # Nobody held the lock (we do now): its runner died. Hand it back as a worker would; the
+            # state machine goes from running to ready only, and workers check dependencies anyway.
+            initial = State.READY
+            status.transition(job.xpm_dir, initial, message=f"handed back by xpmfs retry ({_me()})")
+        else:
+            status.transition(job.xpm_dir, initial, retry_count=0, message=f"retried by xpmfs retry ({_me()})")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(job.cancel_path)
+        # The entry last: once it exists a worker may take the job (DESIGN invariant 4).
+        queue.add(job.workspace.queue_dir, job.ref)
+    warning = f"; but dependency {blocked} failed: retry it first" if blocked else ""
+    return Outcome(job, "queued", f"{job.ref}: queued again ({initial.value}){warning}")
+
+
+def _initial_state(ws: Workspace, spec: Spec) -> tuple[State, str | None]:
+    """``READY`` if every dependency is done, else ``WAITING``; plus a failed dependency, if any."""
+    state = State.READY
+    for relpath in spec.dependencies:
+        dependency = Job(ws, JobRef.from_relpath(relpath))
+        marker = dependency.marker()
+        if marker is not State.DONE:
+            state = State.WAITING
+        if marker is State.FAILED:
+            return state, relpath
+    return state, None
+
+
+# -- clean -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One thing :func:`clean` removes (or would remove), or keeps and why (``kept``)."""
+
+    path: Path
+    kind: Literal["job", "worker"]
+    description: str
+    removed: bool = False
+    kept: str | None = None  # why it was not removed although selected
+
+
+def clean(
+    ws: Workspace,
+    *,
+    failed: bool = False,
+    done: bool = False,
+    workers: bool = False,
+    experiment: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    apply: bool = False,
+) -> list[Removal]:
+    """Remove ended job folders (``failed``, ``done``) and dead workers' registrations.
+
+    Without ``apply``, nothing is touched: the list says what would go. Never removed: a job
+    without a terminal marker (queued or running; a ``failed`` status without its marker is a
+    crash that a worker re-runs), a job whose lock is held, a job that an unfinished job depends
+    on, a job of an experiment that is running right now (it may be resubmitting it). A job
+    folder is renamed to ``.trash-*`` under its lock, then deleted: a crash leaves an invisible
+    ``.trash-*`` folder (``xpmfs check --fix`` removes it), never half a job.
+    """
+    states = {state for state, wanted in ((State.FAILED, failed), (State.DONE, done)) if wanted}
+    if not states and not workers:
+        raise ValueError("clean: say what to remove (failed jobs, done jobs, worker registrations)")
+    removals: list[Removal] = []
+    if states:
+        infos = [
+            info
+            for info in catalog.list_jobs(ws, experiment=experiment, tags=tags)
+            if info.state in states and (Job(ws, info.ref).marker() in states)
+        ]
+        needed = _needed_by_unfinished(ws) if infos else {}
+        running = _running_experiments(ws) if infos else set()
+        for info in infos:
+            job = Job(ws, info.ref)
+            description = f"({info.label}{'; ' + _tags_text(info.tags) if info.tags else ''})"
+            kept = None
+            if info.ref.relpath in needed:
+                kept = f"unfinished job {needed[info.ref.relpath]} depends on it"
+            elif running.intersection(info.experiments):
+                kept = f"its experiment {min(running.intersection(info.experiments))!r} is running"
+            if kept is None and apply:
+                kept = _remove_job(job, states)
+            removals.append(Removal(job.path, "job", description, removed=apply and kept is None, kept=kept))
+    if workers:
+        for worker in heartbeat.scan(ws.workers_dir):
+            if worker.alive:
+                continue
+            removed = apply and remove_registration(worker.path)
+            description = f"(worker {worker.record.name} is gone; last heartbeat {worker.age:.0f}s ago)"
+            removals.append(Removal(worker.path, "worker", description, removed=removed))
+    return removals
+
+
+def _tags_text(tags: Mapping[str, object]) -> str:
+    return " ".join(f"{key}={catalog.tag_text(value)}" for key, value in sorted(tags.items()))
+
+
+def _needed_by_unfinished(ws: Workspace) -> dict[str, str]:
+    """Dependencies of every queued job without a terminal marker: ``{dependency: dependent}``."""
+    needed: dict[str, str] = {}
+    for ref, _mtime in queue.scan(ws.queue_dir):
+        job = Job(ws, ref)
+        if job.marker() is not None:
+            continue
+        try:
+            spec = job.read_spec()
+        except CorruptedError:
+            continue
+        for relpath in spec.dependencies:
+            needed.setdefault(relpath, ref.relpath)
+    return needed
+
+
+def _running_experiments(ws: Workspace) -> set[str]:
+    names = set()
+    try:
+        entries = list(os.scandir(ws.experiments_dir))
+    except FileNotFoundError:
+        return names
+    for entry in entries:
+        lock_path = Path(entry.path) / EXPERIMENT_LOCK_FILE
+        if (
+            entry.is_dir()
+            and lock_path.exists()
+            and JobLock(lock_path, ws.lock_mode, lease_duration=ws.lease_duration).probe()
+        ):
+            names.add(entry.name)
+    return names
+
+
+def _remove_job(job: Job, states: set[State]) -> str | None:
+    """Remove ``job``'s folder if it is still ended in one of ``states``; else say why not."""
+    lock = job.lock()
+    if not lock.try_acquire():
+        return "its lock is held (it is being resubmitted or run)"
+    trash = job.path.with_name(f"{TRASH_PREFIX}{job.ref.jobid}.{os.getpid()}.{os.urandom(4).hex()}")
+    try:
+        # Look again under the lock: it may have been resubmitted since we listed it.
+        if job.marker() not in states:
+            return "it changed state meanwhile"
+        # A terminal marker exists, so its entry may go (DESIGN invariant 4).
+        queue.remove(job.workspace.queue_dir, job.ref)
+        # Renamed while we hold its lock: nobody can be starting it, and from now on nobody sees it.
+        os.rename(job.path, trash)
+    finally:
+        # The lock file moved with the folder; releasing may not find it any more, which is fine.
+        with contextlib.suppress(OSError):
+            lock.release()
+    shutil.rmtree(trash, ignore_errors=True)
+    return None
+
+
+def remove_registration(path: Path) -> bool:
+    """Remove a worker's registration file; ``False`` if it was gone already.
+
+    Safe even if the worker was only paused: a worker that finds its file gone registers again.
+    """
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
