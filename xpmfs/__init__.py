@@ -1,5 +1,52 @@
-"""xpmfs: experiments as typed, content-addressed tasks; the workspace directory is the database."""
+"""xpmfs: experiments as typed, content-addressed tasks; the workspace directory is the database.
+
+The names below are the public API; the seed documentation's ``from experimaestro import ...``
+examples run with ``from xpmfs import ...``.
+"""
 
 from __future__ import annotations
 
+from .config import (
+    Config,
+    Constant,
+    DependentMarker,
+    LightweightTask,
+    Meta,
+    Option,
+    Param,
+    ResumableTask,
+    SubmitHook,
+    Task,
+    field,
+    setmeta,
+    tag,
+    tags,
+)
+from .errors import Error, FailedExperiment, GracefulTimeout
+from .experiment import experiment
+from .generators import PathGenerator
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "Constant",
+    "DependentMarker",
+    "Error",
+    "FailedExperiment",
+    "GracefulTimeout",
+    "LightweightTask",
+    "Meta",
+    "Option",
+    "Param",
+    "PathGenerator",
+    "ResumableTask",
+    "SubmitHook",
+    "Task",
+    "__version__",
+    "experiment",
+    "field",
+    "setmeta",
+    "tag",
+    "tags",
+]

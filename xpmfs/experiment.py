@@ -185,7 +185,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         max_retries: int | None = None,
         **options: Any,
     ) -> Any:
-        from .config import ResumableTask, dependencies, tags, task_outputs_of, typeid
+        from .config import ResumableTask, dependencies, submit_hooks, tags, task_outputs_of, typeid
         from .serialization import to_dict
 
         if options:
@@ -195,7 +195,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         handle = self.jobs.get(ref) or JobHandle(job)
         task.__xpm__.seal(job.path)
         task.__xpm__.job = handle
-        for hook in getattr(type(task), "__xpm_hooks__", ()):
+        for hook in submit_hooks(task):
             hook.process(handle, launcher)
         spec = Spec(
             typeid=ref.typeid,

@@ -1,0 +1,480 @@
+"""What a configuration class declares: its fields, their types and defaults, and its type id.
+
+Declarations are read lazily, the first time a class is used (``X.C()``, an identifier, a type
+id), so that annotations may be strings (``from __future__ import annotations``) naming classes
+defined further down the module. The result is cached per class: building thousands of
+configurations never re-reads annotations.
+
+Resolving a class also replaces each of its fields' class attributes (the bare default, or the
+``field(...)`` object) by a :class:`FieldDescriptor`, so that ``cfg.epochs`` reads the instance's
+value and ``cfg.epochs = 3`` is validated.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import enum
+import inspect
+import re
+import sys
+import textwrap
+import threading
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from . import _types
+from .errors import ConfigError
+from .generators import Generator
+
+T = TypeVar("T")
+
+
+class _Missing:
+    """The absence of a value (``None`` is a value); its one instance is :data:`MISSING`."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self) -> str:
+        return "MISSING"  # unpickles as the module's MISSING: identity checks keep working
+
+
+MISSING: Any = _Missing()
+
+
+class Kind(str, enum.Enum):
+    """How a field takes part in the identifier."""
+
+    PARAM = "param"  # hashed
+    META = "meta"  # not hashed
+    CONSTANT = "constant"  # always hashed, never set: it versions the class
+
+
+@dataclass(frozen=True)
+class _Marker:
+    kind: Kind
+
+    def __repr__(self) -> str:
+        return f"xpmfs.{self.kind.name.capitalize()}"
+
+
+Param = Annotated[T, _Marker(Kind.PARAM)]
+"""``x: Param[int]``: a parameter; it is part of the identifier."""
+
+Meta = Annotated[T, _Marker(Kind.META)]
+"""``x: Meta[Path]``: a meta-parameter (paths, runtime knobs); never part of the identifier."""
+
+Option = Meta
+"""Old name of :data:`Meta`."""
+
+Constant = Annotated[T, _Marker(Kind.CONSTANT)]
+"""``version: Constant[int] = 2``: fixed by the class, always part of the identifier."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What ``field(...)`` returns; read when the class is resolved."""
+
+    default: Any = MISSING
+    default_factory: Callable[..., Any] | None = None
+    ignore_default: bool = False
+
+
+def field(
+    *,
+    default: Any = MISSING,
+    default_factory: Callable[..., Any] | None = None,
+    ignore_default: Any = MISSING,
+) -> Any:
+    """Declare a field's default.
+
+    - ``field(default=v)``: default ``v``, always hashed (even when the value equals ``v``);
+    - ``field(ignore_default=v)`` (experimaestro's spelling) or ``field(default=v, ignore_default=True)``:
+      default ``v``, not hashed while the value equals ``v`` (what a bare ``x: Param[int] = v`` does);
+    - ``field(default_factory=PathGenerator("out.txt"))``: generated when the task is sealed for its
+      job directory, never hashed; any other callable is called (without arguments) to build a
+      default when the configuration is created, like a dataclass's ``default_factory``.
+    """
+    if default_factory is not None and (default is not MISSING or ignore_default is not MISSING):
+        raise ConfigError("field()", "default_factory excludes default and ignore_default", "give only one of them")
+    if default_factory is not None and not callable(default_factory):
+        raise ConfigError("field()", f"default_factory must be callable, got {default_factory!r}")
+    if default is MISSING:
+        if ignore_default is MISSING:
+            return FieldSpec(default_factory=default_factory)
+        return FieldSpec(default=ignore_default, ignore_default=True)
+    if ignore_default is MISSING:
+        return FieldSpec(default=default)
+    if not isinstance(ignore_default, bool):
+        raise ConfigError(
+            "field()",
+            f"with default=..., ignore_default must be True or False, got {ignore_default!r}",
+            "write field(ignore_default=VALUE) or field(default=VALUE, ignore_default=True)",
+        )
+    return FieldSpec(default=default, ignore_default=ignore_default)
+
+
+class Field:
+    """One resolved field of a configuration class."""
+
+    __slots__ = (
+        "_help",
+        "check",
+        "compare_default",
+        "default",
+        "factory",
+        "generator",
+        "hash_prefix",
+        "hint",
+        "ignored",
+        "kind",
+        "name",
+        "owner",
+        "required",
+        "skip_none",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        owner: type,
+        kind: Kind,
+        hint: Any,
+        check: _types.Checker,
+        default: Any,
+        ignore_default: bool,
+        factory: Callable[[], Any] | None,
+        generator: Generator | None,
+        required: bool,
+    ) -> None:
+        self.name = name
+        self.owner = owner  # the class that declared (or last overrode) the field
+        self.kind = kind
+        self.hint = hint
+        self.check = check
+        self.default = default
+        self.factory = factory
+        self.generator = generator
+        self.required = required
+        self._help: str | None = None
+        constant = kind is Kind.CONSTANT
+        # Meta arguments and Path parameters do not change what a task computes (experimaestro).
+        self.ignored = kind is Kind.META or (kind is Kind.PARAM and _types.is_path_type(hint))
+        # An absent optional is not hashed (so adding an optional field keeps old identifiers)...
+        self.skip_none = not constant and not required and (default is MISSING or default is None)
+        # ... nor a value equal to a default declared as ignorable.
+        no_default = default is MISSING or default is None
+        self.compare_default = MISSING if (constant or not ignore_default or no_default) else default
+        self.hash_prefix = b"\x03" + name.encode("utf-8") + b"\x05"
+
+    @property
+    def constant(self) -> bool:
+        return self.kind is Kind.CONSTANT
+
+    @property
+    def help(self) -> str | None:
+        """The docstring written right after the field's declaration, if any."""
+        if self._help is None:
+            self._help = field_docs(self.owner).get(self.name, "")
+        return self._help or None
+
+    def with_default(self, owner: type, spec: FieldSpec, where: str) -> Field:
+        """A copy for subclass ``owner``, which overrides the default."""
+        return _make_field(self.name, owner, self.kind, self.hint, self.check, spec, where)
+
+    def __repr__(self) -> str:
+        default = "" if self.default is MISSING else f" = {self.default!r}"
+        return f"<Field {self.owner.__qualname__}.{self.name}: {self.kind.value}[{self.check.describe()}]{default}>"
+
+
+class FieldDescriptor:
+    """Installed on the class for each field: instance values live in ``cfg.__xpm__.values``."""
+
+    __slots__ = ("field",)
+
+    def __init__(self, field: Field) -> None:
+        self.field = field
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            default = self.field.default
+            return self if default is MISSING else default
+        try:
+            return obj.__xpm__.values[self.field.name]
+        except KeyError:
+            raise obj.__xpm__.unset_error(self.field.name) from None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__xpm__.set(self.field.name, value)
+
+    def __delete__(self, obj: Any) -> None:
+        obj.__xpm__.unset(self.field.name)
+
+
+# -- type ids -------------------------------------------------------------------------------
+
+MAIN_MODULES = frozenset({"__main__", "__xpm_main__", "__mp_main__"})
+"""Names the experiment script's module has: as run, as loaded by a job runner, in a spawned child."""
+
+
+def public_module(obj: type) -> str:
+    """The module name to record for a class: an experiment script's module is always ``__main__``."""
+    module = obj.__module__
+    return "__main__" if module in MAIN_MODULES else module
+
+
+def compute_typeid(cls: type) -> str:
+    own = cls.__dict__.get("__xpmid__")  # an id is never inherited: a subclass is another type
+    if own is not None:
+        # Lower-cased like every type id: the reference identifiers (DESIGN.md) hash it so.
+        return str(own).lower()
+    return f"{public_module(cls)}.{cls.__qualname__}".lower()
+
+
+# -- class resolution -----------------------------------------------------------------------
+
+
+def is_config_class(cls: type) -> bool:
+    return isinstance(cls, type) and getattr(cls, "__xpm_config__", False) is True
+
+
+class ClassInfo:
+    """Everything the configuration layer needs to know about one class, computed once."""
+
+    __slots__ = (
+        "cls",
+        "factories",
+        "fields",
+        "generated",
+        "hashed",
+        "immutable_defaults",
+        "mutable_defaults",
+        "own",
+        "typeid",
+        "typeid_bytes",
+    )
+
+    def __init__(self, cls: type, own: dict[str, Field], fields: dict[str, Field]) -> None:
+        self.cls = cls
+        self.own = own
+        self.fields = fields
+        self.typeid = compute_typeid(cls)
+        self.typeid_bytes = self.typeid.encode("utf-8")
+        # Identifier order: by name; generated fields never count.
+        self.hashed = tuple(f for _, f in sorted(fields.items()) if f.generator is None)
+        self.generated = tuple(f for f in fields.values() if f.generator is not None)
+        self.factories = tuple(f for f in fields.values() if f.factory is not None)
+        self.immutable_defaults: dict[str, Any] = {}
+        self.mutable_defaults: list[tuple[str, Any]] = []
+        for f in fields.values():
+            if f.default is MISSING:
+                if f.skip_none and f.factory is None and f.generator is None:
+                    self.immutable_defaults[f.name] = None  # an optional without default reads None
+            elif isinstance(f.default, (list, dict, set)):
+                self.mutable_defaults.append((f.name, f.default))  # copied per instance
+            else:
+                self.immutable_defaults[f.name] = f.default
+
+    def initial_values(self) -> dict[str, Any]:
+        values = dict(self.immutable_defaults)
+        for name, default in self.mutable_defaults:
+            values[name] = copy.deepcopy(default)
+        return values
+
+
+_INFOS: dict[type, ClassInfo] = {}
+_LOCK = threading.RLock()  # resolution recurses into base classes
+
+
+def class_info(cls: type) -> ClassInfo:
+    """The resolved :class:`ClassInfo` of configuration class ``cls`` (computed on first use)."""
+    info = _INFOS.get(cls)
+    if info is None:
+        with _LOCK:
+            info = _INFOS.get(cls)
+            if info is None:
+                info = _resolve(cls)
+                _INFOS[cls] = info
+    return info
+
+
+def _resolve(cls: type) -> ClassInfo:
+    inherited: dict[str, Field] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if is_config_class(base):
+            inherited.update(class_info(base).own)
+    own = _own_fields(cls, inherited)
+    for name, f in own.items():
+        setattr(cls, name, FieldDescriptor(f))
+    return ClassInfo(cls, own, {**inherited, **own})
+
+
+_FIELD_LIKE = re.compile(r"\b(Param|Meta|Option|Constant)\s*\[")
+
+
+def _own_annotations(cls: type) -> dict[str, Any]:
+    try:
+        return dict(inspect.get_annotations(cls))
+    except NameError:  # Python >= 3.14 evaluates lazily; ask for forward references instead
+        import annotationlib  # type: ignore[import-not-found]
+
+        return dict(annotationlib.get_annotations(cls, format=annotationlib.Format.FORWARDREF))
+
+
+def _own_fields(cls: type, inherited: Mapping[str, Field]) -> dict[str, Field]:
+    module = sys.modules.get(cls.__module__)
+    globalns = vars(module) if module is not None else {}
+    localns = dict(vars(cls))
+    localns.setdefault(cls.__name__, cls)
+
+    def resolve(ref: Any) -> Any:
+        text = ref.__forward_arg__ if isinstance(ref, typing.ForwardRef) else ref
+        # What typing.get_type_hints does: an annotation is code from the class's own module.
+        return eval(text, globalns, localns)
+
+    own: dict[str, Field] = {}
+    for name, annotation in _own_annotations(cls).items():
+        where = f"{cls.__qualname__}.{name}"
+        hint = annotation
+        if isinstance(annotation, (str, typing.ForwardRef)):
+            try:
+                hint = resolve(annotation)
+            except Exception as error:
+                text = annotation if isinstance(annotation, str) else annotation.__forward_arg__
+                if not _FIELD_LIKE.search(text):
+                    continue  # an ordinary annotation we do not need
+                raise ConfigError(
+                    where,
+                    f"cannot resolve the annotation {text!r} ({type(error).__name__}: {error})",
+                    f"define every name it uses at the top level of module {cls.__module__}",
+                ) from error
+        marker = _marker_of(hint)
+        if marker is None:
+            continue
+        inner = typing.get_args(hint)[0]
+        raw = cls.__dict__.get(name, MISSING)
+        if isinstance(raw, FieldDescriptor):  # the class was resolved already (never expected)
+            raw = raw.field.default
+        spec = raw if isinstance(raw, FieldSpec) else FieldSpec(default=raw, ignore_default=True)
+        try:
+            check = _types.compile_type(inner, resolve)
+        except Exception as error:
+            raise ConfigError(
+                where,
+                f"cannot use {inner!r} as a field type ({error})",
+                "use int, float, str, bool, Path, an Enum, a Config class, or list/dict/set/tuple/Optional of those",
+            ) from error
+        own[name] = _make_field(name, cls, marker.kind, inner, check, spec, where)
+
+    # A subclass may override an inherited default without repeating the annotation.
+    for name, base_field in inherited.items():
+        if name in own or name not in cls.__dict__:
+            continue
+        raw = cls.__dict__[name]
+        if (
+            isinstance(raw, FieldDescriptor)
+            or inspect.isroutine(raw)
+            or isinstance(raw, (property, classmethod, staticmethod))
+        ):
+            continue
+        spec = raw if isinstance(raw, FieldSpec) else FieldSpec(default=raw, ignore_default=True)
+        own[name] = base_field.with_default(cls, spec, f"{cls.__qualname__}.{name}")
+    return own
+
+
+def _marker_of(hint: Any) -> _Marker | None:
+    if typing.get_origin(hint) is not Annotated:
+        return None
+    for meta in hint.__metadata__:
+        if isinstance(meta, _Marker):
+            return meta
+    return None
+
+
+def _make_field(
+    name: str, owner: type, kind: Kind, hint: Any, check: _types.Checker, spec: FieldSpec, where: str
+) -> Field:
+    default = spec.default
+    generator = spec.default_factory if isinstance(spec.default_factory, Generator) else None
+    factory = spec.default_factory if generator is None else None
+    if default is None and not _types.allows_none(hint):
+        # ``x: Param[int] = None`` means "optional": accept None for it.
+        check = _types.UnionChecker((check,), optional=True)
+    elif default is not MISSING:
+        try:
+            default = check(default, f"{where} (default)")
+        except ConfigError as error:
+            raise ConfigError(error.where, error.problem, "fix the default value in the class") from None
+    if kind is Kind.CONSTANT and (default is MISSING or default is None):
+        raise ConfigError(where, "a Constant needs a value", f"write `{name}: Constant[...] = VALUE`")
+    required = default is MISSING and factory is None and generator is None and not _types.allows_none(hint)
+    return Field(
+        name=name,
+        owner=owner,
+        kind=kind,
+        hint=hint,
+        check=check,
+        default=default,
+        ignore_default=spec.ignore_default,
+        factory=factory,
+        generator=generator,
+        required=required,
+    )
+
+
+# -- field documentation --------------------------------------------------------------------
+
+_DOCS: dict[type, dict[str, str]] = {}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings written right after field declarations in ``cls``'s source (``{}`` if unreadable)."""
+    docs = _DOCS.get(cls)
+    if docs is None:
+        docs = _DOCS[cls] = _parse_docs(cls)
+    return docs
+
+
+def _parse_docs(cls: type) -> dict[str, str]:
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return {}  # no source (interactive session, frozen app): help is optional
+    body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
+    docs: dict[str, str] = {}
+    previous: str | None = None
+    for node in body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            if previous is not None:
+                docs[previous] = inspect.cleandoc(node.value.value)
+            previous = None
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            previous = node.target.id
+        else:
+            previous = None
+    return docs
+
+
+__all__ = [
+    "MISSING",
+    "ClassInfo",
+    "Constant",
+    "Field",
+    "FieldDescriptor",
+    "FieldSpec",
+    "Kind",
+    "Meta",
+    "Option",
+    "Param",
+    "class_info",
+    "compute_typeid",
+    "field",
+    "field_docs",
+    "is_config_class",
+    "public_module",
+]

@@ -1,0 +1,204 @@
+"""Configuration identifiers: SHA-256 over a type-tagged byte stream (experimaestro 2.7 compatible).
+
+The stream, byte tags and skipping rules are specified in ``spec/identifiers.md``; this module is
+the one implementation. Outline of one configuration's stream::
+
+    00  [08 00 <producing task digest>]  <type id>  (03 <name> 05 <value>)*  [0c (00 <init task digest>)*]
+
+A nested configuration is written ``00`` + its own 32-byte digest, or ``00 0b`` + the distance to
+the configuration being hashed that it refers back to (a cycle). A digest that depended on such a
+back-reference is relative to where it was computed and is never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from enum import Enum
+from pathlib import PurePath
+from typing import Any
+
+from ._classinfo import MISSING, public_module
+from .config import Config
+from .errors import ConfigError
+
+OBJECT = b"\x00"
+INT = b"\x01"
+FLOAT = b"\x02"
+STR = b"\x03"
+PATH = b"\x04"  # reserved by experimaestro; never written
+NAME = b"\x05"
+NONE = b"\x06"
+LIST = b"\x07"
+TASK = b"\x08"
+DICT = b"\x09"
+ENUM = b"\x0a"
+CYCLE = b"\x0b"
+INIT_TASKS = b"\x0c"
+INSTANCE = b"\x0d"  # reserved by experimaestro (InstanceConfig); never written
+SET = b"\x0e"
+
+_int64 = struct.Struct(">q").pack
+_float64 = struct.Struct(">d").pack
+
+
+class _Trail:
+    """The configurations being hashed, outermost first, to detect references back up (cycles)."""
+
+    __slots__ = ("depth_of", "looped")
+
+    def __init__(self) -> None:
+        self.depth_of: dict[int, int] = {}
+        self.looped: list[bool] = []  # looped[i]: the digest at depth i depends on a back-reference
+
+    def back_reference(self, config: Config) -> int | None:
+        depth = self.depth_of.get(id(config))
+        if depth is None:
+            return None
+        for i in range(depth, len(self.looped)):
+            self.looped[i] = True
+        return len(self.looped) - depth
+
+
+def digest(config: Config) -> bytes:
+    """The 32-byte identifier of ``config`` (``config.__identifier__()`` is its hex form)."""
+    cached = config.__xpm__.identifier_cache
+    return cached if cached is not None else _digest(config, _Trail())
+
+
+def identifier(config: Config) -> str:
+    """The identifier as 64 hex characters."""
+    return digest(config).hex()
+
+
+def _digest(config: Config, trail: _Trail) -> bytes:
+    info = config.__xpm__
+    cached = info.identifier_cache
+    if cached is not None:
+        return cached
+    key = id(config)
+    trail.depth_of[key] = len(trail.looped)
+    trail.looped.append(False)
+    try:
+        out: list[bytes] = []
+        _config_stream(config, out, trail)
+        result = hashlib.sha256(b"".join(out)).digest()
+        looped = trail.looped[-1]
+    finally:
+        trail.looped.pop()
+        del trail.depth_of[key]
+    if info.sealed and not looped:
+        info.identifier_cache = result
+    return result
+
+
+def _config_stream(config: Config, out: list[bytes], trail: _Trail) -> None:
+    info = config.__xpm__
+    out.append(OBJECT)
+    producer = info.task
+    if producer is not None and producer is not config:
+        out.append(TASK)
+        _value(producer, out, trail, type(config).__qualname__)
+    cls_info = info.cls_info
+    out.append(cls_info.typeid_bytes)
+    values = info.values
+    for f in cls_info.hashed:  # sorted by name; generated fields excluded
+        value = values.get(f.name, MISSING)
+        # A Meta (or Path) value is skipped, unless it is a configuration explicitly marked meta=False.
+        if f.ignored and not (isinstance(value, Config) and value.__xpm__.meta is False):
+            continue
+        if value is MISSING:
+            if f.required:
+                raise ConfigError(
+                    info.where(f.name),
+                    "required parameter is not set",
+                    f"pass {f.name}=... to .C() or assign it before computing the identifier",
+                )
+            value = None
+        if f.skip_none and value is None:
+            continue
+        default = f.compare_default
+        if default is not MISSING and default == _without_meta(value):
+            continue
+        if isinstance(value, Config) and value.__xpm__.meta:
+            continue
+        out.append(f.hash_prefix)
+        _value(value, out, trail, info.where(f.name))
+    if info.init_tasks:
+        out.append(INIT_TASKS)
+        for init_task in info.init_tasks:
+            _value(init_task, out, trail, f"{type(config).__qualname__}.init_tasks")
+
+
+def _is_meta(value: Any) -> bool:
+    return isinstance(value, Config) and bool(value.__xpm__.meta)
+
+
+def _without_meta(value: Any) -> Any:
+    """``value`` as hashed: configurations marked meta are dropped from lists and dicts."""
+    if isinstance(value, list):
+        return [x for x in value if not _is_meta(x)]
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if not _is_meta(v)}
+    return value
+
+
+def _value(value: Any, out: list[bytes], trail: _Trail, where: str) -> None:
+    # The order of the tests is part of the format: an IntEnum is an int, a str Enum a str.
+    if value is None:
+        out.append(NONE)
+    elif isinstance(value, float):
+        out.append(FLOAT + _float64(value))
+    elif isinstance(value, int):
+        try:
+            out.append(INT + _int64(value))
+        except struct.error:
+            raise ConfigError(where, f"the integer {value} does not fit in 64 bits", "use a float or a str") from None
+    elif isinstance(value, str):
+        out.append(STR + value.encode("utf-8"))
+    elif isinstance(value, (list, tuple)):
+        items = [x for x in value if not _is_meta(x)]
+        out.append(LIST + _float64(len(items)))
+        for item in items:
+            _value(item, out, trail, where)
+    elif isinstance(value, (set, frozenset)):
+        encoded = []
+        for item in value:
+            if _is_meta(item):
+                continue
+            part: list[bytes] = []
+            _value(item, part, trail, where)
+            encoded.append(b"".join(part))
+        encoded.sort(key=lambda chunk: hashlib.sha256(chunk).digest())
+        out.append(SET + _float64(len(encoded)))
+        out.extend(encoded)
+    elif isinstance(value, Enum):
+        cls = type(value)
+        out.append(ENUM + f"{public_module(cls)}.{cls.__qualname__}:{value.name}".encode())
+    elif isinstance(value, dict):
+        out.append(DICT)
+        try:
+            items = sorted((kv for kv in value.items() if not _is_meta(kv[1])), key=lambda kv: kv[0])
+        except TypeError as error:
+            raise ConfigError(where, f"dict keys must be comparable to be hashed ({error})") from None
+        for key, item in items:
+            _value(key, out, trail, where)
+            _value(item, out, trail, where)
+    elif isinstance(value, Config):
+        out.append(OBJECT)
+        distance = trail.back_reference(value)
+        if distance is not None:
+            out.append(CYCLE + _int64(distance))
+        else:
+            out.append(_digest(value, trail))
+    elif isinstance(value, PurePath):
+        raise ConfigError(
+            where,
+            f"a path ({value}) inside a parameter cannot be part of an identifier",
+            "declare the field Meta[...], or put the path in a Config field of type Meta[Path] or Param[Path]",
+        )
+    else:
+        raise ConfigError(where, f"cannot hash a value of type {type(value).__qualname__}: {value!r}")
+
+
+__all__ = ["digest", "identifier"]
