@@ -195,17 +195,21 @@ def _alive(pid: int) -> bool:
 
 
 def test_job_submitted_to_an_idle_worker_is_claimed_through_inotify(ws: Path, processes: Processes) -> None:
+    """The issue asks for a start within 100 ms of submission: the median of five must meet it."""
+    import statistics
+
     Workspace.open(ws, create=True)
     processes.worker(ws, rescan=60)  # only inotify can wake it in time
     with experiment(ws, "warm-up", workers=0):
         Add.C(x=6).submit()  # once it ran, the worker is idle until an event or 60 s
-    with experiment(ws, "latency", wait=False, workers=0):
-        output = Add.C(x=7).submit()
-    job = _job(ws, output)
-    wait_until(job.marker, timeout=30, what="the job to run")
-    status = job.status()
-    spec = orjson.loads(job.spec_path.read_bytes())
-    assert status is not None and status.claimed is not None
-    latency = status.claimed - spec["submitted"]
-    print(f"claim latency through inotify: {latency * 1000:.1f} ms")
-    assert latency < 5.0
+    latencies = []
+    for x in range(7, 12):
+        with experiment(ws, "latency", workers=0):
+            output = Add.C(x=x).submit()
+        status = _job(ws, output).status()
+        spec = orjson.loads(_job(ws, output).spec_path.read_bytes())
+        assert status is not None and status.claimed is not None
+        latencies.append(status.claimed - spec["submitted"])
+    median = statistics.median(latencies)
+    print(f"claim latency through inotify: median {median * 1000:.1f} ms of {[round(t * 1000) for t in latencies]}")
+    assert median < 0.1, f"idle worker took {median * 1000:.0f} ms (median) to claim a new job"
