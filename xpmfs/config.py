@@ -75,13 +75,16 @@ class ConfigInfo:
 
     __slots__ = (
         "cls_info",
+        "completed_callbacks",
         "config",
+        "dynamic",
         "identifier_cache",
         "init_tasks",
         "job",
         "jobpath",
         "main_jobpath",
         "meta",
+        "output_watchers",
         "sealed",
         "tags",
         "task",
@@ -105,15 +108,24 @@ class ConfigInfo:
         self.main_jobpath: Path | None = None
         self.identifier_cache: bytes | None = None
         """Set by :mod:`xpmfs.identifier` once sealed (and not part of a cycle)."""
+        self.dynamic = False
+        """An output produced while its task runs (``watch_output``): it creates no dependency."""
+        self.completed_callbacks: list[Callable[[], None]] = []
+        self.output_watchers: list[OutputWatcher] = []
+
+    _NOT_PICKLED = ("cls_info", "completed_callbacks", "output_watchers")
 
     def __getstate__(self) -> dict[str, Any]:
-        # The class information is rebuilt from the class, not copied (it may hold lambdas).
-        return {name: getattr(self, name) for name in self.__slots__ if name != "cls_info"}
+        # The class information is rebuilt from the class, not copied (it may hold lambdas);
+        # callbacks belong to the experiment process that registered them.
+        return {name: getattr(self, name) for name in self.__slots__ if name not in self._NOT_PICKLED}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
             setattr(self, name, value)
         self.cls_info = class_info(type(self.config))
+        self.completed_callbacks = []
+        self.output_watchers = []
 
     # -- values --
 
@@ -342,6 +354,30 @@ class Config:
         self.__xpm__.add_tag(name, value)
         return self
 
+    def register_task_output(self, method: Callable[..., Any], **kwargs: Any) -> None:
+        """Announce a dynamic output while the task runs: ``method(dep, **kwargs)`` builds it.
+
+        ``method`` is a bound method of a configuration in the running task's tree; ``kwargs`` must
+        be JSON values. Experiments watching the output (``task.watch_output``) get it at once;
+        only a :class:`ResumableTask` may do this (checked by the job runner).
+        """
+        owner = getattr(method, "__self__", None)
+        name = getattr(method, "__name__", None)
+        if not isinstance(owner, Config) or name is None or getattr(type(owner), name, None) is None:
+            raise ConfigError(
+                f"{type(self).__qualname__}.register_task_output",
+                f"expected a method of a configuration, got {method!r}",
+                "pass a bound method such as self.checkpoint",
+            )
+        handler = _OUTPUT_HANDLER
+        if handler is None:
+            raise ConfigError(
+                f"{type(self).__qualname__}.register_task_output",
+                "no task is running in this process",
+                "call it from a task's execute(), inside a job",
+            )
+        handler(owner, name, kwargs)
+
     @property
     def jobpath(self) -> Path | None:
         """The job directory of a sealed task (``None`` before it is submitted)."""
@@ -386,6 +422,29 @@ class Task(Config):
     def task_outputs(self, dep: DependentMarker) -> Any:
         """What ``submit()`` returns; mark with ``dep(config)`` what depends on this task's job."""
         return dep(self)
+
+    def on_completed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` in the experiment process when this task's job ends well."""
+        if not callable(callback):
+            raise ConfigError(f"{type(self).__qualname__}.on_completed", f"expected a callable, got {callback!r}")
+        self.__xpm__.completed_callbacks.append(callback)
+
+    def watch_output(self, method: Callable[..., Any], callback: Callable[[Any], None]) -> None:
+        """Call ``callback(output)`` for each output ``method`` registers while this task runs.
+
+        ``method`` is a bound method ``(dep, **kwargs) -> Config`` of a configuration of this
+        task's tree; the task calls ``register_task_output(method, **kwargs)``. Callbacks run in
+        the experiment process, in a dedicated thread; earlier outputs are replayed when the
+        experiment runs again.
+        """
+        owner = getattr(method, "__self__", None)
+        name = getattr(method, "__name__", None)
+        where = f"{type(self).__qualname__}.watch_output"
+        if not isinstance(owner, Config) or name is None:
+            raise ConfigError(where, f"expected a method of a configuration, got {method!r}", "pass e.g. validation.checkpoint")
+        if not callable(callback):
+            raise ConfigError(where, f"expected a callable, got {callback!r}")
+        self.__xpm__.output_watchers.append(OutputWatcher(owner, name, callback))
 
     def submit(
         self,
@@ -441,6 +500,34 @@ class ResumableTask(Task):
         return value
 
 
+# -- dynamic outputs -------------------------------------------------------------------------
+
+
+class OutputWatcher:
+    """``task.watch_output(owner.method, callback)``: what to call for outputs of ``owner.method``."""
+
+    __slots__ = ("callback", "method", "owner")
+
+    def __init__(self, owner: Config, method: str, callback: Callable[[Any], None]) -> None:
+        self.owner = owner
+        self.method = method
+        self.callback = callback
+
+    def output(self, task: Task, kwargs: Mapping[str, Any]) -> Any:
+        """Rebuild the output the running task announced (``method(dep, **kwargs)``)."""
+        return getattr(self.owner, self.method)(DependentMarker(task, dynamic=True), **kwargs)
+
+
+OutputHandler = Callable[[Config, str, Mapping[str, Any]], None]
+_OUTPUT_HANDLER: OutputHandler | None = None
+
+
+def set_output_handler(handler: OutputHandler | None) -> None:
+    """Install where ``register_task_output`` sends outputs (the job runner does, for its task)."""
+    global _OUTPUT_HANDLER
+    _OUTPUT_HANDLER = handler
+
+
 # -- submission ------------------------------------------------------------------------------
 
 SubmitHandler = Callable[..., Any]
@@ -469,10 +556,12 @@ class DependentMarker:
     for the task's job.
     """
 
-    __slots__ = ("task",)
+    __slots__ = ("dynamic", "task")
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, *, dynamic: bool = False) -> None:
         self.task = task
+        self.dynamic = dynamic
+        """Marks dynamic outputs: they exist once announced, so using them waits for nothing."""
 
     def __call__(self, config: C) -> C:
         task = self.task
@@ -503,6 +592,7 @@ class DependentMarker:
                 "mark a new configuration built with .C(...)",
             )
         info.task = task
+        info.dynamic = self.dynamic
         return config
 
 
@@ -531,7 +621,8 @@ def dependencies(config: Config, init_tasks: Iterable[Config] = ()) -> list[Task
                 continue
             producer = child.__xpm__.task
             if producer is not None and producer is not config:
-                found.setdefault(id(producer), producer)
+                if not child.__xpm__.dynamic:
+                    found.setdefault(id(producer), producer)
                 continue
             visit(_children(child))
 
@@ -654,6 +745,8 @@ __all__ = [
     "reset_submit_handler",
     "set_remaining_time_provider",
     "set_submit_handler",
+    "set_output_handler",
+    "OutputWatcher",
     "setmeta",
     "submit_hooks",
     "tag",

@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from .errors import FailedExperiment, WorkspaceError
 from .job import Job, Spec
 from .journal import Journal
 from .lock import JobLock, LockMode
+from .outputs import OutputFollower
 from .queue import JobRef
 from .status import State
 from .watch import Watcher
@@ -51,8 +53,8 @@ class JobHandle:
     """What an experiment knows of a job it submitted; ``task.__xpm__.job`` points to it."""
 
     job: Job
+    task: Any = None  # the submitted task object (its callbacks live on it)
     environ: dict[str, str] = field(default_factory=dict)  # filled by submit hooks
-    callbacks: list[Any] = field(default_factory=list)
 
     @property
     def ref(self) -> JobRef:
@@ -107,6 +109,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self._lock: JobLock | None = None
         self._journal: Journal | None = None
         self._embedded: subprocess.Popen[bytes] | None = None
+        self._jobs_lock = threading.Lock()  # callbacks submit from the outputs thread
+        self._outputs = OutputFollower()
         self._token: Any = None
         self.run_id = ""
 
@@ -144,6 +148,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             if kind is None and self.wait_on_exit:
                 self.wait()
         finally:
+            self._outputs.stop()
             experiment._stack.remove(self)
             reset_submit_handler(self._token)
             self._write_run("failed" if kind else "done")
@@ -192,7 +197,9 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
         ref = JobRef(typeid(task), task.__identifier__())
         job = Job(self.workspace, ref)
-        handle = self.jobs.get(ref) or JobHandle(job)
+        with self._jobs_lock:
+            known = self.jobs.get(ref)
+        handle = known or JobHandle(job, task)
         task.__xpm__.seal(job.path)
         task.__xpm__.job = handle
         for hook in submit_hooks(task):
@@ -219,7 +226,10 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self._journal.append(
             {"job": ref.relpath, "run": self.run_id, "tags": _jsonable(tags(task)), "submitted": spec.submitted}
         )
-        self.jobs[ref] = handle
+        with self._jobs_lock:
+            self.jobs[ref] = handle
+        if known is None:
+            self._outputs.follow(job, task)
         self._ensure_workers()
         return task_outputs_of(task)
 
@@ -290,7 +300,9 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         with Watcher([self.workspace.queue_dir], rescan=self.rescan) as watcher:
             next_worker_check = 0.0
             while True:
-                for ref, handle in list(self.jobs.items()):
+                with self._jobs_lock:
+                    jobs = list(self.jobs.items())
+                for ref, handle in jobs:
                     if ref in finished:
                         continue
                     marker = handle.job.marker()
@@ -304,10 +316,15 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                         failures[str(handle.path)] = f"{reason}: {message}" if message else reason
                         logs[str(handle.path)] = str(handle.job.stderr_path)
                     else:
-                        for callback in handle.callbacks:
+                        for callback in handle.task.__xpm__.completed_callbacks:
                             callback()
-                if len(finished) == len(self.jobs):
-                    break
+                if len(finished) == len(jobs):
+                    # Outputs the ended jobs announced may submit more jobs: handle them all first.
+                    self._outputs.drain()
+                    with self._jobs_lock:
+                        if len(self.jobs) == len(jobs):
+                            break
+                    continue
                 now = time.monotonic()
                 if now >= next_worker_check:
                     self._ensure_workers()

@@ -106,7 +106,9 @@ def _run_locked(job: Job) -> int:
 
 
 def _execute(job: Job, spec: Spec) -> None:
-    from .serialization import from_dict  # the configuration layer; imported late to start fast
+    # The configuration layer, imported late so that a busy or finished job exits fast.
+    from .outputs import install_writer
+    from .serialization import from_dict
 
     for entry in reversed(spec.sys_path):
         if entry not in sys.path:
@@ -115,6 +117,7 @@ def _execute(job: Job, spec: Spec) -> None:
     os.chdir(job.path)
     task: Any = from_dict(spec.config)
     task.__xpm__.set_jobpath(job.path)
+    install_writer(job, task)
     for init_task in task.__xpm__.init_tasks:
         init_task.execute()
     task.execute()

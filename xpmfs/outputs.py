@@ -1,0 +1,133 @@
+"""Dynamic task outputs: ``register_task_output`` in a running task, ``watch_output`` in an experiment.
+
+The running task appends one event per output to ``<job>/.experimaestro/task-outputs.jsonl``
+(the path the seed documents; single writer: the task's process)::
+
+    {"config": "<identifier of the configuration owning the method>", "method": "checkpoint",
+     "kwargs": {"step": 10}, "time": 1764000000.0}
+
+The experiment follows that file for every job it watches, rebuilds each output with
+``method(dep, **kwargs)`` on its own copy of the configuration, and calls the watchers' callbacks
+in one dedicated thread. Events already in the file when the experiment starts are replayed, each
+once per experiment run, so a restarted experiment sees every output.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import journal
+from .config import Config, OutputWatcher, ResumableTask, Task, set_output_handler
+from .errors import ConfigError
+from .job import Job
+
+log = logging.getLogger("xpmfs.outputs")
+
+
+def install_writer(job: Job, task: Task) -> journal.Journal:
+    """Send the running ``task``'s ``register_task_output`` calls to its job's journal."""
+    path = job.task_outputs_path
+    writer = journal.Journal(path)
+
+    def handle(owner: Config, method: str, kwargs: Mapping[str, Any]) -> None:
+        if not isinstance(task, ResumableTask):
+            raise ConfigError(
+                f"{type(task).__qualname__}.register_task_output",
+                "only a ResumableTask may register dynamic outputs (they are replayed when it resumes)",
+                f"derive {type(task).__qualname__} from ResumableTask instead of Task",
+            )
+        path.parent.mkdir(exist_ok=True)
+        writer.append({"config": owner.__identifier__(), "method": method, "kwargs": dict(kwargs), "time": time.time()})
+
+    set_output_handler(handle)
+    return writer
+
+
+@dataclass
+class _Followed:
+    job: Job
+    task: Task
+    watchers: list[OutputWatcher]
+    offset: int = 0
+
+
+@dataclass
+class OutputFollower:
+    """Follows the task-outputs journals of watched jobs and runs callbacks in its own thread."""
+
+    poll: float = 0.2
+    _followed: list[_Followed] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _idle: threading.Event = field(default_factory=threading.Event)
+    _stop: bool = False
+    _thread: threading.Thread | None = None
+    errors: list[BaseException] = field(default_factory=list)
+
+    def follow(self, job: Job, task: Task) -> None:
+        """Watch ``job`` for the outputs its task's watchers asked for."""
+        watchers = list(task.__xpm__.output_watchers)
+        if not watchers:
+            return
+        with self._lock:
+            self._followed.append(_Followed(job, task, watchers))
+        if self._thread is None:
+            # A copied context: callbacks may submit tasks to this experiment.
+            context = contextvars.copy_context()
+            self._thread = threading.Thread(target=context.run, args=(self._run,), name="xpmfs-outputs", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def drain(self) -> None:
+        """Return once every event written so far has been handled (call after jobs ended)."""
+        if self._thread is None:
+            return
+        self._idle.clear()
+        self._wake.set()
+        while not self._idle.wait(0.5):
+            if not self._thread.is_alive():
+                return
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.clear()
+            self._idle.clear()
+            while self._pass():
+                pass
+            self._idle.set()
+            self._wake.wait(self.poll)
+
+    def _pass(self) -> bool:
+        """Handle what is new in every followed journal; return whether anything was."""
+        with self._lock:
+            followed = list(self._followed)
+        progressed = False
+        for item in followed:
+            for offset, event in journal.read(item.job.task_outputs_path, offset=item.offset):
+                item.offset = offset
+                progressed = True
+                self._handle(item, event)
+        return progressed
+
+    def _handle(self, item: _Followed, event: Mapping[str, Any]) -> None:
+        for watcher in item.watchers:
+            if watcher.method != event.get("method") or watcher.owner.__identifier__() != event.get("config"):
+                continue
+            try:
+                output = watcher.output(item.task, event.get("kwargs") or {})
+                watcher.callback(output)
+            except Exception as error:  # a callback's bug must not stop the others
+                log.exception("callback for %s.%s of %s failed", type(watcher.owner).__name__, watcher.method, item.job)
+                self.errors.append(error)
