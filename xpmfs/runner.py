@@ -28,6 +28,7 @@ ENV_LOCK_HELD = "XPMFS_LOCK_HELD"  # "1": the parent (a worker) holds the job's 
 ENV_PARENT_PID = "XPMFS_PARENT_PID"  # die when this process dies
 ENV_WORKER = "XPMFS_WORKER"  # the name of the worker that started us
 ENV_CLAIMED = "XPMFS_CLAIMED"  # when that worker claimed the job (time.time())
+ENV_JOB_DIR = "XPMFS_JOB_DIR"  # set by the runner for the task (and its subprocesses): its job folder
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -114,6 +115,7 @@ def _execute(job: Job, spec: Spec) -> None:
         if entry not in sys.path:
             sys.path.insert(0, entry)
     os.environ.update(spec.environ)
+    os.environ[ENV_JOB_DIR] = str(job.path)
     os.chdir(job.path)
     task: Any = from_dict(spec.config)
     task.__xpm__.set_jobpath(job.path)
