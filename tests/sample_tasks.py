@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from xpmfs import Meta, Param, PathGenerator, Task, field
+from xpmfs import GracefulTimeout, Meta, Param, PathGenerator, ResumableTask, Task, field
 
 
 def _append(path: str, line: str) -> None:
@@ -83,3 +83,28 @@ class After(Task):
     def execute(self) -> None:
         if self.counter:
             _append(self.counter, "after")
+
+
+class Tally(Task):
+    """Appends ``<n> <pid> start <time>`` and ``<n> <pid> end <time>`` around its (tiny) work."""
+
+    n: Param[int]
+    counter: Meta[str]
+
+    def execute(self) -> None:
+        _append(self.counter, f"{self.n} {os.getpid()} start {time.time()}")
+        _append(self.counter, f"{self.n} {os.getpid()} end {time.time()}")
+
+
+class Flaky(ResumableTask):
+    """Times out (GracefulTimeout) on its first attempt, then succeeds; tallies like Tally."""
+
+    n: Param[int]
+    counter: Meta[str]
+
+    def execute(self) -> None:
+        _append(self.counter, f"{self.n} {os.getpid()} start {time.time()}")
+        if not os.path.exists("attempted"):
+            Path("attempted").write_text("")
+            raise GracefulTimeout("first attempt stops early")
+        _append(self.counter, f"{self.n} {os.getpid()} end {time.time()}")

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _atomic, heartbeat, queue, status
+from ._crash import crash_point
 from .errors import FailedExperiment, WorkspaceError
 from .job import Job, Spec
 from .journal import Journal
@@ -221,7 +222,9 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         )
         job.write_spec(spec)
         job.write_script(sys.executable)
+        crash_point("submit.after-spec")
         self._enqueue(job, spec)
+        crash_point("submit.after-queue")
         assert self._journal is not None
         self._journal.append(
             {"job": ref.relpath, "run": self.run_id, "tags": _jsonable(tags(task)), "submitted": spec.submitted}
@@ -258,6 +261,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             if marker is State.FAILED or current is None:
                 job.clear_cancel()
                 status.transition(job.xpm_dir, initial)
+                crash_point("submit.after-status")
             queue.add(self.workspace.queue_dir, job.ref)
         finally:
             lock.release()

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from . import _atomic
+from ._crash import crash_point
 from .errors import CorruptedError, WorkspaceError
 
 STATUS_FILE = "status.json"
@@ -188,6 +189,8 @@ def transition(xpm_dir: Path, to: State, **fields: Any) -> Status:
         fields["reason"] = Reason(fields["reason"])
     status = dataclasses.replace(base, state=to, updated=now, **fields)
     _atomic.write_json(xpm_dir / STATUS_FILE, status.to_json())
+    if to.terminal:
+        crash_point("complete.after-status")
     if to is State.DONE:
         _atomic.write_json(xpm_dir / DONE_MARKER, {"ended": status.ended})
     elif to is State.FAILED:
@@ -196,6 +199,26 @@ def transition(xpm_dir: Path, to: State, **fields: Any) -> Status:
             xpm_dir / FAILED_MARKER, {"reason": reason.value, "message": status.message, "ended": status.ended}
         )
     return status
+
+
+def complete_interrupted(xpm_dir: Path) -> State | None:
+    """Finish a terminal transition a crash cut short: the status says done/failed, the marker is missing.
+
+    The status was written after the task's outcome was known, so the outcome stands: write the
+    marker it lacks and return the state. Returns ``None`` when there is nothing to complete. The
+    caller holds the job's lock.
+    """
+    current = read(xpm_dir)
+    if current is None or not current.state.terminal or terminal_marker(xpm_dir) is not None:
+        return None
+    if current.state is State.DONE:
+        _atomic.write_json(xpm_dir / DONE_MARKER, {"ended": current.ended})
+    else:
+        reason = current.reason or Reason.ERROR
+        _atomic.write_json(
+            xpm_dir / FAILED_MARKER, {"reason": reason.value, "message": current.message, "ended": current.ended}
+        )
+    return current.state
 
 
 def _append_history(xpm_dir: Path, status: Status) -> None:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import heartbeat, queue, status
-from .errors import CorruptedError, WorkspaceError
+from ._crash import crash_point
+from .errors import CorruptedError, Error, WorkspaceError
 from .job import Job, Spec
 from .lock import JobLock
 from .queue import JobRef
@@ -147,8 +148,17 @@ class Worker:
             if verdict is State.WAITING:
                 continue
             runnable += 1
-            self._claim(job, spec)
+            try:
+                self._claim(job, spec)
+            except Error as error:
+                # One damaged job (unreadable status, ...) must not stop the worker: say it once.
+                self._report(job, error)
         return runnable
+
+    def _report(self, job: Job, error: Error) -> None:
+        if job.ref not in self._reported:
+            self._reported.add(job.ref)
+            log.error("worker %s: skipping job %s: %s", self.name, job.ref, error)
 
     def _spec(self, job: Job) -> Spec | None:
         spec = self._specs.get(job.ref)
@@ -193,6 +203,7 @@ class Worker:
         if not lock.try_acquire():
             return  # another worker has it, or it is running
         claimed = time.time()
+        crash_point("claim.after-lock")
         try:
             # Everything may have changed between the scan and the claim: look again under the lock.
             if job.marker() is not None:
@@ -205,6 +216,11 @@ class Worker:
                 return
             if isinstance(verdict, tuple):
                 status.transition(job.xpm_dir, State.FAILED, reason=Reason.DEPENDENCY, message=verdict[1])
+                queue.remove(self.workspace.queue_dir, job.ref)
+                lock.release()
+                return
+            if status.complete_interrupted(job.xpm_dir) is not None:
+                # A runner died between writing its final status and the marker: finish that.
                 queue.remove(self.workspace.queue_dir, job.ref)
                 lock.release()
                 return
@@ -240,6 +256,7 @@ class Worker:
                 start_new_session=True,
             )
         self._running[job.ref] = _Running(job, spec, lock, process)
+        crash_point("claim.after-spawn")
         log.info("worker %s: started %s (pid %d)", self.name, job.ref, process.pid)
         threading.Thread(target=self._await, args=(process,), daemon=True).start()
 
@@ -257,6 +274,8 @@ class Worker:
             del self._running[ref]
             try:
                 self._record_end(running, code)
+            except Error as error:
+                self._report(running.job, error)
             finally:
                 running.lock.release()
 
@@ -264,6 +283,9 @@ class Worker:
         job = running.job
         if job.marker() is not None:
             queue.remove(self.workspace.queue_dir, job.ref)  # the runner may have died just before this
+            return
+        if status.complete_interrupted(job.xpm_dir) is not None:
+            queue.remove(self.workspace.queue_dir, job.ref)  # the runner died between status and marker
             return
         current = job.status()
         if running.released:
@@ -279,6 +301,7 @@ class Worker:
         else:
             reason, message = Reason.ERROR, f"runner exited with code {code} without a status; see {job.stderr_path}"
         status.transition(job.xpm_dir, State.FAILED, reason=reason, message=message, exit_code=code)
+        crash_point("reap.after-failed")
         queue.remove(self.workspace.queue_dir, job.ref)
 
     def _hand_back(self) -> bool:
