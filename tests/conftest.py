@@ -87,3 +87,12 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 def ws(tmp_path: Path) -> Path:
     """A path for a new workspace (created by whatever opens it first)."""
     return tmp_path / "ws"
+
+
+@pytest.fixture(autouse=True)
+def _no_user_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the developer's own settings.yaml (children inherit the variable)."""
+    empty = tmp_path_factory.getbasetemp() / "settings.yaml"
+    if not empty.exists():
+        empty.write_text("workspaces: []\n")
+    monkeypatch.setenv("XPMFS_SETTINGS", str(empty))

@@ -22,6 +22,7 @@ from .config import (
     tag,
     tags,
 )
+from .cache import cache
 from .errors import Error, FailedExperiment, GracefulTimeout
 from .experiment import experiment
 from .generators import PathGenerator
@@ -44,6 +45,7 @@ __all__ = [
     "SubmitHook",
     "Task",
     "__version__",
+    "cache",
     "experiment",
     "field",
     "setmeta",

@@ -131,3 +131,33 @@ class GracefulTimeout(Error):
 
     def __str__(self) -> str:
         return self.message
+
+
+class SettingsError(WorkspaceError, ValueError):
+    """The user's settings file (``settings.yaml``) cannot be read, or one of its fields is wrong.
+
+    ``path`` is the settings file, ``field`` the field concerned (``workspaces[0].max_retries``;
+    empty when the whole file is at fault), ``problem`` what is wrong, ``fix`` what to do.
+    """
+
+    def __init__(self, path: str | Path, field: str, problem: str, fix: str = "") -> None:
+        super().__init__(path, f"{field}: {problem}" if field else problem, fix)
+        self.field = field
+
+
+class CacheError(Error, RuntimeError):
+    """A ``@cache`` method cannot run: no cache root is known, or it would wait for itself.
+
+    ``what`` names the method (``Terms.load``) or the cache file, ``problem`` what is wrong and
+    ``fix`` what to do.
+    """
+
+    def __init__(self, what: str, problem: str, fix: str = "") -> None:
+        super().__init__(what, problem, fix)
+        self.what = what
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        message = f"{self.what}: {self.problem}"
+        return f"{message}; {self.fix}" if self.fix else message

@@ -118,6 +118,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     # -- context -----------------------------------------------------------------------------
 
     def __enter__(self) -> experiment:
+        from .cache import set_root as set_cache_root
         from .config import set_submit_handler
 
         self.path.mkdir(parents=True, exist_ok=True)
@@ -137,12 +138,14 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self._write_run("running")
         self._journal = Journal(self.path / JOURNAL_FILE)
         self._token = set_submit_handler(self._submit)
+        self._cache_root = set_cache_root(self.workspace)  # @cache methods called here use WS/config
         experiment._stack.append(self)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
+        from .cache import set_root as set_cache_root
         from .config import reset_submit_handler
 
         try:
@@ -152,6 +155,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             self._outputs.stop()
             experiment._stack.remove(self)
             reset_submit_handler(self._token)
+            set_cache_root(self._cache_root)
             self._write_run("failed" if kind else "done")
             if self._journal is not None:
                 self._journal.close()
@@ -193,6 +197,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     ) -> Any:
         from .config import ResumableTask, dependencies, submit_hooks, tags, task_outputs_of, typeid
         from .serialization import to_dict
+        from .settings import max_retries_for
 
         if options:
             raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
@@ -213,7 +218,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 sorted({f"{typeid(dep)}/{dep.__identifier__()}" for dep in dependencies(task, init_tasks or ())})
             ),
             launcher=_launcher_record(launcher),
-            max_retries=3 if max_retries is None else max_retries,
+            max_retries=max_retries_for(self.workspace.path) if max_retries is None else max_retries,
             resumable=isinstance(task, ResumableTask),
             python=sys.executable,
             sys_path=tuple(_import_path()),
@@ -260,7 +265,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             current = job.status()
             if marker is State.FAILED or current is None:
                 job.clear_cancel()
-                status.transition(job.xpm_dir, initial)
+                # A resubmission grants the retries again, as `xpmfs retry` does.
+                status.transition(job.xpm_dir, initial, retry_count=0)
                 crash_point("submit.after-status")
             queue.add(self.workspace.queue_dir, job.ref)
         finally:

@@ -169,8 +169,15 @@ def transition(xpm_dir: Path, to: State, **fields: Any) -> Status:
     now = time.time()
     base = current if current is not None else Status(state=to)
     if current is not None and (before.terminal or (before is State.RUNNING and not to.terminal)):
-        # Keep what the last attempt ended with (a retry or a hand-back leaves RUNNING for READY).
-        _append_history(xpm_dir, current)
+        # Keep what the last attempt ended with (a retry or a hand-back leaves RUNNING for READY):
+        # a running record does not say how it ended, so complete it with what this call says.
+        ended = current
+        if before is State.RUNNING:
+            ending = {key: fields[key] for key in ("reason", "message", "exit_code") if key in fields}
+            if ending.get("reason") is not None:
+                ending["reason"] = Reason(ending["reason"])
+            ended = dataclasses.replace(current, ended=fields.get("ended", now), **ending)
+        _append_history(xpm_dir, ended)
     if before is not None and before.terminal:
         # Clear the terminal marker first: nobody may see a marker that contradicts the new state.
         for marker in (DONE_MARKER, FAILED_MARKER):
