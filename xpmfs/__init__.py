@@ -26,6 +26,7 @@ from .cache import cache
 from .errors import Error, FailedExperiment, GracefulTimeout
 from .experiment import experiment
 from .generators import PathGenerator
+from .launchers import DirectLauncher, SlurmLauncher
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "Config",
     "Constant",
     "DependentMarker",
+    "DirectLauncher",
     "Error",
     "FailedExperiment",
     "GracefulTimeout",
@@ -42,6 +44,7 @@ __all__ = [
     "Param",
     "PathGenerator",
     "ResumableTask",
+    "SlurmLauncher",
     "SubmitHook",
     "Task",
     "__version__",

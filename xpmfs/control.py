@@ -85,12 +85,15 @@ def kill(job: Job, *, wait: float | None = None) -> Outcome:
     if ended is not None:
         return ended
     current = job.status()
+    # A SLURM job first: cancelled there, it cannot start while we change its status (and a
+    # running one gets SIGTERM from SLURM, wherever it runs; its runner records `cancelled`).
+    scancelled = _scancel(job, current)
     if current is not None and current.state is State.RUNNING and job.lock().probe():
         # Running for real: no brief holder to wait out.
-        return _request_cancel(job)
+        return _request_cancel(job, scancelled)
     with locked(job, wait) as lock:
         if lock is None:
-            return _request_cancel(job)
+            return _request_cancel(job, scancelled)
         ended = _ended(job)  # it may have ended while we waited for the lock
         if ended is not None:
             return ended
@@ -101,9 +104,7 @@ def kill(job: Job, *, wait: float | None = None) -> Outcome:
         previous = current.state
         note = {
             State.RUNNING: " (its runner had died: nobody held its lock)",
-            State.SUBMITTED: " (handed to a cluster scheduler; cancel the cluster job there too"
-            + (f": {current.cluster_id}" if current.cluster_id else "")
-            + ")",
+            State.SUBMITTED: " (handed to SLURM" + (f"; {scancelled}" if scancelled else "") + ")",
         }.get(previous, "")
         status.transition(
             job.xpm_dir, State.FAILED, reason=Reason.CANCELLED, message=f"cancelled by xpmfs kill ({_me()})"
@@ -127,7 +128,19 @@ def _me() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
-def _request_cancel(job: Job) -> Outcome:
+def _scancel(job: Job, current: status.Status | None) -> str:
+    """``scancel`` the SLURM job of a ``submitted``/``running`` job; say what happened ("" if none)."""
+    if current is None or current.state not in (State.SUBMITTED, State.RUNNING) or not current.cluster_id:
+        return ""
+    from .launchers import slurm
+
+    problem = slurm.cancel(current.cluster_id)
+    if problem is None:
+        return f"scancel'ed SLURM job {current.cluster_id}"
+    return f"scancel of SLURM job {current.cluster_id} failed: {problem}"
+
+
+def _request_cancel(job: Job, scancelled: str = "") -> Outcome:
     _atomic.write_json(job.cancel_path, {"requested": time.time(), "by": _me()})
     try:
         current = job.status()
@@ -144,6 +157,8 @@ def _request_cancel(job: Job) -> Outcome:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(current.pid, signal.SIGTERM)
             signalled = f"; sent SIGTERM to its runner (pid {current.pid})"
+    if scancelled:
+        signalled += f"; {scancelled}"
     return Outcome(
         job,
         "cancel-requested",

@@ -268,9 +268,11 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 # A resubmission grants the retries again, as `xpmfs retry` does.
                 status.transition(job.xpm_dir, initial, retry_count=0)
                 crash_point("submit.after-status")
-            queue.add(self.workspace.queue_dir, job.ref)
         finally:
             lock.release()
+        # After the release, so that the worker the entry wakes finds the lock free. Safe: a
+        # worker removes an entry only under the lock and only next to a terminal marker.
+        queue.add(self.workspace.queue_dir, job.ref)
 
     # -- workers -----------------------------------------------------------------------------
 

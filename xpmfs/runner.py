@@ -12,13 +12,15 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from . import queue, status
+from ._crash import crash_point
 from ._process import die_with_parent
-from .errors import GracefulTimeout
+from .errors import CorruptedError, GracefulTimeout
 from .job import Job, Spec
 from .queue import JobRef
 from .status import Reason, State
@@ -60,27 +62,59 @@ def main(path: str | os.PathLike[str]) -> int:
     if parent:
         die_with_parent(int(parent))
     job = job_from_path(path)
+    cluster_id = _enter_cluster(job)
     lock = None
     if os.environ.pop(ENV_LOCK_HELD, None) != "1":
         lock = job.lock()
-        if not lock.try_acquire():
+        # A SLURM job may start before the worker that submitted it has released the lock.
+        if not lock.acquire(_cluster_lock_wait(job) if cluster_id else 0):
             holder = lock.holder()
             who = f" by pid {holder.pid} on {holder.host}" if holder else ""
             print(f"xpmfs: job {job.path} is being run{who}; nothing to do", file=sys.stderr)
             return EXIT_BUSY
     try:
-        return _run_locked(job)
+        return _run_locked(job, cluster_id)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run_locked(job: Job) -> int:
+def _enter_cluster(job: Job) -> str | None:
+    """Inside a SLURM job: ``remaining_time()`` asks squeue, USR1 announces the end (a flag, see
+    ``xpmfs.launchers.slurm``). Returns the SLURM job id if it was submitted for this very job."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return None
+    from .config import set_remaining_time_provider
+    from .launchers import slurm
+
+    slurm.install_warning_handler()
+    cluster_id = slurm.cluster_job_id()
+    assert cluster_id is not None
+    set_remaining_time_provider(slurm.RemainingTime(cluster_id))
+    try:
+        return cluster_id if slurm.is_slurm(job.read_spec().launcher) else None
+    except CorruptedError:
+        return None  # _run_locked reports it
+
+
+def _cluster_lock_wait(job: Job) -> float:
+    from .launchers import slurm
+
+    return slurm.runner_lock_wait(job.workspace.lease_duration)
+
+
+def _run_locked(job: Job, cluster_id: str | None = None) -> int:
     spec = job.read_spec()
+    if status.complete_interrupted(job.xpm_dir) is not None:
+        queue.remove(job.workspace.queue_dir, job.ref)  # an earlier runner died just before its marker
     current = job.status()
     if job.marker() is State.DONE:
         print(f"xpmfs: job {job.path} is done already; use `xpmfs retry --force` to run it again", file=sys.stderr)
         return EXIT_DONE
+    if cluster_id is not None and job.marker() is State.FAILED:
+        # Cancelled (`xpmfs kill`) or failed while its SLURM job was pending: not ours to revive.
+        print(f"xpmfs: job {job.path} has failed meanwhile; SLURM job {cluster_id} does not run it", file=sys.stderr)
+        return EXIT_FAILED
     if current is not None and current.state in (State.RUNNING, State.FAILED):
         # A previous attempt died (RUNNING with nobody holding the lock) or failed: start afresh.
         status.transition(job.xpm_dir, State.READY, message=f"previous attempt ended {current.state.value}")
@@ -91,11 +125,24 @@ def _run_locked(job: Job) -> int:
         host=socket.gethostname(),
         worker=os.environ.get(ENV_WORKER),
         claimed=float(os.environ[ENV_CLAIMED]) if ENV_CLAIMED in os.environ else None,
+        cluster_id=cluster_id,
+        # A retried attempt starts from `ready`, which keeps how the previous one ended as a hint:
+        # a running status must not look as if it had ended already.
+        ended=None,
+        exit_code=None,
+        reason=None,
+        message=None,
     )
+    crash_point("start.after-running")
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         _execute(job, spec)
     except Cancelled:
+        if cluster_id is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the question short
+        if cluster_id is not None and _cluster_timeout(cluster_id):
+            message = f"SLURM job {cluster_id} reached its time limit (SIGTERM)"
+            return _finish(job, spec, State.FAILED, Reason.TIMEOUT, message, EXIT_TIMEOUT)
         return _finish(job, spec, State.FAILED, Reason.CANCELLED, "cancelled (SIGTERM)", EXIT_CANCELLED)
     except GracefulTimeout as error:
         return _finish(job, spec, State.FAILED, Reason.TIMEOUT, str(error), EXIT_TIMEOUT)
@@ -106,8 +153,16 @@ def _run_locked(job: Job) -> int:
     return _finish(job, spec, State.DONE, None, None, EXIT_DONE)
 
 
+def _cluster_timeout(cluster_id: str) -> bool:
+    # SLURM sends SIGTERM both at the time limit and on scancel; only SLURM can tell which.
+    from .launchers import slurm
+
+    return slurm.termination_reason(cluster_id) is Reason.TIMEOUT
+
+
 def _execute(job: Job, spec: Spec) -> None:
     # The configuration layer, imported late so that a busy or finished job exits fast.
+    from .cache import set_root as set_cache_root  # not `from . import cache`: xpmfs.cache is the decorator
     from .outputs import install_writer
     from .serialization import from_dict
 
@@ -117,6 +172,7 @@ def _execute(job: Job, spec: Spec) -> None:
     os.environ.update(spec.environ)
     os.environ[ENV_JOB_DIR] = str(job.path)
     os.chdir(job.path)
+    set_cache_root(job.workspace)  # @cache methods of the task (and its init tasks) use WS/config
     task: Any = from_dict(spec.config)
     task.__xpm__.set_jobpath(job.path)
     install_writer(job, task)
@@ -133,12 +189,22 @@ def _finish(job: Job, spec: Spec, to: State, reason: Reason | None, message: str
         current = job.status()
         retries = current.retry_count if current else 0
         if retries < spec.max_retries:
+            # `reason` stays as a hint in `ready` (spec/workspace.md); the queue entry and the
+            # job folder (checkpoints) stay too, so a worker runs the task again where it stopped.
             status.transition(
-                job.xpm_dir, State.READY, retry_count=retries + 1, message=f"timeout, retry {retries + 1}: {message}"
+                job.xpm_dir,
+                State.READY,
+                retry_count=retries + 1,
+                reason=Reason.TIMEOUT,
+                exit_code=code,
+                ended=time.time(),
+                message=f"timeout, retry {retries + 1} of {spec.max_retries}: {message}",
             )
+            crash_point("retry.after-ready")
             return code
     status.transition(job.xpm_dir, to, reason=reason, message=message, exit_code=code)
     job.clear_cancel()
+    crash_point("complete.after-marker")
     queue.remove(job.workspace.queue_dir, job.ref)
     return code
 

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,17 +28,20 @@ from . import heartbeat, queue, status
 from ._crash import crash_point
 from .errors import CorruptedError, Error, WorkspaceError
 from .job import Job, Spec
+from .launchers import DirectLauncher, SlurmError, SlurmLauncher, slurm
 from .lock import JobLock
 from .queue import JobRef
 from .runner import ENV_CLAIMED, ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER
 from .status import Reason, State
 from .watch import Watcher
+from .zygote import ForkedProcess, Zygote
 from .workspace import Workspace
 
 log = logging.getLogger("xpmfs.worker")
 
 DEFAULT_RESCAN = 5.0
 DEFAULT_HEARTBEAT = 2.0
+RETRY_SOON = 0.02  # seconds before looking again at a job whose lock was held only briefly
 
 
 @dataclass
@@ -45,7 +49,7 @@ class _Running:
     job: Job
     spec: Spec
     lock: JobLock
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedProcess
     released: bool = False  # we killed it to hand the job back
 
 
@@ -61,6 +65,11 @@ class Worker:
     _specs: dict[JobRef, Spec] = field(default_factory=dict)  # specs are immutable: cache them
     _reported: set[JobRef] = field(default_factory=set)  # damaged jobs already reported
     _stopping: bool = False
+    _cluster_checked: bool = False  # whether _no_cluster was looked up (once: which commands exist)
+    _no_cluster: str | None = None  # why this host cannot submit or follow SLURM jobs
+    warm: bool = True  # fork jobs from a warm runner (xpmfs.zygote) unless a job asks to be isolated
+    _retry_soon: bool = False  # a claim met a lock held only briefly: rescan without waiting for events
+    _zygote: Zygote | None = None
 
     def run(self) -> int:
         """Work until stopped (signal) or idle for ``idle_exit`` seconds; return the exit code."""
@@ -80,12 +89,11 @@ class Worker:
                     if self._stopping:
                         if not self._hand_back():
                             break
-                    elif len(self._running) < self.jobs:
-                        runnable = self._schedule(full)
-                        if self._running or runnable:
-                            idle_since = time.monotonic()
                     else:
-                        idle_since = time.monotonic()
+                        # Even with every slot taken: SLURM jobs need no slot, only a submission.
+                        busy = self._schedule(full)
+                        if self._running or busy:
+                            idle_since = time.monotonic()
                     now = time.monotonic()
                     if now >= next_beat:
                         self._beat(record_path)
@@ -101,8 +109,13 @@ class Worker:
                     wait_for = next_beat - now
                     if self.idle_exit is not None and not self._running:
                         wait_for = min(wait_for, max(0.01, idle_since + self.idle_exit - now))
+                    if self._retry_soon:
+                        self._retry_soon = False
+                        wait_for = min(wait_for, RETRY_SOON)
                     full = watcher.wait(max(0.0, wait_for))
         finally:
+            if self._zygote is not None:
+                self._zygote.close()
             try:
                 os.unlink(record_path)
             except FileNotFoundError:
@@ -129,13 +142,21 @@ class Worker:
     # -- scheduling ----------------------------------------------------------------------------
 
     def _schedule(self, full: bool) -> int:
-        """Claim and start runnable jobs while slots are free; return how many runnable were seen."""
+        """Claim and start runnable jobs while slots are free, hand SLURM jobs to sbatch, and (on a
+        full rescan) follow the SLURM jobs in flight; return how many jobs keep this worker busy."""
         entries = sorted(queue.scan(self.workspace.queue_dir), key=lambda item: (item[1], item[0]))
+        cluster = self._cluster_problem() is None
         runnable = 0
+        followed: list[tuple[Job, Spec, status.Status]] = []
         for ref, _mtime in entries:
-            if len(self._running) >= self.jobs:
+            full_up = len(self._running) >= self.jobs
+            if full_up and not cluster:
                 return runnable + 1
             if ref in self._running:
+                continue
+            known = self._specs.get(ref)
+            if full_up and known is not None and not slurm.is_slurm(known.launcher):
+                runnable += 1  # a direct job waits for a slot
                 continue
             job = Job(self.workspace, ref)
             if job.marker() is not None:
@@ -143,6 +164,20 @@ class Worker:
                 continue
             spec = self._spec(job)
             if spec is None:
+                continue
+            kind = spec.launcher.get("type", DirectLauncher.TYPE)
+            if kind == SlurmLauncher.TYPE:
+                if cluster:
+                    try:
+                        runnable += self._schedule_cluster(job, spec, followed)
+                    except Error as error:
+                        self._report(job, error)
+                continue
+            if kind != DirectLauncher.TYPE:
+                self._report(job, WorkspaceError(job.spec_path, f"unknown launcher {kind!r}", "upgrade xpmfs"))
+                continue
+            if full_up:
+                runnable += 1
                 continue
             verdict = self._dependencies(spec)
             if verdict is State.WAITING:
@@ -153,6 +188,8 @@ class Worker:
             except Error as error:
                 # One damaged job (unreadable status, ...) must not stop the worker: say it once.
                 self._report(job, error)
+        if followed and full:
+            self._follow(followed)
         return runnable
 
     def _report(self, job: Job, error: Error) -> None:
@@ -201,7 +238,12 @@ class Worker:
     def _claim(self, job: Job, spec: Spec) -> None:
         lock = job.lock()
         if not lock.try_acquire():
-            return  # another worker has it, or it is running
+            # Another worker runs it, or someone holds it for a moment (an experiment writing its
+            # status, the CLI): that release makes no event in queue/, so look again shortly.
+            current = job.status()
+            if current is None or current.state not in (State.RUNNING, State.SUBMITTED):
+                self._retry_soon = True
+            return
         claimed = time.time()
         crash_point("claim.after-lock")
         try:
@@ -244,25 +286,192 @@ class Worker:
         env[ENV_PARENT_PID] = str(os.getpid())
         env[ENV_WORKER] = self.name
         env[ENV_CLAIMED] = repr(claimed)
-        mode = "ab" if spec.resumable else "wb"
-        with open(job.stdout_path, mode) as out, open(job.stderr_path, mode) as err:
-            process = subprocess.Popen(
-                [spec.python, str(job.script_path)],
-                cwd=job.path,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=env,
-                start_new_session=True,
-            )
+        process = self._fork_warm(job, spec, env)
+        if process is None:
+            mode = "ab" if spec.resumable else "wb"
+            with open(job.stdout_path, mode) as out, open(job.stderr_path, mode) as err:
+                process = subprocess.Popen(
+                    [spec.python, str(job.script_path)],
+                    cwd=job.path,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=env,
+                    start_new_session=True,
+                )
+            threading.Thread(target=self._await, args=(process,), daemon=True).start()
         self._running[job.ref] = _Running(job, spec, lock, process)
         crash_point("claim.after-spawn")
         log.info("worker %s: started %s (pid %d)", self.name, job.ref, process.pid)
-        threading.Thread(target=self._await, args=(process,), daemon=True).start()
+
+    def _fork_warm(self, job: Job, spec: Spec, env: dict[str, str]) -> ForkedProcess | None:
+        """Fork the job from the warm runner; ``None`` when it must (or could not) start fresh."""
+        if not self.warm or spec.launcher.get("isolate") or not _same_python(spec.python):
+            return None
+        if self._zygote is None or not self._zygote.alive:
+            # None yet, or it exited because a task module changed on disk: start a new one.
+            self._zygote = Zygote(on_exit=self._watcher.wake)
+        env[ENV_PARENT_PID] = str(self._zygote.process.pid)  # the fork dies with the zygote
+        request = {
+            "job": str(job.path),
+            "env": env,
+            "stdout": str(job.stdout_path),
+            "stderr": str(job.stderr_path),
+            "append": spec.resumable,
+            "sys_path": list(spec.sys_path),
+            "preload": [record["type"] for record in spec.config.get("objects", ()) if "type" in record],
+        }
+        return self._zygote.spawn(request)
 
     def _await(self, process: subprocess.Popen[bytes]) -> None:
         process.wait()
         self._watcher.wake()
+
+    # -- SLURM jobs (spec/slurm.md) --------------------------------------------------------------
+
+    def _cluster_problem(self) -> str | None:
+        """Why this host cannot submit or follow SLURM jobs (then it leaves them to other workers)."""
+        if not self._cluster_checked:
+            self._cluster_checked = True
+            self._no_cluster = slurm.available()
+            if self._no_cluster is not None:
+                log.info("worker %s: leaves SLURM jobs to other workers: %s", self.name, self._no_cluster)
+        return self._no_cluster
+
+    def _schedule_cluster(self, job: Job, spec: Spec, followed: list[tuple[Job, Spec, status.Status]]) -> int:
+        """Submit a ready SLURM job, or note one in flight to follow; 1 if it keeps us busy."""
+        current = job.status()
+        if current is not None and current.state in (State.SUBMITTED, State.RUNNING) and current.cluster_id:
+            mine = 1 if current.worker == self.name else 0
+            if current.state is State.RUNNING and job.lock().probe():
+                return mine  # its runner holds the lock: alive, nothing to follow
+            followed.append((job, spec, current))
+            return mine
+        if current is not None and current.state is State.SUBMITTED:
+            return 0  # no cluster id: a damaged record; `xpmfs kill`/`retry` repair it
+        verdict = self._dependencies(spec)
+        if verdict is State.WAITING:
+            return 0
+        self._claim_cluster(job, spec)
+        return 1
+
+    def _cluster_environ(self, claimed: float) -> dict[str, str | None]:
+        # The runner takes the job's lock itself: never let it believe a parent holds it for it.
+        return {ENV_LOCK_HELD: None, ENV_PARENT_PID: None, ENV_WORKER: self.name, ENV_CLAIMED: repr(claimed)}
+
+    def _claim_cluster(self, job: Job, spec: Spec) -> None:
+        """Hand the job to sbatch, record ``submitted`` with the SLURM job id, release the lock."""
+        lock = job.lock()
+        if not lock.try_acquire():
+            return  # another worker is submitting it, or its runner started
+        claimed = time.time()
+        try:
+            # Everything may have changed between the scan and the claim: look again under the lock.
+            if job.marker() is not None or status.complete_interrupted(job.xpm_dir) is not None:
+                queue.remove(self.workspace.queue_dir, job.ref)
+                return
+            verdict = self._dependencies(spec)
+            if verdict is State.WAITING:
+                return
+            if isinstance(verdict, tuple):
+                status.transition(job.xpm_dir, State.FAILED, reason=Reason.DEPENDENCY, message=verdict[1])
+                queue.remove(self.workspace.queue_dir, job.ref)
+                return
+            current = job.status()
+            if current is not None and current.state is State.SUBMITTED:
+                return  # another worker submitted it since we looked
+            if current is not None and current.state is State.RUNNING:
+                if current.cluster_id:
+                    return  # a SLURM run whose end the follower settles
+                # Run by hand, and that runner died: record it before submitting again.
+                status.transition(
+                    job.xpm_dir,
+                    State.READY,
+                    message=f"previous run (pid {current.pid} on {current.host}) ended without a status",
+                )
+            try:
+                launcher = SlurmLauncher.from_json(spec.launcher)
+                cluster_id = launcher.submit(job, spec, environ=self._cluster_environ(claimed))
+            except SlurmError as error:
+                if error.transient:
+                    log.warning("worker %s: cannot submit %s now, will retry: %s", self.name, job.ref, error)
+                    return
+                self._fail_submission(job, f"cannot submit to SLURM: {error}")
+                return
+            except ValueError as error:
+                self._fail_submission(job, f"bad SLURM launcher in {job.spec_path}: {error}")
+                return
+            # The SLURM job may start before this: its runner waits for the lock we hold.
+            status.transition(
+                job.xpm_dir,
+                State.SUBMITTED,
+                cluster_id=cluster_id,
+                worker=self.name,
+                claimed=claimed,
+                pid=None,
+                host=None,
+                message=f"submitted to SLURM as job {cluster_id}"
+                + (f" ({current.message})" if current is not None and current.reason is Reason.TIMEOUT else ""),
+            )
+            log.info("worker %s: submitted %s as SLURM job %s", self.name, job.ref, cluster_id)
+        finally:
+            lock.release()
+
+    def _fail_submission(self, job: Job, message: str) -> None:
+        log.error("worker %s: %s: %s", self.name, job.ref, message)
+        status.transition(job.xpm_dir, State.FAILED, reason=Reason.ERROR, message=message)
+        queue.remove(self.workspace.queue_dir, job.ref)
+
+    def _follow(self, followed: list[tuple[Job, Spec, status.Status]]) -> None:
+        """Ask SLURM once about every job in flight; settle those that ended without a status."""
+        try:
+            known = slurm.query([current.cluster_id for _, _, current in followed if current.cluster_id])
+        except SlurmError as error:
+            log.warning("worker %s: cannot follow SLURM jobs now: %s", self.name, error)
+            return  # never conclude that a job vanished from a failed call
+        for job, spec, seen in followed:
+            assert seen.cluster_id is not None
+            settled = slurm.settlement(seen.cluster_id, known.get(seen.cluster_id))
+            if settled is not None:
+                try:
+                    self._settle(job, spec, seen, *settled)
+                except Error as error:
+                    self._report(job, error)
+
+    def _settle(self, job: Job, spec: Spec, seen: status.Status, reason: Reason, message: str) -> None:
+        """Record the end of a job whose SLURM job ended without its runner recording one."""
+        lock = job.lock()
+        if not lock.try_acquire():
+            return  # its runner holds it: alive (fail closed), or another worker is settling it
+        try:
+            if job.marker() is not None or status.complete_interrupted(job.xpm_dir) is not None:
+                queue.remove(self.workspace.queue_dir, job.ref)
+                return
+            current = job.status()
+            if (
+                current is None
+                or current.state not in (State.SUBMITTED, State.RUNNING)
+                or current.cluster_id != seen.cluster_id
+            ):
+                return  # it moved on since we looked (a runner started, a retry was submitted...)
+            if reason is Reason.TIMEOUT and spec.resumable and current.retry_count < spec.max_retries:
+                retry = current.retry_count + 1
+                status.transition(
+                    job.xpm_dir,
+                    State.READY,
+                    retry_count=retry,
+                    reason=Reason.TIMEOUT,
+                    ended=time.time(),
+                    message=f"{message}; retry {retry} of {spec.max_retries}",
+                )
+                log.info("worker %s: %s: %s; retry %d", self.name, job.ref, message, retry)
+                return  # the queue entry stays: the next claim submits it again
+            status.transition(job.xpm_dir, State.FAILED, reason=reason, message=message)
+            job.clear_cancel()  # as its runner would have: a kill request must not outlive the run
+            queue.remove(self.workspace.queue_dir, job.ref)
+            log.info("worker %s: %s: %s (%s)", self.name, job.ref, message, reason.value)
+        finally:
+            lock.release()
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -322,6 +531,12 @@ class Worker:
         for running in self._running.values():
             if running.job.cancel_path.exists() and not running.released:
                 _kill_group(running.process.pid, signal.SIGTERM)
+
+
+def _same_python(python: str) -> bool:
+    """Whether ``python`` (a spec's interpreter) is the one running this worker."""
+    # Not samefile(): a venv's python is a symlink to the base interpreter, with other packages.
+    return os.path.abspath(python) == os.path.abspath(sys.executable)
 
 
 def _kill_group(pid: int, signum: int) -> None:
