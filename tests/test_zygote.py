@@ -1,0 +1,93 @@
+"""The warm runner: jobs fork from a process that has imported xpmfs and the task's modules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+from conftest import Processes
+
+from xpmfs.workspace import Workspace
+
+SCRIPT = """
+import os, sys
+from pathlib import Path
+from xpmfs import DirectLauncher, Param, Task, experiment
+from versioned import Probe
+
+with experiment(sys.argv[1], sys.argv[2], workers=0):
+    for n in range(int(sys.argv[3])):
+        launcher = DirectLauncher(isolate=True) if sys.argv[4] == "isolate" else None
+        Probe.C(n=n, tag=sys.argv[2]).submit(launcher=launcher)
+"""
+
+MODULE = """
+import os
+from pathlib import Path
+from xpmfs import Param, Task
+
+VERSION = {version}
+
+class Probe(Task):
+    n: Param[int]
+    tag: Param[str]
+
+    def execute(self):
+        Path("probe.txt").write_text(f"{{VERSION}} {{os.getpid()}} {{os.getppid()}}")
+"""
+
+
+def _run(tmp_path: Path, ws: Path, name: str, count: int, mode: str, env: dict[str, str]) -> list[tuple[int, int, int]]:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), str(ws), name, str(count), mode], env=env, capture_output=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    probes = []
+    for job in (ws / "jobs" / "versioned.probe").iterdir():
+        spec = (job / "__xpm__" / "spec.json").read_text()
+        if f'"{name}"' in spec:
+            version, pid, ppid = (job / "probe.txt").read_text().split()
+            probes.append((int(version), int(pid), int(ppid)))
+    assert len(probes) == count
+    return probes
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def test_jobs_fork_from_the_warm_runner_and_see_code_changes(tmp_path: Path, ws: Path, processes: Processes) -> None:
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "versioned.py").write_text(textwrap.dedent(MODULE.format(version=1)))
+    env = processes.env()
+    env["PYTHONPATH"] = os.pathsep.join([str(modules), env["PYTHONPATH"]])
+    Workspace.open(ws, create=True)
+    worker = processes.start(
+        [sys.executable, "-m", "xpmfs", "worker", str(ws), "--rescan", "0.5"], env=env, log=tmp_path / "w.log"
+    )
+    first = _run(tmp_path, ws, "first", 3, "warm", env)
+    parents = {ppid for _, _, ppid in first}
+    assert len(parents) == 1, "every job forks from the same warm runner"
+    (zygote,) = parents
+    assert zygote != worker.pid and "xpmfs.zygote" in _cmdline(zygote)
+    assert {version for version, _, _ in first} == {1}
+
+    # Editing a task's module makes the warm runner stale: the next job runs the new code.
+    (modules / "versioned.py").write_text(textwrap.dedent(MODULE.format(version=2)))
+    os.utime(modules / "versioned.py", (1e9 + 5, 1e9 + 5))  # a different mtime, whatever the clock
+    second = _run(tmp_path, ws, "second", 2, "warm", env)
+    assert {version for version, _, _ in second} == {2}
+
+    # isolate=True starts a fresh interpreter as the worker's own child.
+    isolated = _run(tmp_path, ws, "isolated", 1, "isolate", env)
+    assert {ppid for _, _, ppid in isolated} == {worker.pid}

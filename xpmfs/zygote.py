@@ -1,0 +1,269 @@
+"""The warm runner: a fork server that starts jobs by forking an already-warm process.
+
+Starting a fresh interpreter for every job costs ~0.1-0.2 s of CPU before the task does anything
+(interpreter start-up, then importing xpmfs, orjson, filelock and the task's module). A worker
+therefore keeps one *zygote*: a single-threaded child process that has imported the runner and,
+once seen, each task's modules; for every job it forks, and the fork runs the job at once.
+
+Why a separate process and not a fork of the worker itself: the worker has threads (watchdog,
+runner reapers), and forking a threaded process can copy a lock held by another thread into the
+child, where nobody will ever release it.
+
+Protocol (a Unix socket pair; one JSON line per message):
+
+* worker → zygote: ``{"job": <job folder>, "env": {...}, "stdout": <path>, "stderr": <path>,
+  "append": bool, "preload": [<type reference>, ...], "sys_path": [...]}``
+* zygote → worker: ``{"job": ..., "pid": <child pid>}`` once forked, then
+  ``{"pid": <child pid>, "exit": <code, negative for a signal>}`` when it ends; or
+  ``{"job": ..., "error": "..."}`` when it could not fork (the worker then starts the job the
+  fresh way).
+
+Lifetimes: the zygote dies with its worker (``PR_SET_PDEATHSIG``) and each forked job dies with
+the zygote, so a worker's death still ends every run it holds the lock of. Imported task modules
+go stale when their source changes: before each fork the zygote checks the modification times of
+the files it imported for tasks, and exits (code 75) when one changed; the worker starts a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+EXIT_STALE = 75
+
+
+def serve(sock: socket.socket) -> int:
+    """The zygote's loop: fork a job per request until the worker closes the socket."""
+    from . import runner  # warm up: everything a job needs before its task's own code
+    from .serialization import load_class
+
+    watched: dict[str, float] = {}  # source files of preloaded task modules -> mtime
+    children: set[int] = set()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd is written
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ, "request")
+    selector.register(wake_read, selectors.EVENT_READ, "child")
+    stream = sock.makefile("rb")
+
+    def send(message: dict[str, Any]) -> None:
+        sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            send({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+
+    while True:
+        for key, _ in selector.select():
+            if key.data == "child":
+                os.read(wake_read, 4096)
+                reap()
+                continue
+            line = stream.readline()
+            if not line:
+                return 0  # the worker is gone or done with us
+            request = json.loads(line)
+            if _stale(watched):
+                send({"job": request["job"], "error": "stale"})
+                return EXIT_STALE
+            try:
+                for entry in reversed(request.get("sys_path", ())):
+                    if entry not in sys.path:
+                        sys.path.insert(0, entry)
+                for ref in request.get("preload", ()):
+                    _watch(load_class(ref, "preload"), watched)
+            except Exception as error:  # the task's module does not import: let the fresh path report it
+                send({"job": request["job"], "error": f"{type(error).__name__}: {error}"})
+                continue
+            pid = os.fork()
+            if pid == 0:
+                _child(request, runner, (sock.fileno(), wake_read, wake_write))
+            children.add(pid)
+            send({"job": request["job"], "pid": pid})
+
+
+def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...]) -> None:
+    """In the fork: become the job's runner, exactly as ``python <name>.py`` would."""
+    code = 1
+    try:
+        for fd in inherited:  # the zygote's: holding them would hide the zygote's death
+            os.close(fd)
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.get("append") else os.O_TRUNC)
+        for target, path in ((1, request["stdout"]), (2, request["stderr"])):
+            fd = os.open(path, mode, 0o644)
+            os.dup2(fd, target)
+            os.close(fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["job"])
+        code = runner.main(request["job"])
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _watch(cls: Any, watched: dict[str, float]) -> None:
+    module = sys.modules.get(getattr(cls, "__module__", ""), None)
+    path = getattr(module, "__file__", None)
+    if path and path not in watched:
+        try:
+            watched[path] = os.stat(path).st_mtime
+        except OSError:
+            pass
+
+
+def _stale(watched: dict[str, float]) -> bool:
+    for path, mtime in watched.items():
+        try:
+            if os.stat(path).st_mtime != mtime:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+class ForkedProcess:
+    """A job forked by the zygote, looking like the ``subprocess.Popen`` the worker expects."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._ended = threading.Event()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._ended.wait(timeout)
+        return self.returncode
+
+    def _end(self, code: int) -> None:
+        self.returncode = code
+        self._ended.set()
+
+
+class Zygote:
+    """The worker's end: starts the zygote and asks it to fork jobs.
+
+    ``on_exit`` is called (from a reader thread) whenever a forked job ends. Call :meth:`spawn`
+    from one thread only (the worker's main loop).
+    """
+
+    def __init__(self, on_exit: Callable[[], None]) -> None:
+        self._on_exit = on_exit
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["XPMFS_ZYGOTE_PARENT"] = str(os.getpid())
+        env["XPMFS_ZYGOTE_FD"] = str(theirs.fileno())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "xpmfs.zygote"], pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL
+        )
+        theirs.close()
+        self._sock = ours
+        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._forked: dict[int, ForkedProcess] = {}
+        self._early: dict[int, int] = {}  # exits that arrived before their fork reply was handled
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="xpmfs-zygote", daemon=True)
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def spawn(self, request: dict[str, Any], timeout: float = 30.0) -> ForkedProcess | None:
+        """Fork a job; ``None`` if the zygote cannot (start it the fresh way then)."""
+        if not self.alive:
+            return None
+        try:
+            self._sock.sendall(json.dumps(request).encode() + b"\n")
+            reply = self._replies.get(timeout=timeout)
+        except (OSError, queue.Empty):
+            return None
+        pid = reply.get("pid")
+        if pid is None:
+            return None
+        process = ForkedProcess(pid)
+        with self._lock:
+            self._forked[pid] = process
+            early = self._early.pop(pid, None)
+        if early is not None:
+            process._end(early)
+            self._on_exit()
+        return process
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def _read(self) -> None:
+        stream = self._sock.makefile("rb")
+        for line in stream:
+            message = json.loads(line)
+            if "exit" not in message:
+                self._replies.put(message)
+                continue
+            with self._lock:
+                process = self._forked.pop(message["pid"], None)
+                if process is None:
+                    self._early[message["pid"]] = message["exit"]
+                    continue
+            process._end(message["exit"])
+            self._on_exit()
+        # The zygote is gone: a job it forked has died with it (PR_SET_PDEATHSIG).
+        with self._lock:
+            orphans, self._forked = list(self._forked.values()), {}
+        for process in orphans:
+            process._end(-signal.SIGKILL)
+        self._replies.put({"error": "zygote ended"})
+        self._on_exit()
+
+
+def main() -> int:
+    from ._process import die_with_parent
+
+    parent = int(os.environ["XPMFS_ZYGOTE_PARENT"])
+    die_with_parent(parent)
+    fd = int(os.environ["XPMFS_ZYGOTE_FD"])
+    return serve(socket.socket(fileno=fd))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
