@@ -213,3 +213,13 @@ def test_job_submitted_to_an_idle_worker_is_claimed_through_inotify(ws: Path, pr
     median = statistics.median(latencies)
     print(f"claim latency through inotify: median {median * 1000:.1f} ms of {[round(t * 1000) for t in latencies]}")
     assert median < 0.1, f"idle worker took {median * 1000:.0f} ms (median) to claim a new job"
+
+
+def test_experiment_launcher_is_the_default_of_its_submissions(ws: Path) -> None:
+    from xpmfs import DirectLauncher, SlurmLauncher
+
+    with experiment(ws, "launchers", wait=False, workers=0, launcher=SlurmLauncher(time=1)):
+        default = Add.C(x=1).submit()
+        own = Add.C(x=2).submit(launcher=DirectLauncher(isolate=True))
+    assert orjson.loads(_job(ws, default).spec_path.read_bytes())["launcher"]["type"] == "slurm"
+    assert orjson.loads(_job(ws, own).spec_path.read_bytes())["launcher"] == {"type": "direct", "isolate": True}

@@ -78,6 +78,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
 
     ``workers``: job slots of the embedded worker started when no worker is alive
     (``None``: one per core; ``0``: never start one). ``wait``: wait for the jobs on exit.
+    ``launcher``: the launcher of tasks submitted without one (default: direct).
     """
 
     _stack: list[experiment] = []
@@ -91,6 +92,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         workers: int | None = None,
         lock_mode: LockMode | str | None = None,
         rescan: float = 2.0,
+        launcher: Any = None,
     ) -> None:
         if not name or "/" in name or name.startswith("."):
             raise WorkspaceError(
@@ -105,6 +107,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self.wait_on_exit = wait
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.rescan = rescan
+        self.launcher = launcher
         self.path = self.workspace.experiment_path(name)
         self.jobs: dict[JobRef, JobHandle] = {}
         self._lock: JobLock | None = None
@@ -201,6 +204,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
 
         if options:
             raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
+        if launcher is None:
+            launcher = self.launcher
         ref = JobRef(typeid(task), task.__identifier__())
         job = Job(self.workspace, ref)
         with self._jobs_lock:
