@@ -27,6 +27,7 @@ from .errors import Error, FailedExperiment, GracefulTimeout
 from .experiment import experiment
 from .generators import PathGenerator
 from .launchers import DirectLauncher, SlurmLauncher
+from .progress import progress, tqdm
 
 __version__ = "0.1.0"
 
@@ -51,7 +52,9 @@ __all__ = [
     "cache",
     "experiment",
     "field",
+    "progress",
     "setmeta",
     "tag",
     "tags",
+    "tqdm",
 ]

@@ -14,6 +14,7 @@ shown as such, with ``stale=True``: ``xpmfs check --fix`` (or the next worker) h
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from . import journal, queue, status
 from .errors import CorruptedError, JobNotFoundError, WorkspaceError
 from .experiment import JOURNAL_FILE
 from .job import Job, Spec
+from .progress import Progress
+from .progress import read as read_progress
 from .queue import JobRef
 from .status import Reason, State, Status
 from .workspace import DOT_DIR, FORMAT_FILE, JOBS_DIR, QUEUE_DIR, Workspace
@@ -58,6 +61,7 @@ class JobInfo:
     tags: Mapping[str, Any] = field(default_factory=dict)
     experiments: tuple[str, ...] = ()
     problem: str | None = None  # why the state could not be read
+    progress: Progress | None = None  # what the current attempt last reported (see job_info)
 
     @property
     def label(self) -> str:
@@ -81,6 +85,7 @@ class JobInfo:
             "experiments": list(self.experiments),
             "status": self.status.to_json() if self.status is not None else None,
             "problem": self.problem,
+            "progress": self.progress.to_json() if self.progress is not None else None,
         }
 
 
@@ -168,8 +173,13 @@ def job_info(
     membership: Membership | None = None,
     *,
     queued: bool | None = None,
+    with_progress: bool = False,
 ) -> JobInfo:
-    """What is on disk about ``job``: marker first, then ``status.json``; probes the lock only if needed."""
+    """What is on disk about ``job``: marker first, then ``status.json``; probes the lock only if needed.
+
+    ``progress.json`` is read for a running job, or for any job with ``with_progress`` (``show``):
+    a listing of thousands of ended jobs does not pay one more read each.
+    """
     marker = job.marker()
     problem = None
     try:
@@ -194,6 +204,9 @@ def job_info(
     if queued is None:
         queued = queue.contains(job.workspace.queue_dir, job.ref)
     membership = membership or Membership({}, ())
+    reported = None
+    if with_progress or (marker is None and current is not None and current.state is State.RUNNING):
+        reported = current_progress(job, current)
     return JobInfo(
         ref=job.ref,
         path=job.path,
@@ -206,7 +219,23 @@ def job_info(
         tags=membership.tags,
         experiments=membership.experiments,
         problem=problem,
+        progress=reported,
     )
+
+
+def current_progress(job: Job, current: Status | None) -> Progress | None:
+    """The progress the job's current (or last) attempt reported, ``None`` if it reported none.
+
+    ``progress.json`` survives retries (the job folder is kept): one older than the attempt's
+    start (``status.json``'s ``started``, written by the same process, so on the same clock) was
+    left by an earlier attempt and is ignored.
+    """
+    reported = read_progress(job.path)
+    if reported is None:
+        return None
+    if current is not None and current.started is not None and reported.updated < current.started:
+        return None
+    return reported
 
 
 def _reason(value: Any) -> Reason | str | None:
@@ -269,6 +298,7 @@ class JobDetails:
     stdout: Path
     stderr: Path
     script: Path
+    last_line: str | None = None  # the last line the job printed (see last_log_line)
 
     def to_json(self) -> dict[str, Any]:
         """The record ``xpmfs show --json`` prints: the ``ls --json`` record plus the details."""
@@ -290,6 +320,7 @@ class JobDetails:
                 "stdout": str(self.stdout),
                 "stderr": str(self.stderr),
                 "script": str(self.script),
+                "last_line": self.last_line,
             }
         )
         return record
@@ -298,7 +329,7 @@ class JobDetails:
 def details(job: Job) -> JobDetails:
     """All that is known of ``job``: its :class:`JobInfo`, spec, dependencies' states and lock holder."""
     membership = memberships(job.workspace).get(job.ref.relpath)
-    info = job_info(job, membership)
+    info = job_info(job, membership, with_progress=True)
     spec: Spec | None = None
     spec_problem = None
     try:
@@ -321,6 +352,7 @@ def details(job: Job) -> JobDetails:
         stdout=job.stdout_path,
         stderr=job.stderr_path,
         script=job.script_path,
+        last_line=last_log_line(job),
     )
 
 
@@ -382,6 +414,34 @@ def find_job(ws: Workspace | None, name: str) -> Job:
             f"is ambiguous: it matches {len(matches)} jobs ({shown}{more}); give more characters of the id",
         )
     return Job(ws, matches[0])
+
+
+#: How many names shell completion offers at most.
+MAX_COMPLETIONS = 200
+
+
+def complete_job(workspace: str | None, incomplete: str) -> list[str]:
+    """Names that complete ``incomplete`` as a JOB (shell completion); never raises.
+
+    The workspace is ``workspace``, else ``XPMFS_WORKSPACE``, else the one the current folder is
+    in. ``<typeid>/<prefix>`` completes ids of that type; a bare prefix completes full ids, and
+    type ids as ``<typeid>/`` (so that typing on narrows by type).
+    """
+    root = workspace or os.environ.get("XPMFS_WORKSPACE") or find_workspace(Path.cwd())
+    if root is None:
+        return []
+    try:
+        ws = Workspace.open(root)
+        typeid, sep, prefix = incomplete.rpartition("/")
+        if sep:
+            return [ref.relpath for ref in iter_refs(ws, typeid) if ref.jobid.startswith(prefix)][:MAX_COMPLETIONS]
+        names = sorted(
+            {ref.jobid for ref in iter_refs(ws) if ref.jobid.startswith(incomplete)}
+            | {name + "/" for name in os.listdir(ws.jobs_dir) if name.startswith(incomplete) and name[:1] != "."}
+        )
+        return names[:MAX_COMPLETIONS]
+    except (OSError, WorkspaceError):
+        return []
 
 
 def _job_from_path(path: Path, name: str) -> Job:
@@ -452,3 +512,47 @@ def read_log(
         if not follow or ended:
             return
         time.sleep(poll)
+
+
+#: How much of the end of an output file :func:`last_log_line` reads.
+TAIL_BYTES = 4096
+#: How long a line :func:`last_log_line` returns, at most (the rest is cut, with "...").
+MAX_LINE = 300
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def last_line(path: Path) -> str | None:
+    """The last non-blank line of the file ``path``, reading only its last :data:`TAIL_BYTES`.
+
+    A carriage return ends a line too (a progress bar redraws itself with ``\\r``). Terminal escape
+    sequences and control characters are removed: the line is shown in someone else's terminal.
+    ``None`` if the file is missing or holds no text.
+    """
+    try:
+        with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            stream.seek(max(0, size - TAIL_BYTES))
+            data = stream.read(TAIL_BYTES)
+    except OSError:
+        return None
+    for line in reversed(re.split(rb"[\r\n]", data)):
+        text = _CONTROLS.sub("", _ESCAPES.sub("", line.decode("utf-8", errors="replace"))).strip()
+        if text:
+            return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
+    return None
+
+
+def last_log_line(job: Job) -> str | None:
+    """The last line the job printed: from ``<name>.out`` or ``<name>.err``, whichever changed last."""
+    candidates = []
+    for path in (job.stdout_path, job.stderr_path):
+        try:
+            candidates.append((path.stat().st_mtime_ns, path))
+        except OSError:
+            continue
+    for _mtime, path in sorted(candidates, key=lambda item: item[0], reverse=True):
+        text = last_line(path)
+        if text is not None:
+            return text
+    return None

@@ -22,6 +22,7 @@ from .status import Reason, State
 if TYPE_CHECKING:
     from .catalog import JobInfo, Stream
     from .job import Job
+    from .progress import Progress
     from .workspace import Workspace
 
 # The library modules are imported inside each command: `xpmfs worker` (started for every
@@ -45,7 +46,19 @@ class _Group(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
-    """xpmfs: experiments whose whole state is a directory."""
+    """xpmfs: experiments whose whole state is a directory.
+
+    Exit codes: 0 success, 1 an xpmfs error (printed as "Error: ..."), 2 bad usage.
+
+    \b
+    Shell completion (bash; zsh and fish alike with zsh_source, fish_source):
+        eval "$(_XPMFS_COMPLETE=bash_source xpmfs)"     # in ~/.bashrc
+
+    \b
+    Example:
+        xpmfs ls ~/ws --state running
+        xpmfs top ~/ws
+    """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     logging.basicConfig(
@@ -109,9 +122,20 @@ workspace_argument = click.argument("workspace", type=click.Path(file_okay=False
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object a line, for scripts.")
 
 
+def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of JOB: id prefixes and ``<typeid>/`` of the workspace (files for a path)."""
+    from click.shell_completion import CompletionItem
+
+    from .catalog import complete_job
+
+    if incomplete.startswith(("/", ".", "~")):
+        return [CompletionItem(incomplete, type="file")]
+    return [CompletionItem(name) for name in complete_job(ctx.params.get("workspace"), incomplete)]
+
+
 def job_argument(function: Callable[..., Any]) -> Callable[..., Any]:
     """``JOB`` plus ``--workspace``: how every single-job command names its job."""
-    function = click.argument("job", metavar="JOB")(function)
+    function = click.argument("job", metavar="JOB", shell_complete=_complete_job)(function)
     return click.option(
         "--workspace",
         "-w",
@@ -150,6 +174,22 @@ def _time(value: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else "-"
 
 
+def _age(seconds: float) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: how long ago, in one short word."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _progress_text(reported: Progress) -> str:
+    text = reported.percent
+    if reported.message:
+        text += f"  {reported.message}"
+    return text + f"  (reported {_age(time.time() - reported.updated)} ago)"
+
+
 def _json_line(record: Any) -> None:
     click.echo(orjson.dumps(record).decode())
 
@@ -172,10 +212,15 @@ def _json_line(record: Any) -> None:
 )
 @json_option
 def ls(workspace: str, state: str | None, experiment: str | None, tags: dict[str, str], as_json: bool) -> None:
-    """List the jobs of a workspace: state, job (<typeid>/<jobid>), tags.
+    """List the jobs of a workspace: state, job, progress, age, tags.
 
-    A state marked "(stale)" says running while nobody holds the job's lock: its run crashed
-    (`xpmfs check --fix` makes it ready again).
+    Columns: state (coloured on a terminal), <typeid>/<first 12 characters of the id>, the
+    progress a running job reported, the time since its state last changed, its tags. A state
+    marked "(stale)" says running while nobody holds the job's lock: its run crashed (`xpmfs
+    check --fix` makes it ready again). --json prints every field, one object a line.
+
+    Exit codes: 0 listed (also when nothing matches), 1 no workspace (or no such experiment)
+    there, 2 bad usage (unknown --state, --tag without "=").
 
     \b
     Example:
@@ -189,15 +234,63 @@ def ls(workspace: str, state: str | None, experiment: str | None, tags: dict[str
         for info in infos:
             _json_line(info.to_json())
         return
+    now = time.time()
     rows = [
-        (info, _state_text(info), f"{info.ref.typeid}/{info.ref.jobid[:12]}", _tags_text(info.tags)) for info in infos
+        [
+            _state_text(info),
+            f"{info.ref.typeid}/{info.ref.jobid[:12]}",
+            info.progress.percent if info.progress is not None else "",
+            _age(now - info.status.updated) if info.status is not None and info.status.updated else "",
+            _tags_text(info.tags),
+        ]
+        for info in infos
     ]
-    state_width = max((len(row[1]) for row in rows), default=0)
-    job_width = max((len(row[2]) for row in rows), default=0)
-    for info, state_text, job_text, tags_text in rows:
-        # Pad before styling: escape codes would count in the width.
-        line = f"{_style_state(info, state_text.ljust(state_width))}  {job_text.ljust(job_width)}  {tags_text}"
-        click.echo(line.rstrip())
+    # A column that is empty on every line (no job reports progress) is left out.
+    shown = [column for column in range(5) if any(row[column] for row in rows)]
+    widths = {column: max(len(row[column]) for row in rows) for column in shown}
+    for info, row in zip(infos, rows, strict=True):
+        cells = []
+        for column in shown:
+            # Pad outside the styling: escape codes must not count in the width, and trailing
+            # spaces must go when click strips the codes (not a terminal).
+            text, padding = row[column], " " * (widths[column] - len(row[column]))
+            if column == 0:
+                text = _style_state(info, text)
+            elif column == 3 and text:
+                text = click.style(text, dim=True)
+            cells.append(padding + text if column == 2 else text + padding)
+        click.echo("  ".join(cells).rstrip())
+
+
+@main.command()
+@workspace_argument
+@click.option("--experiment", "-e", metavar="NAME", help="Only jobs that this experiment submitted.")
+@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts and `watch`).")
+@click.option(
+    "--rescan",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between full rescans (changes in queue/ and workers/ redraw at once).",
+)
+def top(workspace: str, experiment: str | None, once: bool, rescan: float) -> None:
+    """Watch a workspace live: jobs by state, running jobs, failures, workers.
+
+    Running jobs show their host, runtime, the progress they report (xpmfs.progress,
+    xpmfs.tqdm) and the last line of their output. Redraws when a job is submitted or ends or a
+    worker beats, and every --rescan seconds. Quit with q or Ctrl-C.
+
+    Exit codes: 0 quit (or --once printed), 1 no workspace (or no such experiment) there,
+    2 bad usage.
+
+    \b
+    Example:
+        xpmfs top ~/ws --experiment squares
+        xpmfs top ~/ws --once
+    """
+    from .top import run as run_top
+
+    sys.exit(run_top(_open(workspace), experiment, once=once, rescan=rescan))
 
 
 @main.command()
@@ -239,6 +332,10 @@ def show(workspace: str | None, job: str, as_json: bool) -> None:
         lines.append(("reason", info.reason.value if isinstance(info.reason, Reason) else str(info.reason)))
     if info.message:
         lines.append(("message", info.message))
+    if info.progress is not None:
+        lines.append(("progress", _progress_text(info.progress)))
+    if found.last_line is not None:
+        lines.append(("last line", found.last_line))
     lines.append(("experiments", ", ".join(info.experiments) or "-"))
     lines.append(("tags", _tags_text(info.tags) or "-"))
     if found.spec is not None:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +30,7 @@ from typing import Any
 
 from . import _atomic, heartbeat, queue, status
 from ._crash import crash_point
+from .display import StatusLine
 from .errors import FailedExperiment, WorkspaceError
 from .job import Job, Spec
 from .journal import Journal
@@ -313,8 +315,9 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         """Wait until every job submitted in this run has ended; raise if any failed."""
         failures: dict[str, str] = {}
         logs: dict[str, str] = {}
-        finished: set[JobRef] = set()
-        with Watcher([self.workspace.queue_dir], rescan=self.rescan) as watcher:
+        finished: dict[JobRef, str] = {}  # ended jobs and their state (the marker's)
+        shown_failures = 0
+        with Watcher([self.workspace.queue_dir], rescan=self.rescan) as watcher, StatusLine(self.name) as line:
             next_worker_check = 0.0
             while True:
                 with self._jobs_lock:
@@ -325,7 +328,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                     marker = handle.job.marker()
                     if marker is None:
                         continue
-                    finished.add(ref)
+                    finished[ref] = marker.value
                     if marker is State.FAILED:
                         failure = status.read_failure(handle.job.xpm_dir)
                         reason = failure.get("reason", "error")
@@ -335,7 +338,15 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                     else:
                         for callback in handle.task.__xpm__.completed_callbacks:
                             callback()
-                if len(finished) == len(jobs):
+                done = len(finished) == len(jobs)
+                if done or line.due() or len(failures) != shown_failures:
+                    # Counting reads the status of every unfinished job: only when the line will show it.
+                    shown_failures = len(failures)
+                    line.update(
+                        Counter(finished.get(ref) or handle.state().value for ref, handle in jobs),
+                        [(job, logs[job], reason) for job, reason in failures.items()],
+                    )
+                if done:
                     # Outputs the ended jobs announced may submit more jobs: handle them all first.
                     self._outputs.drain()
                     with self._jobs_lock:

@@ -43,8 +43,13 @@ class Cancelled(BaseException):
     """Raised in the task's thread when the runner receives SIGTERM (``xpmfs kill``)."""
 
 
+_task_running = False  # SIGTERM interrupts the task only: never our own record-keeping
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise Cancelled()
+    if _task_running:
+        raise Cancelled()
+    # Arrived after the task returned or raised: its outcome stands; nothing to interrupt.
 
 
 def job_from_path(path: str | os.PathLike[str]) -> Job:
@@ -134,9 +139,14 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
         message=None,
     )
     crash_point("start.after-running")
+    global _task_running
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        _execute(job, spec)
+        _task_running = True
+        try:
+            _execute(job, spec)
+        finally:
+            _task_running = False
     except Cancelled:
         if cluster_id is not None:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the question short
@@ -182,6 +192,9 @@ def _execute(job: Job, spec: Spec) -> None:
 
 
 def _finish(job: Job, spec: Spec, to: State, reason: Reason | None, message: str | None, code: int) -> int:
+    from .progress import flush as flush_progress
+
+    flush_progress()  # the task's last progress report, on disk before its end is recorded
     sys.stdout.flush()
     sys.stderr.flush()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the record must be written whole
