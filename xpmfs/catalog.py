@@ -36,8 +36,10 @@ from .workspace import DOT_DIR, FORMAT_FILE, JOBS_DIR, QUEUE_DIR, Workspace
 if TYPE_CHECKING:
     from .lock import Holder
 
-#: States whose record claims that a process (or a scheduler) has the job: stale without a lock holder.
-LIVE_STATES = frozenset({State.RUNNING, State.SUBMITTED})
+#: States whose record claims that a process holds the job's lock: stale without a lock holder.
+#: (``submitted`` is not one: a cluster job waits in its scheduler's queue without the lock, and
+#: the worker following it records ``lost`` when the scheduler forgets it.)
+LIVE_STATES = frozenset({State.RUNNING})
 #: How many candidates an "ambiguous prefix" error names before it says "...".
 MAX_CANDIDATES = 10
 
@@ -56,7 +58,7 @@ class JobInfo:
     status: Status | None  # the content of status.json (None: missing or damaged)
     reason: Reason | str | None = None  # why it failed (from the ``failed`` marker first)
     message: str | None = None
-    stale: bool = False  # the status says running/submitted, but nobody holds the lock
+    stale: bool = False  # the status says running, but nobody holds the lock
     queued: bool = False  # a queue entry exists
     tags: Mapping[str, Any] = field(default_factory=dict)
     experiments: tuple[str, ...] = ()
