@@ -8,13 +8,17 @@ final name with ``os.replace``. The temporary name starts with ``.tmp-`` so scan
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .errors import WorkspaceError
+
 TMP_PREFIX = ".tmp-"
+_SPACE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _temp_name(path: Path) -> Path:
@@ -23,6 +27,21 @@ def _temp_name(path: Path) -> Path:
 
 def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
     temp = _temp_name(path)
+    try:
+        return _write_new(temp, data, fsync=fsync)
+    except OSError as error:
+        if isinstance(error, WorkspaceError) or error.errno not in _SPACE_ERRORS:
+            raise
+        # os.write's error names no file: say which, and what to do. Nothing was replaced.
+        raise WorkspaceError(
+            path,
+            f"cannot be written ({error.strerror})",
+            "free space on that file system (or raise its quota)",
+            errno=error.errno,
+        ) from error
+
+
+def _write_new(temp: Path, data: bytes, *, fsync: bool) -> Path:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)

@@ -26,6 +26,27 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(128 + signal.SIGKILL)
 
 
+def kill_job_group(pgid: int, job_dir: str) -> int:
+    """SIGKILL what is left of a crashed run: processes of group ``pgid`` working for ``job_dir``.
+
+    A runner dies with its worker, but the processes its task started do not. They keep the
+    runner's process group (its pid) and the ``XPMFS_JOB_DIR`` the runner exported, which together
+    tell them apart from anything that reused the numbers. Returns how many were killed.
+    """
+    import psutil
+
+    doomed = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.environ().get("XPMFS_JOB_DIR") == job_dir:
+                process.kill()
+                doomed.append(process)
+        except (psutil.Error, OSError):
+            continue
+    psutil.wait_procs(doomed, timeout=5)
+    return len(doomed)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this host and is not a zombie."""
     try:

@@ -24,10 +24,11 @@ from typing import Literal
 
 from . import _atomic, catalog, heartbeat, queue, status
 from .control import TRASH_PREFIX, remove_registration
-from .errors import CorruptedError
+from .errors import CorruptedError, FormatError
 from .experiment import RUNS_DIR
 from .job import Job, Spec
-from .lock import LockStatus
+from .lock import LockMode, LockStatus
+from .lock import inspect as lock_inspect
 from .queue import JobRef
 from .status import State
 from .workspace import Workspace
@@ -193,6 +194,10 @@ def _check_job(job: Job, fix: bool, *, queued: bool, now: float, verify: bool, r
     if spec is not None:
         problems += _check_spec(job, spec, verify)
     marker = job.marker()
+    if marker is None:
+        problem = _blocked_lock(job, now)
+        if problem is not None:
+            problems.append(problem)
     if job.cancel_path.exists():
         problem = _stale_cancel(job, fix)
         if problem is not None:
@@ -222,6 +227,25 @@ def _check_job(job: Job, fix: bool, *, queued: bool, now: float, verify: bool, r
             )
         )
     return problems
+
+
+def _blocked_lock(job: Job, now: float) -> Problem | None:
+    """A lease marker no worker will ever take over (shared mode): report it, never remove it.
+
+    An empty or unreadable marker (its creator died between creating and writing it) names no
+    owner whose death or silence could be proven, and a lease of another duration is refused by
+    every process of the workspace: both block their job until an operator removes them.
+    """
+    if job.workspace.lock_mode is not LockMode.SHARED or not job.lock_path.exists():
+        return None
+    fix = "no worker will take it; once sure no process runs the job, remove it (`rm`)"
+    try:
+        state = lock_inspect(job.lock_path, LockMode.SHARED, lease_duration=job.workspace.lease_duration)
+    except FormatError as error:
+        return Problem(job.lock_path, "blocked-lock", f"{error.problem}; {fix}")
+    if state.status is LockStatus.REMOTE and state.holder is None and _age(job.lock_path, now) > GRACE:
+        return Problem(job.lock_path, "blocked-lock", f"{state.detail or 'names no owner'}; {fix}")
+    return None
 
 
 def _check_spec(job: Job, spec: Spec, verify: bool) -> list[Problem]:

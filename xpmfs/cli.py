@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 an xpmfs error (bad workspace, unknown job...), 2 bad u
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -61,6 +62,12 @@ def main(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    # File names that are not UTF-8 reach us as lone surrogates (PEP 383): show them escaped
+    # rather than die printing them.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -191,7 +198,23 @@ def _progress_text(reported: Progress) -> str:
 
 
 def _json_line(record: Any) -> None:
-    click.echo(orjson.dumps(record).decode())
+    try:
+        line = orjson.dumps(record).decode()
+    except TypeError:
+        # orjson refuses lone surrogates (file names that are not UTF-8): write their bytes as
+        # visible \xNN escapes instead, which keeps the line valid UTF-8 JSON.
+        line = orjson.dumps(_escape_surrogates(record)).decode()
+    click.echo(line)
+
+
+def _escape_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return os.fsencode(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_escape_surrogates(key): _escape_surrogates(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_surrogates(item) for item in value]
+    return value
 
 
 # -- reading -------------------------------------------------------------------------------------

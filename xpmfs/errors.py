@@ -42,6 +42,20 @@ class ConfigError(Error, TypeError):
         return f"{message}; {self.fix}" if self.fix else message
 
 
+class OptionError(Error, ValueError):
+    """An option given to an xpmfs function is out of range: ``where`` names it."""
+
+    def __init__(self, where: str, problem: str, fix: str = "") -> None:
+        super().__init__(where, problem, fix)
+        self.where = where
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        message = f"{self.where}: {self.problem}"
+        return f"{message}; {self.fix}" if self.fix else message
+
+
 class SealedError(ConfigError):
     """A submitted (sealed) configuration was changed."""
 
@@ -52,11 +66,15 @@ class WorkspaceError(Error, OSError):
     ``path`` is the file or folder concerned, ``problem`` what is wrong with it, ``fix`` what to do.
     """
 
-    def __init__(self, path: str | Path, problem: str, fix: str = "") -> None:
+    def __init__(self, path: str | Path, problem: str, fix: str = "", *, errno: int | None = None) -> None:
         super().__init__(str(path), problem, fix)
         self.path = Path(path)
         self.problem = problem
         self.fix = fix
+        # As an OSError: the errno of the failure behind it (if any), the message, the file.
+        self.errno = errno
+        self.strerror = problem
+        self.filename = str(path)
 
     def __str__(self) -> str:
         message = f"{self.path}: {self.problem}"

@@ -31,7 +31,7 @@ from typing import Any
 from . import _atomic, heartbeat, queue, status
 from ._crash import crash_point
 from .display import StatusLine
-from .errors import FailedExperiment, WorkspaceError
+from .errors import CorruptedError, FailedExperiment, OptionError, WorkspaceError
 from .job import Job, Spec
 from .journal import Journal
 from .lock import JobLock, LockMode
@@ -103,7 +103,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 "use a plain name without '/' that does not start with '.'",
             )
         if workers is not None and workers < 0:
-            raise ValueError(f"experiment(workers=...) must be 0 or more, not {workers}")
+            raise OptionError("experiment(workers=...)", f"must be 0 or more, not {workers}", "0 starts no worker")
         self.workspace = Workspace.open(workspace, create=True, lock_mode=lock_mode)
         self.name = name
         self.wait_on_exit = wait
@@ -161,11 +161,14 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             experiment._stack.remove(self)
             reset_submit_handler(self._token)
             set_cache_root(self._cache_root)
-            self._write_run("failed" if kind else "done")
-            if self._journal is not None:
-                self._journal.close()
-            if self._lock is not None:
-                self._lock.release()
+            try:
+                self._write_run("failed" if kind else "done")
+            finally:
+                # Even when run.json cannot be written (a full disk): never keep the lock.
+                if self._journal is not None:
+                    self._journal.close()
+                if self._lock is not None:
+                    self._lock.release()
 
     @property
     def run_path(self) -> Path:
@@ -232,7 +235,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             environ=dict(handle.environ),
             submitted=time.time(),
         )
-        job.write_spec(spec)
+        if not job.write_spec(spec):
+            self._repair_spec(job, spec)
         job.write_script(sys.executable)
         crash_point("submit.after-spec")
         self._enqueue(job, spec)
@@ -247,6 +251,14 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             self._outputs.follow(job, task)
         self._ensure_workers()
         return task_outputs_of(task)
+
+    def _repair_spec(self, job: Job, spec: Spec) -> None:
+        """Replace an existing spec that cannot be read: this experiment knows its right content."""
+        try:
+            job.read_spec()
+        except CorruptedError as error:
+            log.warning("%s; replacing it with the spec this experiment submits", error)
+            job.replace_spec(spec)
 
     def _enqueue(self, job: Job, spec: Spec) -> None:
         """Give the job a status and a queue entry, unless it is done or being run."""

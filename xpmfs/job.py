@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,10 @@ from typing import Any
 import orjson
 
 from . import _atomic, status
-from .errors import CorruptedError
+from .errors import CorruptedError, FormatError
 from .lock import JobLock
 from .queue import JobRef
-from .workspace import Workspace
+from .workspace import FORMAT, Workspace
 
 XPM_DIR = "__xpm__"
 SPEC_FILE = "spec.json"
@@ -75,7 +76,7 @@ class Spec:
     @classmethod
     def from_json(cls, record: Any, path: Path) -> Spec:
         try:
-            return cls(
+            spec = cls(
                 typeid=record["typeid"],
                 jobid=record["jobid"],
                 config=record["config"],
@@ -95,6 +96,13 @@ class Spec:
                 f"is not a valid job spec (missing or bad field: {error})",
                 "re-run the experiment that submitted the job, or remove the job folder with `xpmfs clean`",
             ) from error
+        if spec.format != FORMAT:
+            raise FormatError(
+                path,
+                f"was written in format {spec.format!r}, which this xpmfs ({FORMAT!r}) cannot run",
+                "run it with the xpmfs version that submitted it, or upgrade xpmfs",
+            )
+        return spec
 
 
 class Job:
@@ -172,8 +180,11 @@ class Job:
     def marker(self) -> status.State | None:
         return status.terminal_marker(self.xpm_dir)
 
-    def lock(self) -> JobLock:
-        return JobLock(self.lock_path, self.workspace.lock_mode, lease_duration=self.workspace.lease_duration)
+    def lock(self, on_lost: Callable[[str], None] | None = None) -> JobLock:
+        """The job's lock; ``on_lost`` is told (shared mode) when a peer took the lease from us."""
+        return JobLock(
+            self.lock_path, self.workspace.lock_mode, lease_duration=self.workspace.lease_duration, on_lost=on_lost
+        )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -181,6 +192,10 @@ class Job:
         """Write the spec unless one exists (specs are immutable); return whether this call wrote it."""
         self.xpm_dir.mkdir(parents=True, exist_ok=True)
         return _atomic.create_bytes(self.spec_path, _atomic.dumps(spec.to_json()))
+
+    def replace_spec(self, spec: Spec) -> None:
+        """Overwrite a damaged spec (atomically). Only for one that cannot be read at all."""
+        _atomic.write_bytes(self.spec_path, _atomic.dumps(spec.to_json()))
 
     def clear_cancel(self) -> None:
         """Forget a cancel request (the job ended, or is being resubmitted)."""

@@ -184,11 +184,26 @@ def _execute(job: Job, spec: Spec) -> None:
     os.chdir(job.path)
     set_cache_root(job.workspace)  # @cache methods of the task (and its init tasks) use WS/config
     task: Any = from_dict(spec.config)
+    _verify(job, spec, task)
     task.__xpm__.set_jobpath(job.path)
     install_writer(job, task)
     for init_task in task.__xpm__.init_tasks:
         init_task.execute()
     task.execute()
+
+
+def _verify(job: Job, spec: Spec, task: Any) -> None:
+    """Refuse a spec that does not describe this job (edited, damaged, or copied into the folder)."""
+    from .config import typeid
+
+    found = (typeid(task), task.__identifier__())
+    if (spec.typeid, spec.jobid) != (job.ref.typeid, job.ref.jobid) or found != (job.ref.typeid, job.ref.jobid):
+        raise CorruptedError(
+            job.spec_path,
+            f"describes {found[0]}/{found[1]}, not the job of this folder ({job.ref})",
+            "re-run the experiment that submitted the job (it rewrites a damaged spec), "
+            "or remove the folder with `xpmfs clean`",
+        )
 
 
 def _finish(job: Job, spec: Spec, to: State, reason: Reason | None, message: str | None, code: int) -> int:

@@ -23,6 +23,7 @@ import orjson
 
 from . import _atomic
 from ._crash import crash_point
+from .journal import Journal
 from .errors import CorruptedError, WorkspaceError
 
 STATUS_FILE = "status.json"
@@ -107,7 +108,7 @@ class Status:
             return cls(**values)
         except (KeyError, ValueError, TypeError, AttributeError) as error:
             raise CorruptedError(
-                path, f"is not a valid job status ({error})", f"run `xpmfs check --fix` on the workspace"
+                path, f"is not a valid job status ({error})", "run `xpmfs check --fix` on the workspace"
             ) from error
 
 
@@ -229,6 +230,6 @@ def complete_interrupted(xpm_dir: Path) -> State | None:
 
 
 def _append_history(xpm_dir: Path, status: Status) -> None:
-    # Single writer: only the lock holder appends here.
-    with open(xpm_dir / HISTORY_FILE, "ab") as stream:
-        stream.write(orjson.dumps(status.to_json(), option=orjson.OPT_APPEND_NEWLINE))
+    # Single writer: only the lock holder appends here (and the journal ends a torn last line).
+    with Journal(xpm_dir / HISTORY_FILE) as history:
+        history.append(status.to_json())

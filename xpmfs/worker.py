@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,8 @@ from pathlib import Path
 
 from . import heartbeat, queue, status
 from ._crash import crash_point
-from .errors import CorruptedError, Error, WorkspaceError
+from ._process import kill_job_group
+from .errors import Error, WorkspaceError
 from .job import Job, Spec
 from .launchers import DirectLauncher, SlurmError, SlurmLauncher, slurm
 from .lock import JobLock
@@ -51,6 +53,7 @@ class _Running:
     lock: JobLock
     process: subprocess.Popen[bytes] | ForkedProcess
     released: bool = False  # we killed it to hand the job back
+    lost: bool = False  # a peer took the lease (shared mode): the job is no longer ours to record
 
 
 @dataclass
@@ -202,8 +205,9 @@ class Worker:
         if spec is None:
             try:
                 spec = job.read_spec()
-            except CorruptedError as error:
-                # A spec still being written has no file yet; anything else is damage: say it once.
+            except WorkspaceError as error:
+                # A spec still being written has no file yet; anything else (damage, a newer
+                # format) is reported once, and the job left alone.
                 if job.spec_path.exists() and job.ref not in self._reported:
                     self._reported.add(job.ref)
                     log.error("worker %s: skipping job: %s", self.name, error)
@@ -236,7 +240,7 @@ class Worker:
             lock.release()
 
     def _claim(self, job: Job, spec: Spec) -> None:
-        lock = job.lock()
+        lock = job.lock(on_lost=lambda reason, ref=job.ref: self._on_lost(ref, reason))
         if not lock.try_acquire():
             # Another worker runs it, or someone holds it for a moment (an experiment writing its
             # status, the CLI): that release makes no event in queue/, so look again shortly.
@@ -268,7 +272,12 @@ class Worker:
                 return
             current = job.status()
             if current is not None and current.state is State.RUNNING:
-                # Its runner died and the lock came free: record that before running it again.
+                # Its runner died and the lock came free; what its task started may still run.
+                if current.host == socket.gethostname() and current.pid:
+                    killed = kill_job_group(current.pid, str(job.path))
+                    if killed:
+                        log.info("worker %s: killed %d leftover process(es) of %s", self.name, killed, job.ref)
+                # Record that before running it again.
                 status.transition(
                     job.xpm_dir,
                     State.READY,
@@ -475,12 +484,26 @@ class Worker:
 
     # -- ending ----------------------------------------------------------------------------------
 
+    def _on_lost(self, ref: JobRef, reason: str) -> None:
+        # Called from the lease's heartbeat thread: only flag it; the main loop kills the run.
+        running = self._running.get(ref)
+        if running is not None:
+            running.lost = True
+            log.error("worker %s: lost the lease of %s (%s); stopping its run", self.name, ref, reason)
+            self._watcher.wake()
+
     def _reap(self) -> None:
         for ref, running in list(self._running.items()):
+            if running.lost and not running.released:
+                running.released = True
+                _kill_group(running.process.pid, signal.SIGKILL)
             code = running.process.poll()
             if code is None:
                 continue
             del self._running[ref]
+            if running.lost:
+                running.lock.release()  # whoever took the lease records the job now, not us
+                continue
             try:
                 self._record_end(running, code)
             except Error as error:

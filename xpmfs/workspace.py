@@ -16,6 +16,7 @@ folder.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from . import _atomic
-from .errors import FormatError, WorkspaceError
+from .errors import FormatError, OptionError, WorkspaceError
 from .lock import LockMode
 
 FORMAT = "xpmfs/1"
@@ -95,6 +96,12 @@ class Workspace:
         """
         root = Path(path).expanduser().absolute()
         wanted = LockMode(lock_mode) if lock_mode is not None else None
+        if lease_duration is not None and not _valid_lease(lease_duration):
+            raise OptionError(
+                "lease_duration",
+                f"must be a positive, finite number of seconds, not {lease_duration!r}",
+                f"omit it (default {DEFAULT_LEASE_DURATION}) or give e.g. 30",
+            )
         if root.exists() and not root.is_dir():
             raise WorkspaceError(
                 root, "is not a directory", "give the path of a workspace directory (or of a new one to create)"
@@ -168,4 +175,17 @@ class Workspace:
             raise FormatError(
                 format_file, f"unknown lock_mode {record.get('lock_mode')!r}", "use 'local' or 'shared'"
             ) from error
-        return cls(root, mode, float(record.get("lease_duration", DEFAULT_LEASE_DURATION)))
+        lease = record.get("lease_duration", DEFAULT_LEASE_DURATION)
+        if not _valid_lease(lease):
+            raise FormatError(
+                format_file,
+                f"lease_duration {lease!r} is not a positive, finite number of seconds",
+                f'set it back to the value every process used (the default is {DEFAULT_LEASE_DURATION})',
+            )
+        return cls(root, mode, float(lease))
+
+
+def _valid_lease(value: object) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
