@@ -6,6 +6,7 @@ examples run with ``from xpmfs import ...``.
 
 from __future__ import annotations
 
+from .cache import cache
 from .config import (
     Config,
     Constant,
@@ -22,7 +23,6 @@ from .config import (
     tag,
     tags,
 )
-from .cache import cache
 from .errors import Error, FailedExperiment, GracefulTimeout
 from .experiment import experiment
 from .generators import PathGenerator

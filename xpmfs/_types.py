@@ -223,7 +223,7 @@ class TupleChecker(Checker):
             raise ConfigError(
                 where, f"expected {self.describe()} ({len(self.items)} items), got {len(value)} items: {_shown(value)}"
             )
-        return tuple(check(x, f"{where}[{i}]") for i, (check, x) in enumerate(zip(self.items, value)))
+        return tuple(check(x, f"{where}[{i}]") for i, (check, x) in enumerate(zip(self.items, value, strict=True)))
 
     def describe(self) -> str:
         if self.variadic:

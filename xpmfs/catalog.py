@@ -371,7 +371,7 @@ def find_workspace(start: Path) -> Path | None:
 
 def _looks_like_path(name: str) -> bool:
     # A ``typeid/idprefix`` has exactly one "/" and type ids never start with "." or "~".
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
 def find_job(ws: Workspace | None, name: str) -> Job:

@@ -127,7 +127,10 @@ def _check_workers(ws: Workspace, fix: bool) -> list[Problem]:
         if worker.alive:
             continue
         fixed = fix and remove_registration(worker.path)
-        message = f"worker {worker.record.name} is gone (last heartbeat {worker.age:.0f}s ago); its registration was left behind"
+        message = (
+            f"worker {worker.record.name} is gone (last heartbeat {worker.age:.0f}s ago); "
+            "its registration was left behind"
+        )
         problems.append(Problem(worker.path, "stale-worker", message, fixed))
     return problems
 
@@ -286,7 +289,7 @@ def _identifier(spec: Spec) -> tuple[str | None, str]:
             config = from_dict(spec.config)
         except ImportError as error:
             return None, f"its task cannot be imported here ({error})"
-        except Exception as error:  # noqa: BLE001 -- any failure to rebuild is "cannot verify", not corruption
+        except Exception as error:
             return None, f"its configuration cannot be rebuilt with the code here ({type(error).__name__}: {error})"
         identifier = config.__identifier__()
     return identifier if isinstance(identifier, str) else bytes(identifier).hex(), ""

@@ -441,8 +441,8 @@ def workers(workspace: str, as_json: bool) -> None:
         for info in infos
     ]
     widths = [max((len(row[column]) for row in rows), default=0) for column in range(5)]
-    for info, row in zip(infos, rows):
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)]
+    for info, row in zip(infos, rows, strict=True):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
         cells.append(click.style(row[-1], fg="green" if info.alive else "red"))
         click.echo("  ".join(cells))
 

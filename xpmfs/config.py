@@ -341,7 +341,7 @@ class Config:
                 info.values[f.name] = f.check(f.factory(), info.where(f.name))  # type: ignore[misc]
 
     @classmethod
-    def C(cls: type[C], **values: Any) -> C:  # noqa: PYI019 - typing.Self needs Python 3.11
+    def C(cls: type[C], **values: Any) -> C:
         """A new configuration of this class with the given values (validated)."""
         return cls(**values)
 
@@ -349,7 +349,7 @@ class Config:
         """The identifier: 64 hex characters (SHA-256), cached once sealed."""
         return self.__xpm__.digest().hex()
 
-    def tag(self: C, name: str, value: Any) -> C:  # noqa: PYI019 - as above
+    def tag(self: C, name: str, value: Any) -> C:
         """Add tag ``name=value`` (it does not change the identifier)."""
         self.__xpm__.add_tag(name, value)
         return self
@@ -441,7 +441,9 @@ class Task(Config):
         name = getattr(method, "__name__", None)
         where = f"{type(self).__qualname__}.watch_output"
         if not isinstance(owner, Config) or name is None:
-            raise ConfigError(where, f"expected a method of a configuration, got {method!r}", "pass e.g. validation.checkpoint")
+            raise ConfigError(
+                where, f"expected a method of a configuration, got {method!r}", "pass e.g. validation.checkpoint"
+            )
         if not callable(callback):
             raise ConfigError(where, f"expected a callable, got {callback!r}")
         self.__xpm__.output_watchers.append(OutputWatcher(owner, name, callback))
@@ -588,7 +590,8 @@ class DependentMarker:
         if info.sealed:
             raise SealedError(
                 where,
-                f"{type(config).__qualname__} is sealed (part of a submitted task); marking it would change its identifier",
+                f"{type(config).__qualname__} is sealed (part of a submitted task); "
+                "marking it would change its identifier",
                 "mark a new configuration built with .C(...)",
             )
         info.task = task
@@ -734,6 +737,7 @@ __all__ = [
     "LightweightTask",
     "Meta",
     "Option",
+    "OutputWatcher",
     "Param",
     "PathGenerator",
     "ResumableTask",
@@ -743,10 +747,9 @@ __all__ = [
     "field",
     "fields_of",
     "reset_submit_handler",
+    "set_output_handler",
     "set_remaining_time_provider",
     "set_submit_handler",
-    "set_output_handler",
-    "OutputWatcher",
     "setmeta",
     "submit_hooks",
     "tag",

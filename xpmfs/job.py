@@ -108,7 +108,7 @@ class Spec:
 class Job:
     """A job folder in a workspace. Cheap to create: it only computes paths."""
 
-    __slots__ = ("workspace", "ref", "path", "xpm_dir", "name")
+    __slots__ = ("name", "path", "ref", "workspace", "xpm_dir")
 
     def __init__(self, workspace: Workspace, ref: JobRef) -> None:
         self.workspace = workspace

@@ -23,8 +23,8 @@ import orjson
 
 from . import _atomic
 from ._crash import crash_point
-from .journal import Journal
 from .errors import CorruptedError, WorkspaceError
+from .journal import Journal
 
 STATUS_FILE = "status.json"
 DONE_MARKER = "done"
@@ -122,7 +122,9 @@ def read(xpm_dir: Path) -> Status | None:
     try:
         record = orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        raise CorruptedError(path, f"is not valid JSON ({error})", "run `xpmfs check --fix` on the workspace") from error
+        raise CorruptedError(
+            path, f"is not valid JSON ({error})", "run `xpmfs check --fix` on the workspace"
+        ) from error
     return Status.from_json(record, path)
 
 

@@ -300,7 +300,7 @@ class _Keys:
                 termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._saved)
 
 
-class _StopRequest(Exception):  # noqa: N818 -- a request, not an error
+class _StopRequest(Exception):
     """SIGTERM or SIGHUP: leave like Ctrl-C, restoring the terminal."""
 
 

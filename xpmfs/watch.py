@@ -21,7 +21,7 @@ class _Wake(FileSystemEventHandler):
         self._event = event
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type != "opened" and event.event_type != "closed_no_write":
+        if event.event_type not in ("opened", "closed_no_write"):
             self._event.set()
 
 

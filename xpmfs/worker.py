@@ -36,8 +36,8 @@ from .queue import JobRef
 from .runner import ENV_CLAIMED, ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER
 from .status import Reason, State
 from .watch import Watcher
-from .zygote import ForkedProcess, Zygote
 from .workspace import Workspace
+from .zygote import ForkedProcess, Zygote
 
 log = logging.getLogger("xpmfs.worker")
 

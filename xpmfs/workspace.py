@@ -145,7 +145,9 @@ class Workspace:
             for name in (DOT_DIR, QUEUE_DIR, WORKERS_DIR, EXPERIMENTS_DIR, JOBS_DIR, CONFIG_DIR):
                 (root / name).mkdir(parents=True, exist_ok=True)
         except PermissionError as error:
-            raise WorkspaceError(root, f"cannot create the workspace ({error.strerror})", "choose a writable path") from error
+            raise WorkspaceError(
+                root, f"cannot create the workspace ({error.strerror})", "choose a writable path"
+            ) from error
         record = {"format": FORMAT, "lock_mode": lock_mode.value, "lease_duration": lease_duration}
         # Two processes creating the same workspace at once: the first format file wins, the
         # second process reads it back and obeys it.
