@@ -71,15 +71,29 @@ def contains(queue_dir: Path, ref: JobRef) -> bool:
     return (queue_dir / ref.entry_name).exists()
 
 
-def scan(queue_dir: Path) -> Iterator[tuple[JobRef, float]]:
-    """Every entry with its modification time (submission order), in no particular order."""
+def scan(queue_dir: Path, mtimes: dict[JobRef, float] | None = None) -> Iterator[tuple[JobRef, float]]:
+    """Every entry with its modification time (submission order), in no particular order.
+
+    ``mtimes`` caches the times across scans (an entry is never modified, only created and
+    removed), which saves a ``stat`` per entry; entries gone since are dropped from it once the
+    scan is read to its end.
+    """
+    seen: set[JobRef] = set()
     with os.scandir(queue_dir) as entries:
         for entry in entries:
             ref = JobRef.from_entry_name(entry.name)
             if ref is None:
                 continue
-            try:
-                mtime = entry.stat().st_mtime
-            except FileNotFoundError:  # removed while we listed
-                continue
+            mtime = mtimes.get(ref) if mtimes is not None else None
+            if mtime is None:
+                try:
+                    mtime = entry.stat().st_mtime
+                except FileNotFoundError:  # removed while we listed
+                    continue
+                if mtimes is not None:
+                    mtimes[ref] = mtime
+            seen.add(ref)
             yield ref, mtime
+    if mtimes is not None:
+        for gone in mtimes.keys() - seen:
+            del mtimes[gone]

@@ -36,6 +36,8 @@ class Watcher:
         for folder in folders:
             self._observer.schedule(handler, str(folder), recursive=False)
         self._next_rescan = 0.0
+        self.woken = False
+        """Whether the last :meth:`wait` ended by an event or a :meth:`wake` (not a timeout)."""
 
     def start(self) -> Watcher:
         self._observer.start()
@@ -64,11 +66,12 @@ class Watcher:
         now = time.monotonic()
         if self._next_rescan <= now:
             self._next_rescan = now + self.rescan
+            self.woken = False
             return True
         limit = self._next_rescan - now
         if timeout is not None:
             limit = min(limit, timeout)
-        self.event.wait(limit)
+        self.woken = self.event.wait(limit)
         self.event.clear()
         if time.monotonic() >= self._next_rescan:
             self._next_rescan = time.monotonic() + self.rescan

@@ -66,6 +66,8 @@ class Worker:
     drain: bool = False
     _running: dict[JobRef, _Running] = field(default_factory=dict)
     _specs: dict[JobRef, Spec] = field(default_factory=dict)  # specs are immutable: cache them
+    _done: set[str] = field(default_factory=set)  # dependencies seen done ("<typeid>/<jobid>")
+    _entries: dict[JobRef, float] = field(default_factory=dict)  # queue entries' mtimes (never change)
     _reported: set[JobRef] = field(default_factory=set)  # damaged jobs already reported
     _stopping: bool = False
     _cluster_checked: bool = False  # whether _no_cluster was looked up (once: which commands exist)
@@ -86,17 +88,19 @@ class Worker:
         idle_since = time.monotonic()
         try:
             with watcher:
-                full = True
+                full = due = True
                 while True:
                     self._reap()
                     if self._stopping:
                         if not self._hand_back():
                             break
-                    else:
+                    elif due:
                         # Even with every slot taken: SLURM jobs need no slot, only a submission.
                         busy = self._schedule(full)
                         if self._running or busy:
                             idle_since = time.monotonic()
+                    elif self._running:
+                        idle_since = time.monotonic()
                     now = time.monotonic()
                     if now >= next_beat:
                         self._beat(record_path)
@@ -112,10 +116,14 @@ class Worker:
                     wait_for = next_beat - now
                     if self.idle_exit is not None and not self._running:
                         wait_for = min(wait_for, max(0.01, idle_since + self.idle_exit - now))
-                    if self._retry_soon:
+                    retry = self._retry_soon
+                    if retry:
                         self._retry_soon = False
                         wait_for = min(wait_for, RETRY_SOON)
                     full = watcher.wait(max(0.0, wait_for))
+                    # A heartbeat timeout alone changes nothing on disk: scan only when something
+                    # happened (an event, a child's end), a retry is due, or a full rescan is.
+                    due = full or watcher.woken or retry
         finally:
             if self._zygote is not None:
                 self._zygote.close()
@@ -147,7 +155,7 @@ class Worker:
     def _schedule(self, full: bool) -> int:
         """Claim and start runnable jobs while slots are free, hand SLURM jobs to sbatch, and (on a
         full rescan) follow the SLURM jobs in flight; return how many jobs keep this worker busy."""
-        entries = sorted(queue.scan(self.workspace.queue_dir), key=lambda item: (item[1], item[0]))
+        entries = sorted(queue.scan(self.workspace.queue_dir, self._entries), key=lambda item: (item[1], item[0]))
         cluster = self._cluster_problem() is None
         runnable = 0
         followed: list[tuple[Job, Spec, status.Status]] = []
@@ -215,12 +223,20 @@ class Worker:
             self._specs[job.ref] = spec
         return spec
 
-    def _dependencies(self, spec: Spec) -> State | tuple[State, str]:
-        """``READY``, ``WAITING``, or ``(FAILED, which)`` when a dependency failed."""
+    def _dependencies(self, spec: Spec, *, fresh: bool = False) -> State | tuple[State, str]:
+        """``READY``, ``WAITING``, or ``(FAILED, which)`` when a dependency failed.
+
+        Scans trust dependencies they saw done (a done job rarely leaves that state: only by an
+        explicit `xpmfs retry --force`); a claim, under the job's lock, looks again (``fresh``).
+        """
         verdict: State | tuple[State, str] = State.READY
         for relpath in spec.dependencies:
+            if not fresh and relpath in self._done:
+                continue
             dependency = Job(self.workspace, JobRef.from_relpath(relpath))
             marker = dependency.marker()
+            if marker is State.DONE:
+                self._done.add(relpath)
             if marker is State.FAILED:
                 reason = status.read_failure(dependency.xpm_dir).get("reason", "error")
                 return (State.FAILED, f"dependency {dependency.path} failed ({reason})")
@@ -256,7 +272,7 @@ class Worker:
                 queue.remove(self.workspace.queue_dir, job.ref)
                 lock.release()
                 return
-            verdict = self._dependencies(spec)
+            verdict = self._dependencies(spec, fresh=True)
             if verdict is State.WAITING:
                 lock.release()
                 return
@@ -379,7 +395,7 @@ class Worker:
             if job.marker() is not None or status.complete_interrupted(job.xpm_dir) is not None:
                 queue.remove(self.workspace.queue_dir, job.ref)
                 return
-            verdict = self._dependencies(spec)
+            verdict = self._dependencies(spec, fresh=True)
             if verdict is State.WAITING:
                 return
             if isinstance(verdict, tuple):

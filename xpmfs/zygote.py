@@ -225,6 +225,9 @@ class Zygote:
 
     def close(self) -> None:
         try:
+            # shutdown(), not just close(): the reader thread's file object keeps the socket
+            # open, and the zygote only leaves when it reads the end of its requests.
+            self._sock.shutdown(socket.SHUT_RDWR)
             self._sock.close()
         except OSError:
             pass
