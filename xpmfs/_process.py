@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 
@@ -18,8 +19,7 @@ def die_with_parent(parent_pid: int) -> None:
     atomically, but the parent may have died before we armed it: check afterwards.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: fall back to the check below only
         pass
     if os.getppid() != parent_pid:
@@ -45,6 +45,16 @@ def kill_job_group(pgid: int, job_dir: str) -> int:
             continue
     psutil.wait_procs(doomed, timeout=5)
     return len(doomed)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # The process's own symbols include libc's: no find_library(), which runs ldconfig (~10 ms,
+    # paid by every job otherwise). Cached, so a zygote's forks inherit it loaded.
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def pid_alive(pid: int) -> bool:

@@ -44,7 +44,10 @@ EXIT_STALE = 75
 def serve(sock: socket.socket) -> int:
     """The zygote's loop: fork a job per request until the worker closes the socket."""
     from . import runner  # warm up: everything a job needs before its task's own code
+    from ._process import _libc
     from .serialization import load_class
+
+    _libc()  # loaded once here rather than in every fork
 
     watched: dict[str, float] = {}  # source files of preloaded task modules -> mtime
     children: set[int] = set()
