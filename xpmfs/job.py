@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,7 +191,13 @@ class Job:
 
     def write_spec(self, spec: Spec) -> bool:
         """Write the spec unless one exists (specs are immutable); return whether this call wrote it."""
-        self.xpm_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # The common case first: the type's folder exists, the job's does not (two mkdir
+            # calls, where mkdir(parents=True) makes four: submitting is mostly file creation).
+            os.mkdir(self.path)
+            os.mkdir(self.xpm_dir)
+        except OSError:
+            self.xpm_dir.mkdir(parents=True, exist_ok=True)
         return _atomic.create_bytes(self.spec_path, _atomic.dumps(spec.to_json()))
 
     def replace_spec(self, spec: Spec) -> None:
