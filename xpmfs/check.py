@@ -246,7 +246,16 @@ def _blocked_lock(job: Job, now: float) -> Problem | None:
         state = lock_inspect(job.lock_path, LockMode.SHARED, lease_duration=job.workspace.lease_duration)
     except FormatError as error:
         return Problem(job.lock_path, "blocked-lock", f"{error.problem}; {fix}")
-    if state.status is LockStatus.REMOTE and state.holder is None and _age(job.lock_path, now) > GRACE:
+    if state.holder is None and state.status in (LockStatus.REMOTE, LockStatus.EXPIRED):
+        if _age(job.lock_path, now) <= GRACE:
+            return None  # being written right now, most likely
+        if job.lock_path.stat().st_size == 0:
+            return Problem(
+                job.lock_path,
+                "empty-lock",
+                "an empty lease marker (its creator died before writing it); "
+                "workers take it over once it has stayed unchanged for the lease duration",
+            )
         return Problem(job.lock_path, "blocked-lock", f"{state.detail or 'names no owner'}; {fix}")
     return None
 

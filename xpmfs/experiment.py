@@ -34,7 +34,7 @@ from .display import StatusLine
 from .errors import CorruptedError, FailedExperiment, OptionError, WorkspaceError
 from .job import Job, Spec
 from .journal import Journal
-from .lock import JobLock, LockMode
+from .lock import JobLock, LockMode, LockStatus
 from .outputs import OutputFollower
 from .queue import JobRef
 from .status import State
@@ -130,7 +130,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self._lock = JobLock(
             self.path / LOCK_FILE, self.workspace.lock_mode, lease_duration=self.workspace.lease_duration
         )
-        if not self._lock.try_acquire():
+        if not self._lock.try_acquire() and not self._wait_for_remote_run():
             holder = self._lock.holder()
             who = f" (pid {holder.pid} on {holder.host})" if holder else ""
             raise WorkspaceError(
@@ -169,6 +169,22 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                     self._journal.close()
                 if self._lock is not None:
                     self._lock.release()
+
+    def _wait_for_remote_run(self) -> bool:
+        """Shared mode: another host's run (or a marker naming nobody) can only be proven gone by
+        watching its lease go unrefreshed; wait that long, then take the lock if it expired."""
+        assert self._lock is not None
+        state = self._lock.inspect()
+        if self.workspace.lock_mode is not LockMode.SHARED or state.status is not LockStatus.REMOTE:
+            return False
+        wait = self.workspace.lease_duration * 1.5 + 1.0
+        log.warning(
+            "experiment %r: its lock is held elsewhere (%s); waiting up to %.0fs for that lease to expire",
+            self.name,
+            state.detail,
+            wait,
+        )
+        return self._lock.acquire(timeout=wait)
 
     @property
     def run_path(self) -> Path:

@@ -95,7 +95,7 @@ class Spec:
             raise CorruptedError(
                 path,
                 f"is not a valid job spec (missing or bad field: {error})",
-                "re-run the experiment that submitted the job, or remove the job folder with `xpmfs clean`",
+                "re-run the experiment that submitted the job (it rewrites a damaged spec), or `xpmfs kill` it",
             ) from error
         if spec.format != FORMAT:
             raise FormatError(
@@ -163,7 +163,9 @@ class Job:
             data = path.read_bytes()
         except FileNotFoundError as error:
             raise CorruptedError(
-                path, "is missing", "re-run the experiment that submitted this job, or remove it with `xpmfs clean`"
+                path,
+                "is missing",
+                "re-run the experiment that submitted this job (it rewrites a damaged spec), or `xpmfs kill` it",
             ) from error
         try:
             record = orjson.loads(data)
@@ -171,7 +173,7 @@ class Job:
             raise CorruptedError(
                 path,
                 f"is not valid JSON ({error})" if data else "is empty",
-                "re-run the experiment that submitted this job, or remove it with `xpmfs clean`",
+                "re-run the experiment that submitted this job (it rewrites a damaged spec), or `xpmfs kill` it",
             ) from error
         return Spec.from_json(record, path)
 

@@ -241,10 +241,22 @@ def _judge_shared(path: Path, lease_duration: float) -> tuple[LockState, os.stat
     except OSError as error:  # unreadable: fail closed, someone may hold it
         return LockState(path, LockStatus.REMOTE, detail=f"marker unreadable: {error}"), None
     owner = parse_marker(content)
+    if owner is None and content == "":
+        # Empty: its creator died between creating and writing it, or writes right now. filelock
+        # never evicts one, which would block the job forever (seen in tools/chaos --nodes).
+        # A live creator's record lands within a heartbeat and changes the marker, so an empty
+        # marker seen unchanged for a whole lease is as dead as an expired lease.
+        seen = _unchanged_for(key, marker)
+        if seen >= lease_duration:
+            return LockState(
+                path, LockStatus.EXPIRED, detail=f"an empty marker, unchanged for {seen:.1f}s"
+            ), marker
+        return LockState(
+            path, LockStatus.REMOTE, detail=f"an empty marker, unchanged for {seen:.1f}s here"
+        ), marker
     if owner is None:
-        # Empty (its creator died before writing, or writes right now), torn, or not filelock/2.
-        # filelock itself never evicts an empty marker and ages a malformed one out after 2 s.
-        what = "an empty marker" if content == "" else "a marker with no readable owner record"
+        # Torn, or not filelock/2: filelock ages a malformed marker out after 2 s.
+        what = "a marker with no readable owner record"
         return LockState(
             path,
             LockStatus.REMOTE,

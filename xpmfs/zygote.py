@@ -241,24 +241,29 @@ class Zygote:
 
     def _read(self) -> None:
         stream = self._sock.makefile("rb")
-        for line in stream:
-            message = json.loads(line)
-            if "exit" not in message:
-                self._replies.put(message)
-                continue
-            with self._lock:
-                process = self._forked.pop(message["pid"], None)
-                if process is None:
-                    self._early[message["pid"]] = message["exit"]
-                    continue
-            process._end(message["exit"])
-            self._on_exit()
+        try:
+            for line in stream:
+                self._dispatch(json.loads(line))
+        except (OSError, ValueError):
+            pass  # the zygote died mid-message (killed): same as its end below
         # The zygote is gone: a job it forked has died with it (PR_SET_PDEATHSIG).
         with self._lock:
             orphans, self._forked = list(self._forked.values()), {}
         for process in orphans:
             process._end(-signal.SIGKILL)
         self._replies.put({"error": "zygote ended"})
+        self._on_exit()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "exit" not in message:
+            self._replies.put(message)
+            return
+        with self._lock:
+            process = self._forked.pop(message["pid"], None)
+            if process is None:
+                self._early[message["pid"]] = message["exit"]
+                return
+        process._end(message["exit"])
         self._on_exit()
 
 
