@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import Processes, wait_until
-from sample_tasks import Gate
+from sample_tasks import Add, Gate
 from seed_tasks import PlainTimesOut, ReportRemaining, ResumableGate, TimesOut
 
 from xpmfs import config, experiment, settings
@@ -347,3 +347,28 @@ def test_resubmitting_a_timed_out_job_grants_its_retries_again(ws: Path, process
     # Each submission ran an attempt and its one retry: four attempts in all.
     assert len((job.path / "attempts.txt").read_text().splitlines()) == 4
     assert _final(job).retry_count == 1
+
+
+def test_settings_give_a_workspace_its_default_launcher(ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`workspaces[].launcher` is the launcher of tasks submitted without one (issue: SLURM)."""
+    import orjson
+
+    from xpmfs import DirectLauncher, SlurmLauncher, experiment
+    from xpmfs.errors import SettingsError
+    from xpmfs.settings import load
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"workspaces:\n  - id: w\n    path: {ws}\n    launcher: {{type: slurm, time: 7}}\n")
+    monkeypatch.setenv("XPMFS_SETTINGS", str(settings))
+    assert load().workspace(ws).launcher == SlurmLauncher(time=7)  # type: ignore[union-attr]
+    with experiment(ws, "defaults", wait=False, workers=0):
+        default = Add.C(x=70).submit()
+        own = Add.C(x=71).submit(launcher=DirectLauncher())
+    record = orjson.loads((default.__xpm__.job.path / "__xpm__" / "spec.json").read_bytes())
+    assert record["launcher"]["type"] == "slurm" and record["launcher"]["time"] == 7
+    record = orjson.loads((own.__xpm__.job.path / "__xpm__" / "spec.json").read_bytes())
+    assert record["launcher"] == {"type": "direct"}
+
+    settings.write_text(f"workspaces:\n  - id: w\n    path: {ws}\n    launcher: {{type: teleport}}\n")
+    with pytest.raises(SettingsError, match=r"workspaces\[0\]\.launcher: unknown launcher type 'teleport'"):
+        load()

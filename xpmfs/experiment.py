@@ -37,6 +37,7 @@ from .journal import Journal
 from .lock import JobLock, LockMode, LockStatus
 from .outputs import OutputFollower
 from .queue import JobRef
+from .settings import launcher_for
 from .status import State
 from .watch import Watcher
 from .workspace import Workspace
@@ -80,7 +81,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
 
     ``workers``: job slots of the embedded worker started when no worker is alive
     (``None``: one per core; ``0``: never start one). ``wait``: wait for the jobs on exit.
-    ``launcher``: the launcher of tasks submitted without one (default: direct).
+    ``launcher``: the launcher of tasks submitted without one (default: the workspace's in
+    settings.yaml, else direct).
     """
 
     _stack: list[experiment] = []
@@ -109,7 +111,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self.wait_on_exit = wait
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.rescan = rescan
-        self.launcher = launcher
+        self.launcher = launcher if launcher is not None else launcher_for(self.workspace.path)
         self.path = self.workspace.experiment_path(name)
         self.jobs: dict[JobRef, JobHandle] = {}
         self._lock: JobLock | None = None

@@ -13,12 +13,17 @@ experimaestro's ``server`` or ``env``, are ignored)::
       - id: my_workspace
         path: /path/to/workspace
         max_retries: 5        # timeout retries of resumable tasks; default 3
+        launcher:             # launcher of tasks submitted without one; default direct
+          type: slurm         # any launcher record of a spec (spec/slurm.md)
+          time: 120
+          partition: gpu
 
 A workspace entry matches a workspace whose path resolves (``~`` expanded, symbolic links
 followed) to the same folder; the first matching entry wins. A file that is not valid YAML, or a
 field of the wrong type, raises :class:`~xpmfs.errors.SettingsError` naming the file and the field.
 
-The experiment uses :func:`max_retries_for` when a task is submitted without ``max_retries``.
+The experiment uses :func:`max_retries_for` when a task is submitted without ``max_retries``, and
+:func:`launcher_for` when neither ``submit()`` nor ``experiment()`` names a launcher.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class WorkspaceSettings:
     id: str
     path: Path
     max_retries: int = DEFAULT_MAX_RETRIES
+    launcher: Any = None  # a launcher object (xpmfs.launchers), or None: direct
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,12 @@ class Settings:
         """``max_retries`` of the workspace at ``workspace_path``; :data:`DEFAULT_MAX_RETRIES` if unlisted."""
         entry = self.workspace(workspace_path)
         return entry.max_retries if entry is not None else DEFAULT_MAX_RETRIES
+
+
+def launcher_for(workspace_path: str | os.PathLike[str]) -> Any:
+    """The default launcher of the workspace at ``workspace_path`` (``None``: direct)."""
+    entry = load().workspace(workspace_path)
+    return entry.launcher if entry is not None else None
 
 
 def settings_path() -> Path | None:
@@ -158,7 +170,18 @@ def _workspace(entry: Any, where: str, path: Path) -> WorkspaceSettings:
             f"must be a whole number, 0 or more, not {_shown(retries)}",
             f"write e.g. `max_retries: 3` (the default); {_FIX}",
         )
-    return WorkspaceSettings(entry["id"], _resolve(entry["path"]), retries)
+    launcher = None
+    if entry.get("launcher") is not None:
+        from .launchers import from_json
+
+        record = entry["launcher"]
+        try:
+            if not isinstance(record, Mapping):
+                raise TypeError(f"must be a mapping such as {{type: slurm, time: 60}}, not {_shown(record)}")
+            launcher = from_json(record)
+        except (TypeError, ValueError) as error:
+            raise SettingsError(path, f"{where}.launcher", str(error), _FIX) from error
+    return WorkspaceSettings(entry["id"], _resolve(entry["path"]), retries, launcher)
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -177,6 +200,7 @@ __all__ = [
     "USER_SETTINGS",
     "Settings",
     "WorkspaceSettings",
+    "launcher_for",
     "load",
     "max_retries_for",
     "parse",
