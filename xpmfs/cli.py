@@ -220,19 +220,26 @@ def _escape_surrogates(value: Any) -> Any:
 # -- reading -------------------------------------------------------------------------------------
 
 
+def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--experiment`` and ``--tag``: which jobs a command is about (ls, clean)."""
+    command = click.option(
+        "--tag",
+        "-t",
+        "tags",
+        multiple=True,
+        metavar="KEY=VALUE",
+        callback=_parse_tags,
+        help="Only jobs with this tag (repeatable).",
+    )(command)
+    return click.option("--experiment", "-e", metavar="NAME", help="Only jobs that this experiment submitted.")(
+        command
+    )
+
+
 @main.command("ls")
 @workspace_argument
 @click.option("--state", "-s", type=click.Choice(_STATE_CHOICES), help="Only jobs in this state.")
-@click.option("--experiment", "-e", metavar="NAME", help="Only jobs that this experiment submitted.")
-@click.option(
-    "--tag",
-    "-t",
-    "tags",
-    multiple=True,
-    metavar="KEY=VALUE",
-    callback=_parse_tags,
-    help="Only jobs with this tag (repeatable).",
-)
+@selection_options
 @json_option
 def ls(workspace: str, state: str | None, experiment: str | None, tags: dict[str, str], as_json: bool) -> None:
     """List the jobs of a workspace: state, job, progress, age, tags.
@@ -484,16 +491,7 @@ def retry(workspace: str | None, job: str, force: bool) -> None:
 @click.option("--failed", is_flag=True, help="Remove failed jobs' folders.")
 @click.option("--done", is_flag=True, help="Remove done jobs' folders (their results too!).")
 @click.option("--workers", "dead_workers", is_flag=True, help="Remove dead workers' registrations.")
-@click.option("--experiment", "-e", metavar="NAME", help="Only jobs that this experiment submitted.")
-@click.option(
-    "--tag",
-    "-t",
-    "tags",
-    multiple=True,
-    metavar="KEY=VALUE",
-    callback=_parse_tags,
-    help="Only jobs with this tag (repeatable).",
-)
+@selection_options
 @click.option("--yes", "-y", is_flag=True, help="Remove for real; without it, only list what would go.")
 def clean(
     workspace: str,

@@ -25,11 +25,8 @@ def _rebuild(cls: type[Error], fields: dict[str, Any]) -> Error:
     return error
 
 
-class ConfigError(Error, TypeError):
-    """A configuration was built or changed with bad input.
-
-    ``where`` is ``Class.field`` (or just ``Class``), ``problem`` what is wrong, ``fix`` what to do.
-    """
+class _Located(Error):
+    """An error about a named thing: ``where`` names it, ``problem`` says what, ``fix`` what to do."""
 
     def __init__(self, where: str, problem: str, fix: str = "") -> None:
         super().__init__(where, problem, fix)
@@ -42,18 +39,12 @@ class ConfigError(Error, TypeError):
         return f"{message}; {self.fix}" if self.fix else message
 
 
-class OptionError(Error, ValueError):
+class ConfigError(_Located, TypeError):
+    """A configuration was built or changed with bad input; ``where`` is ``Class.field`` (or ``Class``)."""
+
+
+class OptionError(_Located, ValueError):
     """An option given to an xpmfs function is out of range: ``where`` names it."""
-
-    def __init__(self, where: str, problem: str, fix: str = "") -> None:
-        super().__init__(where, problem, fix)
-        self.where = where
-        self.problem = problem
-        self.fix = fix
-
-    def __str__(self) -> str:
-        message = f"{self.where}: {self.problem}"
-        return f"{message}; {self.fix}" if self.fix else message
 
 
 class SealedError(ConfigError):
