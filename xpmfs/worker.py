@@ -68,6 +68,7 @@ class Worker:
     _specs: dict[JobRef, Spec] = field(default_factory=dict)  # specs are immutable: cache them
     _done: set[str] = field(default_factory=set)  # dependencies seen done ("<typeid>/<jobid>")
     _entries: dict[JobRef, float] = field(default_factory=dict)  # queue entries' mtimes (never change)
+    _pass_markers: dict[str, State | None] = field(default_factory=dict)  # dependencies' markers, this pass
     _reported: set[JobRef] = field(default_factory=set)  # damaged jobs already reported
     _stopping: bool = False
     _cluster_checked: bool = False  # whether _no_cluster was looked up (once: which commands exist)
@@ -155,6 +156,7 @@ class Worker:
     def _schedule(self, full: bool) -> int:
         """Claim and start runnable jobs while slots are free, hand SLURM jobs to sbatch, and (on a
         full rescan) follow the SLURM jobs in flight; return how many jobs keep this worker busy."""
+        self._pass_markers.clear()
         entries = sorted(queue.scan(self.workspace.queue_dir, self._entries), key=lambda item: (item[1], item[0]))
         cluster = self._cluster_problem() is None
         runnable = 0
@@ -234,7 +236,10 @@ class Worker:
             if not fresh and relpath in self._done:
                 continue
             dependency = Job(self.workspace, JobRef.from_relpath(relpath))
-            marker = dependency.marker()
+            if fresh or relpath not in self._pass_markers:
+                # Many waiting jobs often share one dependency: look at its markers once a pass.
+                self._pass_markers[relpath] = dependency.marker()
+            marker = self._pass_markers[relpath]
             if marker is State.DONE:
                 self._done.add(relpath)
             if marker is State.FAILED:
