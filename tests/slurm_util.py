@@ -23,21 +23,7 @@ from pathlib import Path
 
 import pytest
 
-#: States after which a job will not run again (``scontrol show job`` JobState values).
-FINAL_STATES = frozenset(
-    {
-        "BOOT_FAIL",
-        "CANCELLED",
-        "COMPLETED",
-        "DEADLINE",
-        "FAILED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "SPECIAL_EXIT",
-        "TIMEOUT",
-    }
-)
+from xpmfs.launchers.slurm import FINAL_STATES  # one list of the states after which SLURM never runs a job
 
 COMMAND_TIMEOUT = 30.0  # seconds for one sbatch/squeue/scontrol call (MessageTimeout is 10 s)
 
