@@ -9,8 +9,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from xpmfs.job import Job
+from xpmfs.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -72,6 +76,11 @@ class Processes:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def job_of(ws: Path, output: Any) -> Job:
+    """The job of a submitted task (or of an output of one): where ``submit()`` put it."""
+    return Job(Workspace.open(ws), output.__xpm__.job.ref)
 
 
 @pytest.fixture

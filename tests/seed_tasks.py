@@ -26,9 +26,9 @@ from xpmfs import (
     ResumableTask,
     SubmitHook,
     Task,
+    cache,
     field,
 )
-from xpmfs import cache
 from xpmfs.config import set_remaining_time_provider
 from xpmfs.experiment import JobHandle as Job  # the seed's experimaestro.scheduler.jobs.Job
 from xpmfs.launchers import Launcher  # the seed's experimaestro.launchers.Launcher

@@ -22,13 +22,12 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from conftest import Processes, wait_until
+from conftest import Processes, job_of, wait_until
 from sample_tasks import Add, Count, Gate
 
 from xpmfs import Error, experiment
 from xpmfs.cli import main
 from xpmfs.errors import ConfigError, NoExperimentError, WorkspaceError
-from xpmfs.job import Job
 from xpmfs.status import State
 from xpmfs.workspace import Workspace
 
@@ -46,8 +45,6 @@ def xpmfs(processes: Processes, *args: object, env: dict[str, str] | None = None
     )
 
 
-def _job(ws: Path, output: Any) -> Job:
-    return Job(Workspace.open(ws), output.__xpm__.job.ref)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -124,7 +121,7 @@ def test_a_huge_parameter_value_works(ws: Path, tmp_path: Path, processes: Proce
     huge = "x" * 10_000_000  # 10 MB
     with experiment(ws, "huge", wait=False, workers=0):
         output = Gate.C(name=huge, gate=str(gate)).submit()
-    job = _job(ws, output)
+    job = job_of(ws, output)
     assert orjson.loads(job.spec_path.read_bytes())["config"]["objects"][0]["fields"]["name"] == huge
     processes.worker(ws, rescan=0.3)
     wait_until(job.marker, timeout=90, what="the job with a 10 MB parameter to run")

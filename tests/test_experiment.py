@@ -7,12 +7,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Processes, wait_until
+from conftest import Processes, job_of, wait_until
 from sample_tasks import Add, After, Count, Fail, Gate
 
 from xpmfs import experiment
@@ -23,11 +22,6 @@ from xpmfs.status import State
 from xpmfs.workspace import Workspace
 
 
-def _job(ws: Path, output: object) -> Job:
-    handle = output.__xpm__.job  # type: ignore[attr-defined]
-    return Job(Workspace.open(ws), handle.ref)
-
-
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -35,7 +29,7 @@ def _lines(path: Path) -> list[str]:
 def test_submission_writes_spec_status_queue_and_journal(ws: Path) -> None:
     with experiment(ws, "first", wait=False, workers=0):
         output = Add.C(x=1, y=2).submit()
-    job = _job(ws, output)
+    job = job_of(ws, output)
     assert job.path.parent.name == "sample_tasks.add"
     assert job.path.name == Add.C(x=1, y=2).__identifier__()
     spec = orjson.loads(job.spec_path.read_bytes())
@@ -53,15 +47,15 @@ def test_chain_runs_in_order_and_results_are_found_again(ws: Path, processes: Pr
         a = Add.C(x=1).submit()
         b = Add.C(x=2, previous=a).submit()
         c = Add.C(x=3, previous=b).submit()
-    assert _job(ws, c).marker() is State.DONE
-    assert (_job(ws, c).path / "result.txt").read_text() == "6"
-    spec = orjson.loads(_job(ws, b).spec_path.read_bytes())
-    assert spec["dependencies"] == [_job(ws, a).ref.relpath]
+    assert job_of(ws, c).marker() is State.DONE
+    assert (job_of(ws, c).path / "result.txt").read_text() == "6"
+    spec = orjson.loads(job_of(ws, b).spec_path.read_bytes())
+    assert spec["dependencies"] == [job_of(ws, a).ref.relpath]
     # Running the same experiment again finds everything done: nothing runs twice.
-    mtime = (_job(ws, a).xpm_dir / "status.json").stat().st_mtime_ns
+    mtime = (job_of(ws, a).xpm_dir / "status.json").stat().st_mtime_ns
     with experiment(ws, "chain", workers=0):
         Add.C(x=2, previous=Add.C(x=1).submit()).submit()
-    assert (_job(ws, a).xpm_dir / "status.json").stat().st_mtime_ns == mtime
+    assert (job_of(ws, a).xpm_dir / "status.json").stat().st_mtime_ns == mtime
 
 
 def test_failure_propagates_to_dependents_and_is_reported(ws: Path, processes: Processes) -> None:
@@ -102,7 +96,7 @@ def test_kill_9_of_a_worker_mid_job_reruns_it_elsewhere(ws: Path, tmp_path: Path
     counter = tmp_path / "counter"
     with experiment(ws, "crash", wait=False, workers=0):
         output = Gate.C(name="g", gate=str(gate), counter=str(counter)).submit()
-    job = _job(ws, output)
+    job = job_of(ws, output)
     first = processes.worker(ws, rescan=0.5)
     wait_until((job.path / "started").exists, what="the job to start")
     runner_pid = int((job.path / "started").read_text())
@@ -169,7 +163,7 @@ def test_kill_9_of_the_experiment_keeps_jobs_running_and_rerun_reattaches(
 def test_embedded_worker_by_default(ws: Path) -> None:
     with experiment(ws, "embedded"):
         output = Add.C(x=40, y=2).submit()
-    assert (_job(ws, output).path / "result.txt").read_text() == "42"
+    assert (job_of(ws, output).path / "result.txt").read_text() == "42"
 
 
 def test_submit_outside_an_experiment_says_what_to_do() -> None:
@@ -206,8 +200,8 @@ def test_job_submitted_to_an_idle_worker_is_claimed_through_inotify(ws: Path, pr
     for x in range(7, 12):
         with experiment(ws, "latency", workers=0):
             output = Add.C(x=x).submit()
-        status = _job(ws, output).status()
-        spec = orjson.loads(_job(ws, output).spec_path.read_bytes())
+        status = job_of(ws, output).status()
+        spec = orjson.loads(job_of(ws, output).spec_path.read_bytes())
         assert status is not None and status.claimed is not None
         latencies.append(status.claimed - spec["submitted"])
     median = statistics.median(latencies)
@@ -221,5 +215,5 @@ def test_experiment_launcher_is_the_default_of_its_submissions(ws: Path) -> None
     with experiment(ws, "launchers", wait=False, workers=0, launcher=SlurmLauncher(time=1)):
         default = Add.C(x=1).submit()
         own = Add.C(x=2).submit(launcher=DirectLauncher(isolate=True))
-    assert orjson.loads(_job(ws, default).spec_path.read_bytes())["launcher"]["type"] == "slurm"
-    assert orjson.loads(_job(ws, own).spec_path.read_bytes())["launcher"] == {"type": "direct", "isolate": True}
+    assert orjson.loads(job_of(ws, default).spec_path.read_bytes())["launcher"]["type"] == "slurm"
+    assert orjson.loads(job_of(ws, own).spec_path.read_bytes())["launcher"] == {"type": "direct", "isolate": True}

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Processes, wait_until
+from conftest import Processes, job_of, wait_until
 from sample_tasks import Gate, Tally
 
 from xpmfs import experiment
-from xpmfs.job import Job
 from xpmfs.lock import LockStatus, inspect
 from xpmfs.status import State
 from xpmfs.workspace import Workspace
@@ -134,8 +133,6 @@ def _registered(ws: Path, *nodes: Node) -> bool:
     return all(node.registration in names for node in nodes)
 
 
-def _job(ws: Path, output: object) -> Job:
-    return Job(Workspace.open(ws), output.__xpm__.job.ref)  # type: ignore[attr-defined]
 
 
 def _starts(counter: Path) -> dict[str, list[tuple[int, str]]]:
@@ -158,7 +155,7 @@ def test_nodes_claim_each_job_once_and_blind_nodes_find_jobs_by_rescanning(
     # take one, so the two nodes behind the blind view found theirs by rescanning.
     with experiment(shared_ws, "gates", wait=False, workers=0):
         gates = [Gate.C(name=f"g{i}", gate=str(gate), counter=str(counter)).submit() for i in range(3)]
-    jobs = [_job(shared_ws, output) for output in gates]
+    jobs = [job_of(shared_ws, output) for output in gates]
     wait_until(
         lambda: all((job.path / "started").exists() for job in jobs), timeout=60, what="the three gate jobs to start"
     )
@@ -178,7 +175,7 @@ def test_nodes_claim_each_job_once_and_blind_nodes_find_jobs_by_rescanning(
     assert sorted(runs, key=int) == [str(n) for n in range(12)]
     for n, lines in runs.items():
         assert [what for _pid, what in lines] == ["start", "end"], f"job {n} ran {lines}"
-    ran_on = {_job(shared_ws, output).status().host for output in outputs}  # type: ignore[union-attr]
+    ran_on = {job_of(shared_ws, output).status().host for output in outputs}  # type: ignore[union-attr]
     print(f"12 jobs ran on {sorted(ran_on)}")
     assert ran_on <= {"node-a", "node-b", "node-c"}
     wait_until(lambda: all(job.marker() is State.DONE for job in jobs), timeout=30, what="the gate jobs to end")
@@ -194,7 +191,7 @@ def test_a_killed_nodes_job_is_taken_over_after_its_lease_expires_and_not_before
     wait_until(lambda: _registered(shared_ws, first), timeout=60, what="node-a to register")
     with experiment(shared_ws, "takeover", wait=False, workers=0):
         output = Gate.C(name="t", gate=str(gate), counter=str(counter)).submit()
-    job = _job(shared_ws, output)
+    job = job_of(shared_ws, output)
     wait_until((job.path / "started").exists, timeout=60, what="node-a to start the job")
     assert job.status().host == "node-a"  # type: ignore[union-attr]
     second = Node(processes, "node-b", view)
@@ -240,7 +237,7 @@ def test_a_frozen_node_that_lost_its_lease_kills_its_runner_when_it_wakes(
     wait_until(lambda: _registered(shared_ws, first), timeout=60, what="node-a to register")
     with experiment(shared_ws, "freeze", wait=False, workers=0):
         output = Gate.C(name="f", gate=str(gate), counter=str(counter)).submit()
-    job = _job(shared_ws, output)
+    job = job_of(shared_ws, output)
     wait_until((job.path / "started").exists, timeout=60, what="node-a to start the job")
     frozen_runner = int((job.path / "started").read_text())  # its pid inside node-a: find it outside
     runners = [process.pid for process in first.tree()[1:] if _namespace_pid(process.pid) == frozen_runner]

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Processes, wait_until
+from conftest import Processes, job_of, wait_until
 from sample_tasks import Add, Gate
 from seed_tasks import PlainTimesOut, ReportRemaining, ResumableGate, TimesOut
 
@@ -25,10 +25,6 @@ from xpmfs.job import Job
 from xpmfs.queue import JobRef
 from xpmfs.status import Reason, State, Status
 from xpmfs.workspace import Workspace
-
-
-def _job(ws: Path, task: Any) -> Job:
-    return Job(Workspace.open(ws), task.__xpm__.job.ref)
 
 
 def _final(job: Job) -> Status:
@@ -54,7 +50,7 @@ def test_two_timeouts_then_success_keeps_the_folder_and_records_the_attempts(ws:
     with experiment(ws, "retry", workers=0):
         task = TimesOut.C(timeouts=2)
         task.submit(max_retries=3)
-    job = _job(ws, task)
+    job = job_of(ws, task)
     final = _final(job)
     assert final.state is State.DONE and job.marker() is State.DONE
     assert final.retry_count == 2 and final.attempt == 3
@@ -82,7 +78,7 @@ def test_history_says_how_each_retried_attempt_ended(ws: Path, processes: Proces
     with experiment(ws, "retry-history", workers=0):
         task = TimesOut.C(timeouts=1)
         task.submit(max_retries=3)
-    history = _history(_job(ws, task))
+    history = _history(job_of(ws, task))
     assert [(record["reason"], record["exit_code"]) for record in history] == [("timeout", 75)]
     assert history[0]["ended"] is not None and "attempt 1 out of time" in history[0]["message"]
 
@@ -93,7 +89,7 @@ def test_an_error_is_not_retried(ws: Path, processes: Processes) -> None:
     with pytest.raises(FailedExperiment, match=broke), experiment(ws, "error", workers=0):
         task = TimesOut.C(timeouts=1, error=True)
         task.submit(max_retries=3)
-    job = _job(ws, task)
+    job = job_of(ws, task)
     final = _final(job)
     assert final.state is State.FAILED and final.reason is Reason.ERROR
     assert final.retry_count == 0 and final.attempt == 1
@@ -106,7 +102,7 @@ def test_max_retries_per_submit_then_timeout_fails(ws: Path, processes: Processe
     with pytest.raises(FailedExperiment, match="timeout: attempt 2 out of time"), experiment(ws, "limit", workers=0):
         task = TimesOut.C(timeouts=5)
         task.submit(max_retries=1)
-    job = _job(ws, task)
+    job = job_of(ws, task)
     assert orjson.loads(job.spec_path.read_bytes())["max_retries"] == 1
     final = _final(job)
     assert final.state is State.FAILED and final.reason is Reason.TIMEOUT and final.exit_code == 75
@@ -120,7 +116,7 @@ def test_graceful_timeout_of_a_plain_task_fails_without_retry(ws: Path, processe
     with pytest.raises(FailedExperiment, match="timeout: not resumable"), experiment(ws, "plain", workers=0):
         task = PlainTimesOut.C()
         task.submit(max_retries=3)
-    final = _final(_job(ws, task))
+    final = _final(job_of(ws, task))
     assert final.reason is Reason.TIMEOUT and final.retry_count == 0 and final.attempt == 1
 
 
@@ -132,7 +128,7 @@ def test_remaining_time_is_none_in_a_direct_job(ws: Path, processes: Processes) 
     with experiment(ws, "remaining", workers=0):
         task = ReportRemaining.C()
         task.submit()
-    assert (_job(ws, task).path / "remaining.txt").read_text() == "None None"
+    assert (job_of(ws, task).path / "remaining.txt").read_text() == "None None"
 
 
 def test_remaining_time_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -282,7 +278,7 @@ def test_xpmfs_kill_of_a_running_job_cancels_it_without_retry(ws: Path, tmp_path
     with experiment(ws, "kill", wait=False, workers=0):
         task = ResumableGate.C(gate=str(tmp_path / "never"))
         task.submit(max_retries=3)
-    job = _job(ws, task)
+    job = job_of(ws, task)
     wait_until((job.path / "started").exists, what="the job to start")
     killed = subprocess.run(
         [sys.executable, "-m", "xpmfs", "kill", "-w", str(ws), job.ref.jobid[:12]],
@@ -308,7 +304,7 @@ def test_sigterm_to_the_runner_cancels_the_job(ws: Path, tmp_path: Path, process
     with experiment(ws, "sigterm", wait=False, workers=0):
         task = Gate.C(name="term", gate=str(tmp_path / "never"))
         task.submit()
-    job = _job(ws, task)
+    job = job_of(ws, task)
     wait_until((job.path / "started").exists, what="the job to start")
     runner = int((job.path / "started").read_text())
     assert runner == _final(job).pid and runner != worker.pid
@@ -343,7 +339,7 @@ def test_resubmitting_a_timed_out_job_grants_its_retries_again(ws: Path, process
         with pytest.raises(FailedExperiment, match="timeout"), experiment(ws, f"again-{run}", workers=0):
             task = TimesOut.C(timeouts=5)
             task.submit(max_retries=1)
-    job = _job(ws, task)
+    job = job_of(ws, task)
     # Each submission ran an attempt and its one retry: four attempts in all.
     assert len((job.path / "attempts.txt").read_text().splitlines()) == 4
     assert _final(job).retry_count == 1

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Processes, wait_until
+from conftest import Processes, job_of, wait_until
 from seed_tasks import (
     Dataset,
     Documents,
@@ -59,11 +59,6 @@ from xpmfs.status import Reason, State
 from xpmfs.workspace import Workspace
 
 
-def _job(ws: Path, task: Any) -> Job:
-    """The job of a submitted task."""
-    return Job(Workspace.open(ws), task.__xpm__.job.ref)
-
-
 def _job_of(ws: Path, task: Any) -> Job:
     """The job a task would have (it need not be submitted): computed from its identifier."""
     return Job(Workspace.open(ws, create=True), JobRef(typeid(task), task.__identifier__()))
@@ -100,7 +95,7 @@ def test_defining_a_task(ws: Path, processes: Processes) -> None:
         output = learn.submit()
     # By default a task's output is the task itself (task_outputs returns dep(self)).
     assert output is learn
-    job = _job(ws, learn)
+    job = job_of(ws, learn)
     assert job.marker() is State.DONE
     # The generated Meta path lives in the job folder; execute ran and wrote it there.
     assert learn.parameters == job.path / "parameters.pth"
@@ -126,7 +121,7 @@ def test_task_outputs_only_what_dep_marks_is_a_dependency(ws: Path, tmp_path: Pa
         assert isinstance(sampled, Dataset)
         assert sampled.__xpm__.task is fold and sampled.topics.__xpm__.task is fold
         assert sampled.documents is source.documents and sampled.documents.__xpm__.task is None
-        assert sampled.topics.path == _job(ws, fold).path / "topics.tsv"
+        assert sampled.topics.path == job_of(ws, fold).path / "topics.tsv"
 
         use_dataset = UseDataset.C(dataset=sampled)
         use_dataset.submit()
@@ -135,30 +130,30 @@ def test_task_outputs_only_what_dep_marks_is_a_dependency(ws: Path, tmp_path: Pa
         use_documents = UseDocuments.C(documents=sampled.documents)
         use_documents.submit()
 
-        fold_job = _job(ws, fold)
-        assert _spec(_job(ws, use_dataset))["dependencies"] == [fold_job.ref.relpath]
-        assert _spec(_job(ws, use_topics))["dependencies"] == [fold_job.ref.relpath]
-        assert _spec(_job(ws, use_documents))["dependencies"] == []
+        fold_job = job_of(ws, fold)
+        assert _spec(job_of(ws, use_dataset))["dependencies"] == [fold_job.ref.relpath]
+        assert _spec(job_of(ws, use_topics))["dependencies"] == [fold_job.ref.relpath]
+        assert _spec(job_of(ws, use_documents))["dependencies"] == []
 
         # While RandomFold runs (held at its gate), the documents' user runs to the end, and the
         # users of marked outputs wait, not even started.
         wait_until((fold_job.path / "topics.tsv").exists, what="RandomFold to start")
-        wait_until(lambda: _job(ws, use_documents).marker() is State.DONE, what="UseDocuments to end")
+        wait_until(lambda: job_of(ws, use_documents).marker() is State.DONE, what="UseDocuments to end")
         assert fold_job.marker() is None
         for waiting in (use_dataset, use_topics):
-            assert _state(_job(ws, waiting)) is State.WAITING
-            assert not (_job(ws, waiting).path / "seen.txt").exists()
+            assert _state(job_of(ws, waiting)) is State.WAITING
+            assert not (job_of(ws, waiting).path / "seen.txt").exists()
         gate.write_text("")
     for task in (fold, use_dataset, use_topics, use_documents):
-        assert _job(ws, task).marker() is State.DONE
+        assert job_of(ws, task).marker() is State.DONE
     sampled_text = f"sampled from {tmp_path / 'source.tsv'}\n"
-    assert (_job(ws, use_topics).path / "seen.txt").read_text() == sampled_text
-    assert (_job(ws, use_dataset).path / "seen.txt").read_text() == sampled_text
+    assert (job_of(ws, use_topics).path / "seen.txt").read_text() == sampled_text
+    assert (job_of(ws, use_dataset).path / "seen.txt").read_text() == sampled_text
     # They started only after RandomFold had ended.
     fold_end = fold_job.status().ended  # type: ignore[union-attr]
     assert fold_end is not None
     for dependent in (use_dataset, use_topics):
-        assert _job(ws, dependent).status().started >= fold_end  # type: ignore[union-attr,operator]
+        assert job_of(ws, dependent).status().started >= fold_end  # type: ignore[union-attr,operator]
 
 
 # -- Wrapping a task output ------------------------------------------------------------------------
@@ -175,9 +170,9 @@ def test_wrapping_a_task_output(ws: Path, processes: Processes) -> None:
         b2.submit()
     a1 = Job(Workspace.open(ws), JobRef(typeid(TaskA), TaskA.C(variant=1).__identifier__()))
     assert isinstance(out1, TaskA_Output) and out1.path == a1.path
-    assert _spec(_job(ws, b1))["dependencies"] == [a1.ref.relpath]
-    assert (_job(ws, b1).path / "b.txt").read_text() == "variant 1"
-    assert (_job(ws, b2).path / "b.txt").read_text() == "variant 2"
+    assert _spec(job_of(ws, b1))["dependencies"] == [a1.ref.relpath]
+    assert (job_of(ws, b1).path / "b.txt").read_text() == "variant 1"
+    assert (job_of(ws, b2).path / "b.txt").read_text() == "variant 2"
     # The wrapped output carries task A's identity, so B's identifier follows A's configuration...
     assert b1.__identifier__() != b2.__identifier__()
     # ... which a bare path cannot do (the seed's "will not work"): a Meta path is not hashed.
@@ -200,11 +195,11 @@ def test_initialization_tasks_run_before_execute_in_the_jobs_process(ws: Path) -
         evaluate = Evaluate.C(model=model)
         evaluate.submit(init_tasks=[model_loader])
     assert isinstance(model_loader, ModelLoader)
-    job = _job(ws, evaluate)
+    job = job_of(ws, evaluate)
     assert job.marker() is State.DONE
     # Init tasks are part of the identifier (and the loader, an output of the learner, a dependency).
     assert job.ref.jobid == evaluate.__identifier__() != Evaluate.C(model=Model.C(name="bert")).__identifier__()
-    assert _spec(job)["dependencies"] == [_job(ws, learner).ref.relpath]
+    assert _spec(job)["dependencies"] == [job_of(ws, learner).ref.relpath]
     # The loader ran first, in the job's own process, on the very model object execute uses.
     assert (job.path / "evaluation.txt").read_text() == "parameters of bert"
     trace = (job.path / "trace.txt").read_text().split()
@@ -236,7 +231,7 @@ def test_submit_hooks_set_the_jobs_environment_once_per_spec(
         newer = Index.C(collection=IndexCollection.C(), more=[NewerCollection.C()])
         newer.submit()
         assert sorted(applied) == [11, 17]
-    job = _job(ws, index)
+    job = job_of(ws, index)
     assert _spec(job)["environ"] == {"JAVA_HOME": "THE_JAVA_HOME"}
     # The task's own process sees it.
     assert (job.path / "java_home.txt").read_text() == "THE_JAVA_HOME"
@@ -250,7 +245,7 @@ def test_task_lifecycle_tags_and_directories(ws: Path, processes: Processes) -> 
     with experiment(ws, "lifecycle", workers=0):
         task = Lifecycle.C(part=Part.C(), lr=tag(0.01)).tag("model", "bert")
         task.submit()
-    job = _job(ws, task)
+    job = job_of(ws, task)
     record = json.loads((job.path / "lifecycle.json").read_text())
     assert record["tags"] == {"lr": 0.01, "model": "bert"}
     folder = os.path.realpath(job.path)
@@ -302,7 +297,7 @@ def test_resumable_examples_checkpoint_time_out_and_resume(
     with experiment(ws, "timed", workers=0):
         training = task_class.C(epochs=40)
         training.submit(max_retries=50)
-    job = _job(ws, training)
+    job = job_of(ws, training)
     final = job.status()
     assert final is not None and final.state is State.DONE
     attempts = _epochs_by_attempt(job)
@@ -321,7 +316,7 @@ def test_remaining_time_is_none_on_the_direct_launcher(ws: Path, processes: Proc
     with experiment(ws, "untimed", workers=0):
         training = LongTrainingRemaining.C(epochs=3)
         training.submit()
-    final = _job(ws, training).status()
+    final = job_of(ws, training).status()
     assert final is not None and final.state is State.DONE and final.retry_count == 0 and final.attempt == 1
 
 
@@ -340,7 +335,7 @@ def test_cache_example_computes_once_for_every_job(ws: Path, tmp_path: Path, pro
         second.submit()
     expected = {"x": 0.5, "y": 0.5}
     for task in (first, second):
-        assert json.loads((_job(ws, task).path / "terms.json").read_text()) == expected
+        assert json.loads((job_of(ws, task).path / "terms.json").read_text()) == expected
     assert len(counter.read_text().splitlines()) == 1  # the second job reused the file
     folder = ws / "config" / typeid(terms) / terms.__identifier__()
     assert sorted(path.name for path in folder.iterdir()) == ["terms.npy", "terms.npy.lock"]
@@ -355,7 +350,7 @@ def test_task_directory_layout_and_rerun_by_hand(ws: Path, tmp_path: Path, proce
     with pytest.raises(FailedExperiment), experiment(ws, "layout", workers=0):
         task = FlakyTask.C(fixed=str(fixed))
         task.submit()
-    job = _job(ws, task)
+    job = job_of(ws, task)
     # [EXPERIMENT_FOLDER]/jobs/[QUALIFIED_NAME]/[JOB_ID], QUALIFIED_NAME the lower-cased module.class
     assert job.path == ws.absolute() / "jobs" / "seed_tasks.flakytask" / task.__identifier__()
     names = {path.name for path in job.path.iterdir()}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import ROOT, Processes, wait_until
+from conftest import ROOT, Processes, job_of, wait_until
 from sample_tasks import Add, After, Gate
 from slurm_tasks import Remaining, Resume, WhereAmI
 from slurm_util import (
@@ -48,8 +48,6 @@ from xpmfs.workspace import Workspace
 RESCAN = 0.3  # worker rescan for these tests: one squeue call per rescan while SLURM jobs are in flight
 
 
-def _job(ws: Path, output: object) -> Job:
-    return Job(Workspace.open(ws), output.__xpm__.job.ref)  # type: ignore[attr-defined]
 
 
 def _status(job: Job) -> dict:
@@ -297,7 +295,7 @@ def test_follower_settles_vanished_cancelled_and_timed_out_jobs_in_one_squeue_ca
         resumable = Remaining.C(tag="retried").submit(launcher=launcher)
         dependent = After.C(before=lost).submit(launcher=launcher)
     outputs = {"lost": lost, "cancelled": cancelled, "timed_out": timed_out, "resumable": resumable}
-    jobs = {name: _job(ws, output) for name, output in {**outputs, "dependent": dependent}.items()}
+    jobs = {name: job_of(ws, output) for name, output in {**outputs, "dependent": dependent}.items()}
     _fake_worker(processes, ws, fake_slurm)
 
     wait_until(lambda: all(_status(jobs[name])["state"] == "submitted" for name in outputs), timeout=20)
@@ -373,7 +371,7 @@ def test_chain_of_three_through_slurm(slurm: Slurm, ws: Path, processes: Process
         b = Add.C(x=2, previous=a).submit(launcher=launcher)
         c = Add.C(x=3, previous=b).submit(launcher=launcher)
     print(f"chain of 3 SLURM jobs ({lock_mode}): {time.monotonic() - started:.1f}s")
-    jobs = [_job(ws, output) for output in (a, b, c)]
+    jobs = [job_of(ws, output) for output in (a, b, c)]
     assert (jobs[2].path / "result.txt").read_text() == "6"
     clusters = [_status(job)["cluster_id"] for job in jobs]
     assert len(set(clusters)) == 3
@@ -390,7 +388,7 @@ def test_remaining_time_inside_a_slurm_job(slurm: Slurm, ws: Path, processes: Pr
     with experiment(ws, "remaining", workers=0):
         _worker(processes, ws)
         output = Remaining.C().submit(launcher=SlurmLauncher(time=2))
-    answers = json.loads(_job(ws, output).path.joinpath("remaining.json").read_text())
+    answers = json.loads(job_of(ws, output).path.joinpath("remaining.json").read_text())
     print(f"remaining_time() inside a --time=2 job: {answers}")
     assert 60 < answers["remaining"] <= 120
     assert 0 < answers["again"] <= answers["remaining"]
@@ -404,8 +402,8 @@ def test_scancel_from_outside_fails_job_and_dependents(slurm: Slurm, ws: Path, p
         after = After.C(before=running).submit(launcher=SlurmLauncher(time=2))
         pending = Gate.C(name="pending", gate=gate).submit(launcher=SlurmLauncher(time=2, extra=("--begin=now+3600",)))
         killed = Gate.C(name="killed", gate=gate).submit(launcher=SlurmLauncher(time=2))
-    jobs = {"running": _job(ws, running), "after": _job(ws, after), "pending": _job(ws, pending)}
-    jobs["killed"] = _job(ws, killed)
+    jobs = {"running": job_of(ws, running), "after": job_of(ws, after), "pending": job_of(ws, pending)}
+    jobs["killed"] = job_of(ws, killed)
     _worker(processes, ws)
     for name in ("running", "killed"):
         wait_until((jobs[name].path / "started").exists, timeout=30, what=f"{name} to start on the node")
@@ -445,7 +443,7 @@ def test_resumable_job_timed_out_by_slurm_is_resubmitted_and_completes(
     started = time.monotonic()
     with experiment(ws, "resume", workers=0, wait=False):
         output = Resume.C(steps=200).submit(launcher=launcher, max_retries=3)
-    job = _job(ws, output)
+    job = job_of(ws, output)
 
     def watch() -> None:  # for the record: every state the job goes through
         while not stop.is_set():
@@ -499,7 +497,7 @@ def test_workers_started_through_slurm_run_direct_jobs(slurm: Slurm, ws: Path, t
     array = subprocess.run(args, check=True, capture_output=True, text=True, env=env).stdout.strip()
     slurm.jobs += [f"{array}_0", f"{array}_1"]
 
-    jobs = [_job(ws, output) for output in outputs]
+    jobs = [job_of(ws, output) for output in outputs]
     wait_until(lambda: all(job.marker() for job in jobs), timeout=60, what="the SLURM-hosted workers to run the jobs")
     assert all(job.marker() is State.DONE for job in jobs)
     records = [json.loads(job.path.joinpath("where.json").read_text()) for job in jobs]

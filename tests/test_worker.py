@@ -10,11 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Processes, wait_until
+from conftest import Processes, job_of, wait_until
 from sample_tasks import Add, After, Count, Gate
 
 from xpmfs import experiment
-from xpmfs.job import Job
 from xpmfs.status import State
 from xpmfs.workspace import Workspace
 
@@ -25,15 +24,13 @@ def mode_ws(request: pytest.FixtureRequest, ws: Path) -> Path:
     return ws
 
 
-def _job(ws: Path, output: object) -> Job:
-    return Job(Workspace.open(ws), output.__xpm__.job.ref)  # type: ignore[attr-defined]
 
 
 def test_chain_in_both_lock_modes(mode_ws: Path, processes: Processes) -> None:
     processes.worker(mode_ws, jobs=2, rescan=0.5)
     with experiment(mode_ws, "chain", workers=0):
         output = Add.C(x=3, previous=Add.C(x=2, previous=Add.C(x=1).submit()).submit()).submit()
-    assert (_job(mode_ws, output).path / "result.txt").read_text() == "6"
+    assert (job_of(mode_ws, output).path / "result.txt").read_text() == "6"
 
 
 def test_sigterm_hands_the_running_job_back(mode_ws: Path, tmp_path: Path, processes: Processes) -> None:
@@ -41,7 +38,7 @@ def test_sigterm_hands_the_running_job_back(mode_ws: Path, tmp_path: Path, proce
     counter = tmp_path / "counter"
     with experiment(mode_ws, "handback", wait=False, workers=0):
         output = Gate.C(name="h", gate=str(gate), counter=str(counter)).submit()
-    job = _job(mode_ws, output)
+    job = job_of(mode_ws, output)
     first = processes.worker(mode_ws, rescan=0.5)
     wait_until((job.path / "started").exists, what="the job to start")
     runner = int((job.path / "started").read_text())
@@ -64,7 +61,7 @@ def test_drain_lets_the_running_job_finish(ws: Path, tmp_path: Path, processes: 
     gate = tmp_path / "gate"
     with experiment(ws, "drain", wait=False, workers=0):
         output = Gate.C(name="d", gate=str(gate)).submit()
-    job = _job(ws, output)
+    job = job_of(ws, output)
     worker = processes.worker(ws, rescan=0.5, extra=["--drain"])
     wait_until((job.path / "started").exists, what="the job to start")
     worker.send_signal(signal.SIGTERM)
@@ -78,7 +75,7 @@ def test_kill_9_of_a_worker_in_shared_mode(ws: Path, tmp_path: Path, processes: 
     gate = tmp_path / "gate"
     with experiment(ws, "crash", wait=False, workers=0):
         output = Gate.C(name="s", gate=str(gate)).submit()
-    job = _job(ws, output)
+    job = job_of(ws, output)
     first = processes.worker(ws, rescan=0.5)
     wait_until((job.path / "started").exists, what="the job to start")
     os.kill(first.pid, signal.SIGKILL)
@@ -101,21 +98,21 @@ def test_every_state_reads_the_same_with_cat_and_show(ws: Path, tmp_path: Path, 
     with experiment(ws, "states", wait=False, workers=0):
         done = Add.C(x=1).submit()
     processes.worker(ws, jobs=1, rescan=0.5)
-    wait_until(_job(ws, done).marker, what="the first job")
+    wait_until(job_of(ws, done).marker, what="the first job")
     with experiment(ws, "states2", wait=False, workers=0):
         from sample_tasks import Fail
 
         failed = Fail.C(why="for the states test").submit()
-    wait_until(_job(ws, failed).marker, what="the failing job")
+    wait_until(job_of(ws, failed).marker, what="the failing job")
     with experiment(ws, "states3", wait=False, workers=0):
         running = Gate.C(name="r", gate=str(gate)).submit()
         waiting = After.C(before=running).submit()
-    wait_until((_job(ws, running).path / "started").exists, what="the gate job to start")
+    wait_until((job_of(ws, running).path / "started").exists, what="the gate job to start")
     with experiment(ws, "states4", wait=False, workers=0):
         ready = Count.C(n=1, counter=str(tmp_path / "c")).submit()  # the only slot is busy
     expected = {done: "done", failed: "failed", running: "running", waiting: "waiting", ready: "ready"}
     for output, state in expected.items():
-        job = _job(ws, output)
+        job = job_of(ws, output)
         cat = subprocess.run(["cat", str(job.xpm_dir / "status.json")], capture_output=True, check=True).stdout
         shown = subprocess.run(
             [sys.executable, "-m", "xpmfs", "show", "--json", str(job.path)],
