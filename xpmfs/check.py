@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import _atomic, catalog, heartbeat, queue, status
-from .control import TRASH_PREFIX, remove_registration
+from .control import TRASH_PREFIX, locked, remove_registration
 from .errors import CorruptedError, FormatError
 from .experiment import RUNS_DIR
 from .job import Job, Spec
@@ -320,15 +320,13 @@ def _damaged_status(job: Job, fix: bool, problem: str) -> Problem:
     path = job.xpm_dir / status.STATUS_FILE
     if not fix:
         return Problem(path, "damaged-status", f"{problem} (fix: rewrite it from the terminal markers)")
-    lock = job.lock()
-    if not lock.try_acquire():
-        return Problem(path, "damaged-status", f"{problem}; not fixed: the job's lock is held, try again later")
-    try:
+    # A worker that meets the damaged status takes the lock for a moment, then gives up: wait that out.
+    with locked(job) as lock:
+        if lock is None:
+            return Problem(path, "damaged-status", f"{problem}; not fixed: the job's lock is held, try again later")
         state = _rebuild_status(job)
         if state is not State.DONE and state is not State.FAILED:
             queue.add(job.workspace.queue_dir, job.ref)  # unfinished: it must be queued (invariant 4)
-    finally:
-        lock.release()
     return Problem(path, "damaged-status", f"{problem}; rewritten as {state.value} from the markers", True)
 
 
