@@ -50,6 +50,16 @@ class Fail(Task):
         raise RuntimeError(f"failing {self.why}")
 
 
+class FailUntil(Task):
+    """Fails until the file ``fixed`` exists: a bug fixed between two runs of an experiment."""
+
+    fixed: Meta[str]
+
+    def execute(self) -> None:
+        if not os.path.exists(self.fixed):
+            raise RuntimeError(f"failing until {self.fixed} exists")
+
+
 class Gate(Task):
     """Writes ``started`` in its folder, then waits until the file ``gate`` exists."""
 

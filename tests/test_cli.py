@@ -657,6 +657,9 @@ def test_check_finds_and_fixes_each_problem(workspace: Workspace, held: Any) -> 
     trash = workspace.jobs_dir / TYPE / f"{TRASH_PREFIX}{jid('86')}.1.ab"
     (trash / "__xpm__").mkdir(parents=True)
     age(trash)
+    unfinished = workspace.jobs_dir / TYPE / f"{_atomic.TMP_PREFIX}{jid('8b')}.1.ab"  # a submission died
+    (unfinished / "__xpm__").mkdir(parents=True)
+    age(unfinished)
     misplaced = make_job(workspace, State.DONE, jid("87"))
     spec = misplaced.read_spec()
     misplaced.spec_path.unlink()
@@ -682,6 +685,7 @@ def test_check_finds_and_fixes_each_problem(workspace: Workspace, held: Any) -> 
         "not-queued": 1,
         "temp-file": 2,
         "trash": 1,
+        "temp-folder": 1,
         "spec-mismatch": 1,
         "unknown-entry": 1,
         "stale-worker": 1,
@@ -704,7 +708,7 @@ def test_check_finds_and_fixes_each_problem(workspace: Workspace, held: Any) -> 
     assert (garbage.xpm_dir / f"{status.STATUS_FILE}{DAMAGED_SUFFIX}").read_bytes() == b"\x00garbage"
     assert status.read(garbage_done.xpm_dir).state is State.DONE and garbage_done.marker() is State.DONE
     assert not queue.contains(workspace.queue_dir, garbage_done.ref)
-    assert not temp.exists() and not queue_temp.exists() and not trash.exists()
+    assert not temp.exists() and not queue_temp.exists() and not trash.exists() and not unfinished.exists()
     assert young_temp.exists()  # a write in progress
     assert misplaced.spec_path.exists() and foreign.exists()
     assert not dead_worker.exists() and live_worker.exists()

@@ -36,7 +36,6 @@ print("converged")
 # point -> the process kind that reaches it
 CASES = {
     "submit.after-spec": "experiment",
-    "submit.after-status": "experiment",
     "submit.after-queue": "experiment",
     "submit.after-queue@3": "experiment",
     "claim.after-lock": "worker",
@@ -104,6 +103,43 @@ def test_crash_at_every_step_converges(point: str, tmp_path: Path, ws: Path, pro
         else:
             assert len(attempts) <= expected + 1, f"job {n} ran {attempts}"
     assert _lines(counter).count("after") == 1 or point.startswith("complete.")
+
+
+RESUBMIT = """
+import sys
+from xpmfs import experiment
+from sample_tasks import FailUntil
+
+with experiment(sys.argv[1], "resubmit", workers=0):
+    FailUntil.C(fixed=sys.argv[2]).submit()
+print("converged")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_crash_while_resubmitting_a_failed_job_converges(tmp_path: Path, ws: Path, processes: Processes) -> None:
+    """``submit.after-status``: a failed job's status is reset, then the experiment dies before its entry."""
+    script = tmp_path / "experiment.py"
+    script.write_text(RESUBMIT)
+    fixed = tmp_path / "fixed"
+    command = [sys.executable, str(script), str(ws), str(fixed)]
+    processes.worker(ws, rescan=0.5)
+    first = subprocess.run(command, env=processes.env(), capture_output=True, timeout=60, check=False)
+    assert first.returncode == 1 and b"RuntimeError: failing until" in first.stderr, first.stderr.decode()
+    [job] = [job for kind_dir in (ws / "jobs").iterdir() for job in kind_dir.iterdir()]
+    assert (job / "__xpm__" / "failed").exists()
+
+    fixed.write_text("")
+    armed = {**processes.env(), ENV: "submit.after-status"}
+    crashed = subprocess.run(command, env=armed, capture_output=True, timeout=60, check=False)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    assert not (job / "__xpm__" / "failed").exists()
+    assert b'"state": "ready"' in (job / "__xpm__" / "status.json").read_bytes()
+    assert not os.listdir(ws / "queue")  # no entry: no worker can know of it yet
+
+    second = subprocess.run(command, env=processes.env(), capture_output=True, timeout=60, check=False)
+    assert second.returncode == 0, (second.stdout + second.stderr).decode()
+    assert (job / "__xpm__" / "done").exists() and not os.listdir(ws / "queue")
 
 
 def _lines(path: Path) -> list[str]:

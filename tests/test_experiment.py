@@ -14,7 +14,7 @@ import pytest
 from conftest import Processes, job_of, wait_until
 from sample_tasks import Add, After, Count, Fail, Gate
 
-from xpmfs import experiment
+from xpmfs import experiment, status
 from xpmfs.errors import FailedExperiment
 from xpmfs.job import Job
 from xpmfs.queue import JobRef
@@ -39,6 +39,58 @@ def test_submission_writes_spec_status_queue_and_journal(ws: Path) -> None:
     journal = [orjson.loads(line) for line in (ws / "experiments" / "first" / "jobs.jsonl").read_bytes().splitlines()]
     assert journal[0]["job"] == job.ref.relpath
     assert job.script_path.exists()
+
+
+def test_a_new_job_folder_is_created_whole_and_only_once(ws: Path) -> None:
+    with experiment(ws, "first", wait=False, workers=0):
+        output = Add.C(x=1, y=2).submit()
+    job = job_of(ws, output)
+    before = {path.name: path.read_bytes() for path in (job.spec_path, job.xpm_dir / "status.json", job.script_path)}
+    assert os.stat(job.script_path).st_mode & 0o111, "the script must be executable"
+    spec = job.read_spec()
+    # A second creation of the same job (another experiment, which lost the race) changes nothing.
+    assert not job.create(spec, status.initial(State.READY), sys.executable)
+    after = {path.name: path.read_bytes() for path in (job.spec_path, job.xpm_dir / "status.json", job.script_path)}
+    assert after == before
+    assert sorted(os.listdir(job.path.parent)) == [job.path.name], "the loser's temporary folder must be gone"
+    with pytest.raises(ValueError, match="not running"):
+        status.initial(State.RUNNING)
+
+
+RACE = """
+import os, sys, time
+from xpmfs import experiment
+from sample_tasks import Add
+
+ws, name, start = sys.argv[1:]
+with experiment(ws, name, wait=False, workers=0):
+    while not os.path.exists(start):  # all four start submitting at once
+        time.sleep(0.001)
+    for x in range(100):
+        Add.C(x=x).submit()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_experiments_racing_to_submit_the_same_jobs_create_each_once(ws: Path, tmp_path: Path) -> None:
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    start = tmp_path / "start"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, str(script), str(ws)]
+    racers = [subprocess.Popen([*command, f"racer{n}", str(start)], env=env, stderr=subprocess.PIPE) for n in range(4)]
+    wait_until(lambda: len(os.listdir(ws / "experiments")) == 4 if (ws / "experiments").exists() else False, timeout=30)
+    start.write_text("")
+    for racer in racers:
+        _, stderr = racer.communicate(timeout=45)
+        assert racer.returncode == 0, stderr.decode()
+    folder = ws / "jobs" / "sample_tasks.add"
+    assert sorted(os.listdir(folder)) == sorted(Add.C(x=x).__identifier__() for x in range(100))
+    for jobid in os.listdir(folder):
+        xpm = folder / jobid / "__xpm__"
+        assert orjson.loads((xpm / "status.json").read_bytes())["state"] == "ready"
+        assert not (xpm / "history.jsonl").exists(), "a racer must not reset a status another racer created"
+    assert len(os.listdir(ws / "queue")) == 100
 
 
 def test_chain_runs_in_order_and_results_are_found_again(ws: Path, processes: Processes) -> None:

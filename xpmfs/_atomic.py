@@ -28,21 +28,34 @@ def _temp_name(path: Path) -> Path:
 def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
     temp = _temp_name(path)
     try:
-        return _write_new(temp, data, fsync=fsync)
+        write_new(temp, data, fsync=fsync)
     except OSError as error:
-        if isinstance(error, WorkspaceError) or error.errno not in _SPACE_ERRORS:
-            raise
-        # os.write's error names no file: say which, and what to do. Nothing was replaced.
-        raise WorkspaceError(
-            path,
-            f"cannot be written ({error.strerror})",
-            "free space on that file system (or raise its quota)",
-            errno=error.errno,
-        ) from error
+        raise space_error(path, error) from error
+    return temp
 
 
-def _write_new(temp: Path, data: bytes, *, fsync: bool) -> Path:
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+def space_error(path: Path | str, error: OSError) -> OSError:
+    """``error`` as a :class:`WorkspaceError` naming ``path`` when the disk is full, else ``error``.
+
+    ``os.write``'s error names no file: this says which one, and what to do.
+    """
+    if isinstance(error, WorkspaceError) or error.errno not in _SPACE_ERRORS:
+        return error
+    return WorkspaceError(
+        Path(path),
+        f"cannot be written ({error.strerror})",
+        "free space on that file system (or raise its quota)",
+        errno=error.errno,
+    )
+
+
+def write_new(temp: Path | str, data: bytes, *, fsync: bool = False, mode: int = 0o644) -> None:
+    """Create the file ``temp`` (which must not exist) holding ``data``; on failure, leave no file.
+
+    Not atomic by itself: only for a name nobody reads yet (a temporary file, or a file in a
+    folder that is renamed into place once complete).
+    """
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
         while view:
@@ -55,7 +68,6 @@ def _write_new(temp: Path, data: bytes, *, fsync: bool) -> Path:
             os.unlink(temp)
         raise
     os.close(fd)
-    return temp
 
 
 def write_bytes(path: Path, data: bytes, *, fsync: bool = False) -> None:

@@ -11,8 +11,8 @@ Points, in the order a job meets them:
 =========================  ==========  ===================================================
 point                      process     reached
 =========================  ==========  ===================================================
-``submit.after-spec``      experiment  spec and ``<name>.py`` written; no status, no entry
-``submit.after-status``    experiment  status written (lock held); no queue entry
+``submit.after-spec``      experiment  job folder in place (spec, status, script); no entry
+``submit.after-status``    experiment  a failed job resubmitted: status reset (lock held); no entry
 ``submit.after-queue``     experiment  queue entry written; no journal line
 ``claim.after-lock``       worker      job lock taken; nothing written
 ``claim.after-spawn``      worker      runner started (it dies with the worker)

@@ -52,6 +52,7 @@ Kind = Literal[
     "not-queued",  # spec without queue entry and without terminal marker
     "temp-file",  # a .tmp-* file left by a writer that died before its rename
     "trash",  # a .trash-* folder left by a clean that died before deleting it
+    "temp-folder",  # a .tmp-* job folder left by a submission that died before renaming it into place
     "stale-worker",  # a worker registration whose worker is dead
     "stale-cancel",  # a cancel request left on a job that is not running: it would kill the next run
 ]
@@ -112,7 +113,7 @@ def check(
             problem = _stale_run(job, fix, remote=None)
             if problem is not None:
                 problems.append(problem)
-    problems += _check_trash(ws, fix, now)
+    problems += _check_type_folders(ws, fix, now)
     for folder in _service_folders(ws):
         problems += _check_temp_files(folder, fix, now)
     return problems
@@ -470,7 +471,7 @@ def _check_temp_files(folder: Path, fix: bool, now: float) -> list[Problem]:
     return problems
 
 
-def _check_trash(ws: Workspace, fix: bool, now: float) -> list[Problem]:
+def _check_type_folders(ws: Workspace, fix: bool, now: float) -> list[Problem]:
     problems = []
     try:
         typeids = sorted(os.listdir(ws.jobs_dir))
@@ -479,16 +480,23 @@ def _check_trash(ws: Workspace, fix: bool, now: float) -> list[Problem]:
     for typeid in typeids:
         folder = ws.jobs_dir / typeid
         try:
-            trash = sorted(path for path in folder.iterdir() if path.name.startswith(TRASH_PREFIX))
+            debris = sorted(path for path in folder.iterdir() if path.name.startswith(_DEBRIS))
         except (FileNotFoundError, NotADirectoryError):
             continue
-        for path in trash:
+        for path in debris:
             if _age(path, now) <= GRACE:
-                continue  # a clean deleting it right now
+                continue  # a clean deleting it, or a submission building it, right now
             if fix:
                 shutil.rmtree(path, ignore_errors=True)
-            problems.append(Problem(path, "trash", "a removed job's folder that an interrupted clean left", fix))
+            if path.name.startswith(TRASH_PREFIX):
+                problems.append(Problem(path, "trash", "a removed job's folder that an interrupted clean left", fix))
+            else:
+                message = "a new job's folder that an interrupted submission left (re-running submits it)"
+                problems.append(Problem(path, "temp-folder", message, fix))
     return problems
+
+
+_DEBRIS = (TRASH_PREFIX, _atomic.TMP_PREFIX)  # what clean and submissions leave in a type's folder
 
 
 def _age(path: Path, now: float) -> float:

@@ -38,7 +38,7 @@ from .journal import Journal
 from .lock import JobLock, LockMode, LockStatus
 from .outputs import OutputFollower
 from .queue import JobRef
-from .settings import launcher_for
+from .settings import launcher_for, max_retries_for
 from .status import State
 from .watch import Watcher
 from .workspace import Workspace
@@ -114,6 +114,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.rescan = rescan
         self.launcher = launcher if launcher is not None else launcher_for(self.workspace.path)
+        # Read once, like the launcher: settings edited during a run apply to the next one.
+        self.max_retries = max_retries_for(self.workspace.path)
         self.path = self.workspace.experiment_path(name)
         self.jobs: dict[JobRef, JobHandle] = {}
         self._lock: JobLock | None = None
@@ -226,8 +228,6 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     ) -> Any:
         from .config import ResumableTask, dependencies, submit_hooks, tags, task_outputs_of, typeid
         from .serialization import to_dict
-        from .settings import max_retries_for
-
         if options:
             raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
         if launcher is None:
@@ -249,18 +249,23 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 sorted({f"{typeid(dep)}/{dep.__identifier__()}" for dep in dependencies(task, init_tasks or ())})
             ),
             launcher=_launcher_record(launcher),
-            max_retries=max_retries_for(self.workspace.path) if max_retries is None else max_retries,
+            max_retries=self.max_retries if max_retries is None else max_retries,
             resumable=isinstance(task, ResumableTask),
             python=sys.executable,
             sys_path=_import_path(),
             environ=dict(handle.environ),
             submitted=time.time(),
         )
-        if not job.write_spec(spec):
-            self._repair_spec(job, spec)
-        job.write_script(sys.executable)
-        crash_point("submit.after-spec")
-        self._enqueue(job, spec)
+        if not job.path.exists() and job.create(spec, status.initial(_initial_state(spec)), sys.executable):
+            crash_point("submit.after-spec")
+            queue.add(self.workspace.queue_dir, job.ref)
+        else:
+            # Known already (a re-run, another experiment, a crash half-way through a submission).
+            if not job.write_spec(spec):
+                self._repair_spec(job, spec)
+            job.write_script(sys.executable)
+            crash_point("submit.after-spec")
+            self._enqueue(job, spec)
         crash_point("submit.after-queue")
         assert self._journal is not None
         self._journal.append(
@@ -283,7 +288,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
 
     def _enqueue(self, job: Job, spec: Spec) -> None:
         """Give the job a status and a queue entry, unless it is done or being run."""
-        initial = State.WAITING if spec.dependencies else State.READY
+        if job.marker() is State.DONE:
+            return  # done stays done: no need to wait for its lock
         lock = job.lock()
         while not lock.try_acquire():
             marker = job.marker()
@@ -306,7 +312,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             if marker is State.FAILED or current is None:
                 job.clear_cancel()
                 # A resubmission grants the retries again, as `xpmfs retry` does.
-                status.transition(job.xpm_dir, initial, retry_count=0)
+                status.transition(job.xpm_dir, _initial_state(spec), retry_count=0)
                 crash_point("submit.after-status")
         finally:
             lock.release()
@@ -392,6 +398,10 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 watcher.wait(1.0)
         if failures:
             raise FailedExperiment(self.name, failures, logs)
+
+
+def _initial_state(spec: Spec) -> State:
+    return State.WAITING if spec.dependencies else State.READY
 
 
 def _launcher_record(launcher: Any) -> dict[str, Any]:

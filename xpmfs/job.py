@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,8 +193,40 @@ class Job:
 
     # -- writing ---------------------------------------------------------------------------
 
+    def create(self, spec: Spec, first: status.Status, python: str) -> bool:
+        """Create the job's folder whole, unless it exists; return whether this call created it.
+
+        The folder is built under a temporary name next to its final place (``.tmp-<jobid>.*``,
+        which scanners skip) and renamed into place, so a job folder that anyone can see always
+        holds its spec, its first status and its script. ``rename`` of a folder onto a name that
+        exists fails: only one of several concurrent submitters creates the job. One ``mkdir`` and
+        three plain file creations in a folder nobody reads replace three atomic writes and a lock.
+        """
+        path = str(self.path)
+        parent, _, jobid = path.rpartition("/")
+        temp = f"{parent}/{_atomic.TMP_PREFIX}{jobid}.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            os.mkdir(temp)
+        except FileNotFoundError:
+            os.makedirs(parent, exist_ok=True)  # the type's first job
+            os.mkdir(temp)
+        try:
+            os.mkdir(f"{temp}/{XPM_DIR}")
+            _atomic.write_new(f"{temp}/{XPM_DIR}/{SPEC_FILE}", _atomic.dumps(spec.to_json()))
+            _atomic.write_new(f"{temp}/{XPM_DIR}/{status.STATUS_FILE}", _atomic.dumps(first.to_json()))
+            _atomic.write_new(f"{temp}/{self.name}.py", self._script(python), mode=0o755)
+            os.rename(temp, path)
+        except OSError as error:
+            shutil.rmtree(temp, ignore_errors=True)
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                return False
+            raise _atomic.space_error(path, error) from error
+        return True
+
     def write_spec(self, spec: Spec) -> bool:
         """Write the spec unless one exists (specs are immutable); return whether this call wrote it."""
+        if self.spec_path.exists():
+            return False  # the common case (a re-run): no temporary file to write and throw away
         try:
             # The common case first: the type's folder exists, the job's does not (two mkdir
             # calls, where mkdir(parents=True) makes four: submitting is mostly file creation).
@@ -214,15 +248,17 @@ class Job:
             pass
 
     def write_script(self, python: str) -> None:
-        """Write ``<name>.py``, which runs the job again when started by hand."""
-        text = (
+        """Write ``<name>.py``, which runs the job again when started by hand, unless it exists."""
+        if not self.script_path.exists():
+            _atomic.write_bytes(self.script_path, self._script(python))
+            self.script_path.chmod(0o755)
+
+    def _script(self, python: str) -> bytes:
+        return (
             f"#!{python}\n"
             f"# Runs job {self.ref} of the xpmfs workspace {self.workspace.path}.\n"
             "# Started by hand (`python <this file>`), it takes the job's lock and runs it here.\n"
             "import sys\n"
             "from xpmfs.runner import main\n"
             "sys.exit(main(__file__))\n"
-        )
-        if not self.script_path.exists():
-            _atomic.write_bytes(self.script_path, text.encode())
-            self.script_path.chmod(0o755)
+        ).encode()

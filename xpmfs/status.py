@@ -92,7 +92,7 @@ class Status:
     cluster_id: str | None = None  # e.g. the SLURM job id
 
     def to_json(self) -> dict[str, Any]:
-        record = dataclasses.asdict(self)
+        record = {name: getattr(self, name) for name in _STATUS_FIELDS}  # flat: asdict's deep copy is slow
         record["state"] = self.state.value
         record["reason"] = self.reason.value if self.reason else None
         return record
@@ -110,6 +110,9 @@ class Status:
             raise CorruptedError(
                 path, f"is not a valid job status ({error})", "run `xpmfs check --fix` on the workspace"
             ) from error
+
+
+_STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(Status))
 
 
 def read(xpm_dir: Path) -> Status | None:
@@ -148,6 +151,17 @@ def read_failure(xpm_dir: Path) -> dict[str, Any]:
 
 class TransitionError(WorkspaceError):
     """A state change that the state machine forbids (a bug, or a job changed under our feet)."""
+
+
+def initial(to: State) -> Status:
+    """The status a new job starts in; :meth:`xpmfs.job.Job.create` writes it with the job's spec.
+
+    The only change of state made without the job's lock, and it needs none: the status is written
+    inside a folder that nobody can see, let alone lock, until it is renamed into place.
+    """
+    if to not in _ALLOWED[None]:
+        raise ValueError(f"a new job starts waiting or ready, not {to.value}")
+    return Status(state=to, updated=time.time())
 
 
 def transition(xpm_dir: Path, to: State, **fields: Any) -> Status:
