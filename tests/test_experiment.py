@@ -72,18 +72,21 @@ with experiment(ws, name, wait=False, workers=0):
 
 
 @pytest.mark.timeout(60)
-def test_experiments_racing_to_submit_the_same_jobs_create_each_once(ws: Path, tmp_path: Path) -> None:
+def test_experiments_racing_to_submit_the_same_jobs_create_each_once(
+    ws: Path, tmp_path: Path, processes: Processes
+) -> None:
     script = tmp_path / "race.py"
     script.write_text(RACE)
     start = tmp_path / "start"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, str(script), str(ws)]
-    racers = [subprocess.Popen([*command, f"racer{n}", str(start)], env=env, stderr=subprocess.PIPE) for n in range(4)]
+    logs = [tmp_path / f"racer{n}.log" for n in range(4)]
+    racers = [
+        processes.start([sys.executable, str(script), str(ws), f"racer{n}", str(start)], log=log)
+        for n, log in enumerate(logs)
+    ]
     wait_until(lambda: len(os.listdir(ws / "experiments")) == 4 if (ws / "experiments").exists() else False, timeout=30)
     start.write_text("")
-    for racer in racers:
-        _, stderr = racer.communicate(timeout=45)
-        assert racer.returncode == 0, stderr.decode()
+    for racer, log in zip(racers, logs, strict=True):
+        assert racer.wait(timeout=45) == 0, log.read_text()
     folder = ws / "jobs" / "sample_tasks.add"
     assert sorted(os.listdir(folder)) == sorted(Add.C(x=x).__identifier__() for x in range(100))
     for jobid in os.listdir(folder):

@@ -16,6 +16,7 @@ jobs keep running if the script dies). On leaving the block it waits for its job
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import socket
@@ -51,6 +52,7 @@ RUNS_DIR = "runs"
 RUN_FILE = "run.json"
 EMBEDDED_IDLE_EXIT = 3.0
 WORKER_CHECK_INTERVAL = 1.0  # seconds between looks for a live worker
+WAIT_COALESCE = 0.02  # seconds: the least time between two looks at the jobs while waiting
 _LOCK_RETRY = 0.01
 
 
@@ -358,17 +360,23 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         failures: dict[str, str] = {}
         logs: dict[str, str] = {}
         finished: dict[JobRef, str] = {}  # ended jobs and their state (the marker's)
+        pending: dict[str, tuple[JobRef, JobHandle]] = {}  # unfinished jobs, by queue entry name
         shown_failures = 0
+        last_pass = time.monotonic()
         with Watcher([self.workspace.queue_dir], rescan=self.rescan) as watcher, StatusLine(self.name) as line:
             while True:
                 with self._jobs_lock:
                     jobs = list(self.jobs.items())
-                for ref, handle in jobs:
-                    if ref in finished:
-                        continue
+                for ref, handle in itertools.islice(jobs, len(finished) + len(pending), None):
+                    pending[ref.entry_name] = (ref, handle)
+                # A job's queue entry goes only after its terminal marker exists: one listing of
+                # queue/ spares a marker lookup per unfinished job on every wake-up.
+                for name in pending.keys() - queue.names(self.workspace.queue_dir):
+                    ref, handle = pending[name]
                     marker = handle.job.marker()
                     if marker is None:
                         continue
+                    del pending[name]
                     finished[ref] = marker.value
                     if marker is State.FAILED:
                         failure = status.read_failure(handle.job.xpm_dir)
@@ -395,7 +403,10 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                             break
                     continue
                 self._ensure_workers()
+                # Let a burst of queue events (many short jobs ending) coalesce into one pass.
+                time.sleep(max(0.0, last_pass + WAIT_COALESCE - time.monotonic()))
                 watcher.wait(1.0)
+                last_pass = time.monotonic()
         if failures:
             raise FailedExperiment(self.name, failures, logs)
 

@@ -67,6 +67,14 @@ def remove(queue_dir: Path, ref: JobRef) -> None:
         pass
 
 
+def names(queue_dir: Path) -> set[str]:
+    """The names of all entries (temporary files included): one listing, no ``stat``."""
+    try:
+        return set(os.listdir(queue_dir))
+    except FileNotFoundError:
+        return set()
+
+
 def contains(queue_dir: Path, ref: JobRef) -> bool:
     return (queue_dir / ref.entry_name).exists()
 
