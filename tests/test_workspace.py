@@ -7,13 +7,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import wait_until
 
 from xpmfs import status
 from xpmfs.errors import CorruptedError, FormatError, WorkspaceError
 from xpmfs.journal import Journal, read
 from xpmfs.lock import LockMode
-from xpmfs.queue import JobRef, add, contains, remove, scan
+from xpmfs.queue import Entries, JobRef, add, contains, remove, scan
 from xpmfs.status import Reason, State, TransitionError, transition
+from xpmfs.watch import Watcher
 from xpmfs.workspace import Workspace
 
 
@@ -139,6 +141,48 @@ def test_queue_entries(tmp_path: Path) -> None:
     remove(tmp_path, ref)
     remove(tmp_path, ref)
     assert list(scan(tmp_path)) == []
+
+
+def test_queue_view_keeps_submission_order_from_listings_and_from_reported_changes(tmp_path: Path) -> None:
+    refs = [JobRef("my.task", f"{n:064x}") for n in range(4)]
+    for n, ref in enumerate(refs[:3]):
+        add(tmp_path, ref)
+        os.utime(tmp_path / ref.entry_name, (1000 + n, 1000 + n))  # submitted in this order
+    (tmp_path / ".tmp-junk").write_text("")
+    entries = Entries(tmp_path)
+    entries.refresh()
+    assert [ref for _, ref in entries] == refs[:3]
+    # Changes as inotify reports them: one entry gone, one new (older than the rest), one noise.
+    remove(tmp_path, refs[1])
+    add(tmp_path, refs[3])
+    os.utime(tmp_path / refs[3].entry_name, (999, 999))
+    entries.refresh([refs[1].entry_name, refs[3].entry_name, ".tmp-junk", "gone-already"])
+    assert [ref for _, ref in entries] == [refs[3], refs[0], refs[2]]
+    assert entries.excluding({refs[0].entry_name}) == [(refs[3].entry_name, refs[3]), (refs[2].entry_name, refs[2])]
+    # A change nobody reported (another NFS client) shows at the next full listing.
+    remove(tmp_path, refs[0])
+    entries.refresh([])
+    assert len(entries) == 3
+    entries.refresh()
+    assert [ref for _, ref in entries] == [refs[3], refs[2]]
+
+
+def test_watcher_reports_the_names_that_changed(tmp_path: Path) -> None:
+    with Watcher([tmp_path], rescan=60, track=True) as watcher:
+        watcher.wait(0)  # the first wait is a full rescan
+        (tmp_path / "a").write_text("")
+        (tmp_path / "b").write_text("")
+        os.rename(tmp_path / "b", tmp_path / "c")
+        wanted = {str(tmp_path / name) for name in "abc"}
+        seen: set[str] = set()
+
+        def all_seen() -> bool:
+            seen.update(watcher.take_changed())
+            return seen >= wanted
+
+        wait_until(all_seen, timeout=10, what="inotify to report a, b and c")
+        assert seen == wanted
+        assert watcher.take_changed() == set()
 
 
 def test_job_ref_round_trips() -> None:

@@ -371,7 +371,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                     pending[ref.entry_name] = (ref, handle)
                 # A job's queue entry goes only after its terminal marker exists: one listing of
                 # queue/ spares a marker lookup per unfinished job on every wake-up.
-                for name in pending.keys() - queue.names(self.workspace.queue_dir):
+                for name in pending.keys() - queue.names_in(self.workspace.queue_dir):
                     ref, handle = pending[name]
                     marker = handle.job.marker()
                     if marker is None:

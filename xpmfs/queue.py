@@ -7,17 +7,21 @@ exists), so a crash between steps leaves an entry whose job a rescan finishes or
 
 from __future__ import annotations
 
+import bisect
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, KeysView
+from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import NamedTuple
 
 SEPARATOR = "~"
 
 
-@dataclass(frozen=True, order=True)
-class JobRef:
-    """A job's address in the workspace: its type id and identifier."""
+class JobRef(NamedTuple):
+    """A job's address in the workspace: its type id and identifier.
+
+    A named tuple: workers hash and compare these on every pass, and a tuple does that in C.
+    """
 
     typeid: str
     jobid: str
@@ -67,8 +71,8 @@ def remove(queue_dir: Path, ref: JobRef) -> None:
         pass
 
 
-def names(queue_dir: Path) -> set[str]:
-    """The names of all entries (temporary files included): one listing, no ``stat``."""
+def names_in(queue_dir: Path) -> set[str]:
+    """The names in the queue folder (temporary files included): one listing, no ``stat``."""
     try:
         return set(os.listdir(queue_dir))
     except FileNotFoundError:
@@ -105,3 +109,78 @@ def scan(queue_dir: Path, mtimes: dict[JobRef, float] | None = None) -> Iterator
     if mtimes is not None:
         for gone in mtimes.keys() - seen:
             del mtimes[gone]
+
+
+class Entries:
+    """The entries of a queue folder, oldest first, kept up to date with one listing per refresh.
+
+    A worker looks at the queue on every wake-up; re-reading and re-sorting a thousand entries
+    each time cost more than running the jobs. Entries are never modified, only created and
+    removed, so each new name costs one ``stat`` (its time, the submission order) once.
+    """
+
+    def __init__(self, queue_dir: Path) -> None:
+        self._dir = queue_dir
+        self._refs: dict[str, JobRef] = {}  # entry name -> job
+        self._order: list[tuple[float, str]] = []  # (mtime, entry name), sorted
+        self._ignored: set[str] = set()  # names that are not entries (temporary files...)
+
+    def refresh(self, changed: Iterable[str] | None = None) -> None:
+        """List the folder again; or, given the names ``changed`` since the last refresh (from
+        inotify), look at those alone: one ``stat`` each instead of a listing of the whole queue."""
+        if changed is None:
+            names = names_in(self._dir)
+            gone = self._refs.keys() - names
+            self._ignored &= names
+            new = names - self._refs.keys() - self._ignored
+        else:
+            gone, new = set(), set()
+            for name in changed:
+                if os.path.exists(os.path.join(self._dir, name)):
+                    new.add(name)
+                else:
+                    gone.add(name)
+            gone &= self._refs.keys()
+            new -= self._refs.keys()
+        if gone:
+            for name in gone:
+                del self._refs[name]
+            self._order = [item for item in self._order if item[1] in self._refs]
+        added = []
+        for name in new:
+            ref = JobRef.from_entry_name(name)
+            if ref is None:
+                self._ignored.add(name)
+                continue
+            try:
+                mtime = os.stat(os.path.join(self._dir, name)).st_mtime
+            except FileNotFoundError:  # removed since the listing
+                continue
+            self._refs[name] = ref
+            added.append((mtime, name))
+        if len(added) > 8:
+            self._order.extend(added)
+            self._order.sort()
+        else:
+            for item in added:
+                bisect.insort(self._order, item)
+
+    def __iter__(self) -> Iterator[tuple[str, JobRef]]:
+        """``(entry name, job)``, oldest entry first, as of the last :meth:`refresh`."""
+        refs = self._refs
+        return ((name, refs[name]) for _mtime, name in self._order if name in refs)
+
+    def excluding(self, first: AbstractSet[str], second: AbstractSet[str] = frozenset()) -> list[tuple[str, JobRef]]:
+        """Like iterating, without the entries named in ``first`` or ``second``."""
+        refs = self._refs
+        return [
+            (name, refs[name])
+            for _mtime, name in self._order
+            if name in refs and name not in first and name not in second
+        ]
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def names(self) -> KeysView[str]:
+        return self._refs.keys()

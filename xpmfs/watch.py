@@ -7,6 +7,7 @@ inotify never reports what another NFS client (or a FUSE mount's backing path) c
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -17,22 +18,32 @@ from watchdog.observers import Observer
 
 
 class _Wake(FileSystemEventHandler):
-    def __init__(self, event: threading.Event) -> None:
+    def __init__(self, event: threading.Event, changed: set[str] | None, guard: threading.Lock) -> None:
         self._event = event
+        self._changed = changed
+        self._guard = guard
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type not in ("opened", "closed_no_write"):
-            self._event.set()
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        if self._changed is not None and event.event_type in ("created", "deleted", "moved"):
+            with self._guard:
+                self._changed.add(os.fsdecode(event.src_path))
+                if event.event_type == "moved":
+                    self._changed.add(os.fsdecode(event.dest_path))
+        self._event.set()
 
 
 class Watcher:
     """Wakes :meth:`wait` when something changes in ``folders`` or ``rescan`` seconds have passed."""
 
-    def __init__(self, folders: Iterable[Path], *, rescan: float) -> None:
+    def __init__(self, folders: Iterable[Path], *, rescan: float, track: bool = False) -> None:
         self.rescan = rescan
         self.event = threading.Event()
         self._observer = Observer()
-        handler = _Wake(self.event)
+        self._guard = threading.Lock()
+        self._changed: set[str] | None = set() if track else None
+        handler = _Wake(self.event, self._changed, self._guard)
         for folder in folders:
             self._observer.schedule(handler, str(folder), recursive=False)
         self._next_rescan = 0.0
@@ -52,6 +63,19 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def take_changed(self) -> set[str]:
+        """Paths created, removed or renamed in the folders since the last call (``track=True``).
+
+        Only what inotify reported: a change another NFS client made is not in it, which is why
+        callers list their folders anyway when :meth:`wait` says a full rescan is due.
+        """
+        if self._changed is None:
+            raise RuntimeError("this Watcher was created without track=True")
+        with self._guard:
+            changed = set(self._changed)
+            self._changed.clear()
+        return changed
 
     def wake(self) -> None:
         """Wake the waiter now (from another thread, or a signal handler)."""

@@ -67,7 +67,7 @@ class Worker:
     _running: dict[JobRef, _Running] = field(default_factory=dict)
     _specs: dict[JobRef, Spec] = field(default_factory=dict)  # specs are immutable: cache them
     _done: set[str] = field(default_factory=set)  # dependencies seen done ("<typeid>/<jobid>")
-    _entries: dict[JobRef, float] = field(default_factory=dict)  # queue entries' mtimes (never change)
+    _direct: set[str] = field(default_factory=set)  # queue entries of jobs run here (not SLURM's)
     _pass_markers: dict[str, State | None] = field(default_factory=dict)  # dependencies' markers, this pass
     _reported: set[JobRef] = field(default_factory=set)  # damaged jobs already reported
     _stopping: bool = False
@@ -77,11 +77,14 @@ class Worker:
     _retry_soon: bool = False  # a claim met a lock held only briefly: rescan without waiting for events
     _zygote: Zygote | None = None
 
+    def __post_init__(self) -> None:
+        self._entries = queue.Entries(self.workspace.queue_dir)
+
     def run(self) -> int:
         """Work until stopped (signal) or idle for ``idle_exit`` seconds; return the exit code."""
         record, record_path = heartbeat.register(self.workspace.workers_dir, jobs=self.jobs, heartbeat=self.heartbeat)
         self.name = record.name
-        watcher = Watcher([self.workspace.queue_dir], rescan=self.rescan)
+        watcher = Watcher([self.workspace.queue_dir], rescan=self.rescan, track=True)
         self._watcher = watcher
         self._install_signal_handlers()
         log.info("worker %s: %d slot(s) on %s", self.name, self.jobs, self.workspace.path)
@@ -157,53 +160,75 @@ class Worker:
         """Claim and start runnable jobs while slots are free, hand SLURM jobs to sbatch, and (on a
         full rescan) follow the SLURM jobs in flight; return how many jobs keep this worker busy."""
         self._pass_markers.clear()
-        entries = sorted(queue.scan(self.workspace.queue_dir, self._entries), key=lambda item: (item[1], item[0]))
+        # A full rescan lists queue/; other passes look only at the entries inotify said changed.
+        self._entries.refresh(None if full else (os.path.basename(path) for path in self._watcher.take_changed()))
         cluster = self._cluster_problem() is None
         runnable = 0
         followed: list[tuple[Job, Spec, status.Status]] = []
-        for ref, _mtime in entries:
-            full_up = len(self._running) >= self.jobs
-            if full_up and not cluster:
-                return runnable + 1
-            if ref in self._running:
-                continue
-            known = self._specs.get(ref)
-            if full_up and known is not None and not slurm.is_slurm(known.launcher):
-                runnable += 1  # a direct job waits for a slot
-                continue
-            job = Job(self.workspace, ref)
-            if job.marker() is not None:
-                self._clean_finished(job)
-                continue
-            spec = self._spec(job)
-            if spec is None:
-                continue
-            kind = spec.launcher.get("type", DirectLauncher.TYPE)
-            if kind == SlurmLauncher.TYPE:
-                if cluster:
-                    try:
-                        runnable += self._schedule_cluster(job, spec, followed)
-                    except Error as error:
-                        self._report(job, error)
-                continue
-            if kind != DirectLauncher.TYPE:
-                self._report(job, WorkspaceError(job.spec_path, f"unknown launcher {kind!r}", "upgrade xpmfs"))
-                continue
-            if full_up:
-                runnable += 1
-                continue
-            verdict = self._dependencies(spec)
-            if verdict is State.WAITING:
-                continue
-            runnable += 1
+        seen: set[str] = set()
+        for name, ref in self._entries:  # oldest first, while a slot is free
+            if len(self._running) >= self.jobs:
+                break
+            seen.add(name)
+            runnable += self._consider(name, ref, cluster, followed, full_up=False)
+        else:
+            return self._end_pass(runnable, followed, full)
+        if not cluster:
+            return runnable + 1
+        # Every slot is taken: only jobs that need none (SLURM's) can go on. Jobs known to run
+        # here are skipped without a look: thousands of them wait in a busy queue.
+        for name, ref in self._entries.excluding(self._direct, seen):
+            runnable += self._consider(name, ref, cluster, followed, full_up=True)
+        return self._end_pass(runnable, followed, full)
+
+    def _consider(
+        self, name: str, ref: JobRef, cluster: bool, followed: list[tuple[Job, Spec, status.Status]], *, full_up: bool
+    ) -> int:
+        """Start, submit or note the job of queue entry ``name``; 1 if it keeps this worker busy."""
+        if ref in self._running:
+            return 0
+        job = Job(self.workspace, ref)
+        if job.marker() is not None:
+            self._clean_finished(job)
+            return 0
+        spec = self._spec(job)
+        if spec is None:
+            return 0
+        kind = spec.launcher.get("type", DirectLauncher.TYPE)
+        if kind == SlurmLauncher.TYPE:
+            if not cluster:
+                return 0
             try:
-                self._claim(job, spec)
+                return self._schedule_cluster(job, spec, followed)
             except Error as error:
-                # One damaged job (unreadable status, ...) must not stop the worker: say it once.
                 self._report(job, error)
+                return 0
+        if kind != DirectLauncher.TYPE:
+            self._report(job, WorkspaceError(job.spec_path, f"unknown launcher {kind!r}", "upgrade xpmfs"))
+            return 0
+        self._direct.add(name)
+        if full_up:
+            return 1
+        if self._dependencies(spec) is State.WAITING:
+            return 0
+        try:
+            self._claim(job, spec)
+        except Error as error:
+            # One damaged job (unreadable status, ...) must not stop the worker: say it once.
+            self._report(job, error)
+        return 1
+
+    def _end_pass(self, runnable: int, followed: list[tuple[Job, Spec, status.Status]], full: bool) -> int:
         if followed and full:
             self._follow(followed)
+        self._forget_ended()
         return runnable
+
+    def _forget_ended(self) -> None:
+        """Drop what is cached about jobs whose entry is gone, once that is most of the cache."""
+        if len(self._specs) > 2 * len(self._entries) + 64:
+            self._specs = {ref: spec for ref, spec in self._specs.items() if ref.entry_name in self._entries.names()}
+            self._direct &= self._entries.names()
 
     def _report(self, job: Job, error: Error) -> None:
         if job.ref not in self._reported:

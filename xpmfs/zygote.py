@@ -26,6 +26,7 @@ the files it imported for tasks, and exits (code 75) when one changed; the worke
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import queue
@@ -92,10 +93,19 @@ def serve(sock: socket.socket) -> int:
                     if entry not in sys.path:
                         sys.path.insert(0, entry)
                 for ref in request.get("preload", ()):
-                    _watch(load_class(ref, "preload"), watched)
+                    cls = load_class(ref, "preload")
+                    _watch(cls, watched)
+                    _resolve_fields(cls)
             except Exception as error:  # the task's module does not import: let the fresh path report it
                 send({"job": request["job"], "error": f"{type(error).__name__}: {error}"})
                 continue
+            try:
+                runner.open_workspace_of(request["job"])
+            except Exception:  # a damaged format file: the fork reports it in its job
+                pass
+            # Objects that exist now are never collected in a fork: leave them out of its GC passes,
+            # which would otherwise touch (and so copy) every page of the heap.
+            gc.freeze()
             pid = os.fork()
             if pid == 0:
                 _child(request, runner, (sock.fileno(), wake_read, wake_write))
@@ -134,6 +144,17 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...]) -> 
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _resolve_fields(cls: Any) -> None:
+    """Resolve a configuration class's fields once here, not in every fork (it evaluates annotations)."""
+    from ._classinfo import class_info, is_config_class
+
+    if is_config_class(cls):
+        try:
+            class_info(cls)
+        except Exception:  # the fork meets the same error and reports it in its job
+            pass
 
 
 def _watch(cls: Any, watched: dict[str, float]) -> None:
