@@ -81,11 +81,26 @@ def test_transitions_write_status_then_marker(tmp_path: Path) -> None:
 def test_failed_marker_holds_reason(tmp_path: Path) -> None:
     transition(tmp_path, State.WAITING)
     transition(tmp_path, State.FAILED, reason=Reason.DEPENDENCY, message="dependency x failed")
-    assert status.read_failure(tmp_path) == {
-        "reason": "dependency",
-        "message": "dependency x failed",
-        "ended": status.read(tmp_path).ended,  # type: ignore[union-attr]
-    }
+    failure = status.read_failure(tmp_path)
+    assert (failure["reason"], failure["message"]) == ("dependency", "dependency x failed")
+    assert failure["ended"] == status.read(tmp_path).ended  # type: ignore[union-attr]
+    # The marker is the final status itself (a hard link): one atomic call.
+    assert os.path.samefile(tmp_path / status.FAILED_MARKER, tmp_path / status.STATUS_FILE)
+
+
+def test_a_marker_survives_the_next_status_and_a_copy_replaces_a_link_that_fails(tmp_path: Path) -> None:
+    transition(tmp_path, State.READY)
+    transition(tmp_path, State.RUNNING)
+    transition(tmp_path, State.DONE)
+    done = orjson.loads((tmp_path / status.DONE_MARKER).read_bytes())
+    assert done["state"] == "done" and done["ended"] is not None
+    transition(tmp_path, State.READY)  # a resubmission: the marker goes first, the status is replaced
+    assert not (tmp_path / status.DONE_MARKER).exists()
+    transition(tmp_path, State.RUNNING)
+    (tmp_path / status.FAILED_MARKER).write_bytes(b"left by hand")  # link(2) fails on an existing name
+    transition(tmp_path, State.FAILED, message="boom")
+    assert status.read_failure(tmp_path)["reason"] == "error"  # the copy; a null reason reads as error
+    assert status.read_failure(tmp_path)["message"] == "boom"
 
 
 def test_resubmission_clears_marker_and_keeps_history(tmp_path: Path) -> None:

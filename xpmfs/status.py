@@ -141,12 +141,16 @@ def terminal_marker(xpm_dir: Path) -> State | None:
 
 
 def read_failure(xpm_dir: Path) -> dict[str, Any]:
-    """The content of the ``failed`` marker (``{"reason": ..., "message": ...}``); tolerant of damage."""
+    """The content of the ``failed`` marker (``reason``, ``message``, ``ended``...); tolerant of damage."""
     try:
         record = orjson.loads((xpm_dir / FAILED_MARKER).read_bytes())
-        return record if isinstance(record, dict) else {"reason": Reason.ERROR.value}
     except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
         return {"reason": Reason.ERROR.value}
+    if record.get("reason") is None:
+        record["reason"] = Reason.ERROR.value
+    return record
 
 
 class TransitionError(WorkspaceError):
@@ -215,14 +219,23 @@ def transition(xpm_dir: Path, to: State, **fields: Any) -> Status:
     _atomic.write_json(xpm_dir / STATUS_FILE, status.to_json())
     if to.terminal:
         crash_point("complete.after-status")
-    if to is State.DONE:
-        _atomic.write_json(xpm_dir / DONE_MARKER, {"ended": status.ended})
-    elif to is State.FAILED:
-        reason = status.reason or Reason.ERROR
-        _atomic.write_json(
-            xpm_dir / FAILED_MARKER, {"reason": reason.value, "message": status.message, "ended": status.ended}
-        )
+        _write_marker(xpm_dir, status)
     return status
+
+
+def _write_marker(xpm_dir: Path, status: Status) -> None:
+    """Create the terminal marker of ``status`` (just written to ``status.json``).
+
+    The marker is a hard link to that ``status.json``: one ``link`` call, atomic, and its content
+    is the final status (``ended``, ``reason``, ``message``...). A later ``status.json`` replaces
+    the name, not the file, so the marker keeps this content. Where links fail (a marker left in
+    place, a file system without them), the marker is written as a copy instead.
+    """
+    marker = xpm_dir / (DONE_MARKER if status.state is State.DONE else FAILED_MARKER)
+    try:
+        os.link(xpm_dir / STATUS_FILE, marker)
+    except OSError:
+        _atomic.write_json(marker, status.to_json())
 
 
 def complete_interrupted(xpm_dir: Path) -> State | None:
@@ -235,13 +248,7 @@ def complete_interrupted(xpm_dir: Path) -> State | None:
     current = read(xpm_dir)
     if current is None or not current.state.terminal or terminal_marker(xpm_dir) is not None:
         return None
-    if current.state is State.DONE:
-        _atomic.write_json(xpm_dir / DONE_MARKER, {"ended": current.ended})
-    else:
-        reason = current.reason or Reason.ERROR
-        _atomic.write_json(
-            xpm_dir / FAILED_MARKER, {"reason": reason.value, "message": current.message, "ended": current.ended}
-        )
+    _write_marker(xpm_dir, current)
     return current.state
 
 

@@ -52,6 +52,7 @@ class _Running:
     spec: Spec
     lock: JobLock
     process: subprocess.Popen[bytes] | ForkedProcess
+    env: dict[str, str]  # the runner's environment (to start it afresh if the zygote refuses it)
     released: bool = False  # we killed it to hand the job back
     lost: bool = False  # a peer took the lease (shared mode): the job is no longer ours to record
 
@@ -341,23 +342,26 @@ class Worker:
         env[ENV_PARENT_PID] = str(os.getpid())
         env[ENV_WORKER] = self.name
         env[ENV_CLAIMED] = repr(claimed)
-        process = self._fork_warm(job, spec, env)
-        if process is None:
-            mode = "ab" if spec.resumable else "wb"
-            with open(job.stdout_path, mode) as out, open(job.stderr_path, mode) as err:
-                process = subprocess.Popen(
-                    [spec.python, str(job.script_path)],
-                    cwd=job.path,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=env,
-                    start_new_session=True,
-                )
-            threading.Thread(target=self._await, args=(process,), daemon=True).start()
-        self._running[job.ref] = _Running(job, spec, lock, process)
+        process = self._fork_warm(job, spec, env) or self._start_fresh(job, spec, env)
+        self._running[job.ref] = _Running(job, spec, lock, process, env)
         crash_point("claim.after-spawn")
-        log.info("worker %s: started %s (pid %d)", self.name, job.ref, process.pid)
+        log.info("worker %s: started %s", self.name, job.ref)
+
+    def _start_fresh(self, job: Job, spec: Spec, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start the job's runner as a new interpreter, ``python <name>.py``."""
+        mode = "ab" if spec.resumable else "wb"
+        with open(job.stdout_path, mode) as out, open(job.stderr_path, mode) as err:
+            process = subprocess.Popen(
+                [spec.python, str(job.script_path)],
+                cwd=job.path,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
+        threading.Thread(target=self._await, args=(process,), daemon=True).start()
+        return process
 
     def _fork_warm(self, job: Job, spec: Spec, env: dict[str, str]) -> ForkedProcess | None:
         """Fork the job from the warm runner; ``None`` when it must (or could not) start fresh."""
@@ -546,6 +550,19 @@ class Worker:
             code = running.process.poll()
             if code is None:
                 continue
+            refused = getattr(running.process, "refused", None)
+            if refused is not None and not running.released and not running.lost:
+                # The zygote did not fork it (a task module changed, or does not import): the
+                # job never started; start it the fresh way, still under our lock.
+                log.info("worker %s: %s starts in a new interpreter (%s)", self.name, ref, refused)
+                env = dict(running.env)
+                env[ENV_PARENT_PID] = str(os.getpid())
+                try:
+                    running.process = self._start_fresh(running.job, running.spec, env)
+                    continue
+                except OSError as error:
+                    code = 1
+                    log.error("worker %s: cannot start %s: %s", self.name, ref, error)
             del self._running[ref]
             if running.lost:
                 running.lock.release()  # whoever took the lease records the job now, not us
@@ -608,7 +625,9 @@ def _same_python(python: str) -> bool:
     return os.path.abspath(python) == os.path.abspath(sys.executable)
 
 
-def _kill_group(pid: int, signum: int) -> None:
+def _kill_group(pid: int | None, signum: int) -> None:
+    if pid is None:
+        return  # a job the zygote refused: it never started
     try:
         os.killpg(pid, signum)
     except (ProcessLookupError, PermissionError):

@@ -16,7 +16,8 @@ Protocol (a Unix socket pair; one JSON line per message):
 * zygote → worker: ``{"job": ..., "pid": <child pid>}`` once forked, then
   ``{"pid": <child pid>, "exit": <code, negative for a signal>}`` when it ends; or
   ``{"job": ..., "error": "..."}`` when it could not fork (the worker then starts the job the
-  fresh way).
+  fresh way). Each request gets its reply in request order, and a child's reply always comes
+  before its exit, so the worker sends a request and goes on without waiting for the answer.
 
 Lifetimes: the zygote dies with its worker (``PR_SET_PDEATHSIG``) and each forked job dies with
 the zygote, so a worker's death still ends every run it holds the lock of. Imported task modules
@@ -26,10 +27,10 @@ the files it imported for tasks, and exits (code 75) when one changed; the worke
 
 from __future__ import annotations
 
+import collections
 import gc
 import json
 import os
-import queue
 import selectors
 import signal
 import socket
@@ -40,6 +41,8 @@ from collections.abc import Callable
 from typing import Any
 
 EXIT_STALE = 75
+REFUSED = -1000  # the return code of a job the zygote did not fork (it never ran)
+SPAWN_TIMEOUT = 30.0  # seconds to wait for the zygote's reply before giving up on a pid
 
 
 def serve(sock: socket.socket) -> int:
@@ -59,7 +62,6 @@ def serve(sock: socket.socket) -> int:
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ, "request")
     selector.register(wake_read, selectors.EVENT_READ, "child")
-    stream = sock.makefile("rb")
 
     def send(message: dict[str, Any]) -> None:
         sock.sendall(json.dumps(message).encode() + b"\n")
@@ -75,42 +77,52 @@ def serve(sock: socket.socket) -> int:
             children.discard(pid)
             send({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
 
+    def fork(request: dict[str, Any]) -> int | None:
+        """Fork the job of ``request`` (or refuse it); an exit code when this zygote must end."""
+        if _stale(watched):
+            send({"job": request["job"], "error": "stale"})
+            return EXIT_STALE
+        try:
+            for entry in reversed(request.get("sys_path", ())):
+                if entry not in sys.path:
+                    sys.path.insert(0, entry)
+            for ref in request.get("preload", ()):
+                cls = load_class(ref, "preload")
+                _watch(cls, watched)
+                _resolve_fields(cls)
+        except Exception as error:  # the task's module does not import: let the fresh path report it
+            send({"job": request["job"], "error": f"{type(error).__name__}: {error}"})
+            return None
+        try:
+            runner.open_workspace_of(request["job"])
+        except Exception:  # a damaged format file: the fork reports it in its job
+            pass
+        # Objects that exist now are never collected in a fork: leave them out of its GC passes,
+        # which would otherwise touch (and so copy) every page of the heap.
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            _child(request, runner, (sock.fileno(), wake_read, wake_write))
+        children.add(pid)
+        send({"job": request["job"], "pid": pid})
+        return None
+
+    received = b""  # requests arrive back to back: one read may hold several lines, or part of one
     while True:
         for key, _ in selector.select():
             if key.data == "child":
                 os.read(wake_read, 4096)
                 reap()
                 continue
-            line = stream.readline()
-            if not line:
+            data = sock.recv(1 << 16)
+            if not data:
                 return 0  # the worker is gone or done with us
-            request = json.loads(line)
-            if _stale(watched):
-                send({"job": request["job"], "error": "stale"})
-                return EXIT_STALE
-            try:
-                for entry in reversed(request.get("sys_path", ())):
-                    if entry not in sys.path:
-                        sys.path.insert(0, entry)
-                for ref in request.get("preload", ()):
-                    cls = load_class(ref, "preload")
-                    _watch(cls, watched)
-                    _resolve_fields(cls)
-            except Exception as error:  # the task's module does not import: let the fresh path report it
-                send({"job": request["job"], "error": f"{type(error).__name__}: {error}"})
-                continue
-            try:
-                runner.open_workspace_of(request["job"])
-            except Exception:  # a damaged format file: the fork reports it in its job
-                pass
-            # Objects that exist now are never collected in a fork: leave them out of its GC passes,
-            # which would otherwise touch (and so copy) every page of the heap.
-            gc.freeze()
-            pid = os.fork()
-            if pid == 0:
-                _child(request, runner, (sock.fileno(), wake_read, wake_write))
-            children.add(pid)
-            send({"job": request["job"], "pid": pid})
+            received += data
+            while b"\n" in received:
+                line, received = received.split(b"\n", 1)
+                code = fork(json.loads(line))
+                if code is not None:
+                    return code
 
 
 def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...]) -> None:
@@ -178,12 +190,25 @@ def _stale(watched: dict[str, float]) -> bool:
 
 
 class ForkedProcess:
-    """A job forked by the zygote, looking like the ``subprocess.Popen`` the worker expects."""
+    """A job asked of the zygote, looking like the ``subprocess.Popen`` the worker expects.
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    :meth:`Zygote.spawn` returns at once: the zygote's reply (the child's pid, or a refusal)
+    arrives later, which spares the worker a round trip per job. ``pid`` waits for it; a refused
+    job (``refused`` says why) ends at once with :data:`REFUSED` and never ran.
+    """
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
         self.returncode: int | None = None
+        self.refused: str | None = None
+        self._answered = threading.Event()
         self._ended = threading.Event()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid (waiting for the zygote's reply if needed); ``None`` if refused."""
+        self._answered.wait(SPAWN_TIMEOUT)
+        return self._pid
 
     def poll(self) -> int | None:
         return self.returncode
@@ -191,6 +216,15 @@ class ForkedProcess:
     def wait(self, timeout: float | None = None) -> int | None:
         self._ended.wait(timeout)
         return self.returncode
+
+    def _forked(self, pid: int) -> None:
+        self._pid = pid
+        self._answered.set()
+
+    def _refuse(self, reason: str) -> None:
+        self.refused = reason
+        self._answered.set()
+        self._end(REFUSED)
 
     def _end(self, code: int) -> None:
         self.returncode = code
@@ -200,8 +234,8 @@ class ForkedProcess:
 class Zygote:
     """The worker's end: starts the zygote and asks it to fork jobs.
 
-    ``on_exit`` is called (from a reader thread) whenever a forked job ends. Call :meth:`spawn`
-    from one thread only (the worker's main loop).
+    ``on_exit`` is called (from a reader thread) whenever a forked job ends or is refused. Call
+    :meth:`spawn` from one thread only (the worker's main loop).
     """
 
     def __init__(self, on_exit: Callable[[], None]) -> None:
@@ -215,9 +249,9 @@ class Zygote:
         )
         theirs.close()
         self._sock = ours
-        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._asked: collections.deque[ForkedProcess] = collections.deque()  # awaiting a reply, in order
         self._forked: dict[int, ForkedProcess] = {}
-        self._early: dict[int, int] = {}  # exits that arrived before their fork reply was handled
+        self._gone = False  # the zygote ended: nothing more will be answered
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="xpmfs-zygote", daemon=True)
         self._reader.start()
@@ -226,25 +260,21 @@ class Zygote:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def spawn(self, request: dict[str, Any], timeout: float = 30.0) -> ForkedProcess | None:
-        """Fork a job; ``None`` if the zygote cannot (start it the fresh way then)."""
-        if not self.alive:
-            return None
+    def spawn(self, request: dict[str, Any]) -> ForkedProcess | None:
+        """Ask for a fork of a job and return without waiting; ``None`` if the zygote is gone."""
+        process = ForkedProcess()
+        with self._lock:
+            if self._gone or not self.alive:
+                return None
+            self._asked.append(process)
         try:
             self._sock.sendall(json.dumps(request).encode() + b"\n")
-            reply = self._replies.get(timeout=timeout)
-        except (OSError, queue.Empty):
-            return None
-        pid = reply.get("pid")
-        if pid is None:
-            return None
-        process = ForkedProcess(pid)
-        with self._lock:
-            self._forked[pid] = process
-            early = self._early.pop(pid, None)
-        if early is not None:
-            process._end(early)
-            self._on_exit()
+        except OSError:
+            with self._lock:
+                if process in self._asked:
+                    self._asked.remove(process)
+                    return None
+            return process  # the reader ended it meanwhile (refused: the worker starts it afresh)
         return process
 
     def close(self) -> None:
@@ -267,25 +297,37 @@ class Zygote:
                 self._dispatch(json.loads(line))
         except (OSError, ValueError):
             pass  # the zygote died mid-message (killed): same as its end below
-        # The zygote is gone: a job it forked has died with it (PR_SET_PDEATHSIG).
+        # The zygote is gone: a job it forked has died with it (PR_SET_PDEATHSIG); one it had not
+        # forked yet never started.
         with self._lock:
+            self._gone = True
             orphans, self._forked = list(self._forked.values()), {}
+            unanswered, self._asked = list(self._asked), collections.deque()
         for process in orphans:
             process._end(-signal.SIGKILL)
-        self._replies.put({"error": "zygote ended"})
+        for process in unanswered:
+            process._refuse("the warm runner ended")
         self._on_exit()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        if "exit" not in message:
-            self._replies.put(message)
+        if "exit" in message:
+            with self._lock:
+                process = self._forked.pop(message["pid"], None)
+            if process is not None:
+                process._end(message["exit"])
+                self._on_exit()
             return
+        # A reply to the oldest request: the zygote answers in order, and always before the
+        # exit of the child it forked.
         with self._lock:
-            process = self._forked.pop(message["pid"], None)
-            if process is None:
-                self._early[message["pid"]] = message["exit"]
-                return
-        process._end(message["exit"])
-        self._on_exit()
+            process = self._asked.popleft()
+            if "pid" in message:
+                self._forked[message["pid"]] = process
+        if "pid" in message:
+            process._forked(message["pid"])
+        else:
+            process._refuse(str(message.get("error", "refused")))
+            self._on_exit()
 
 
 def main() -> int:
