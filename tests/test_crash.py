@@ -123,6 +123,9 @@ def test_crash_while_resubmitting_a_failed_job_converges(tmp_path: Path, ws: Pat
     script.write_text(RESUBMIT)
     fixed = tmp_path / "fixed"
     command = [sys.executable, str(script), str(ws), str(fixed)]
+    from xpmfs.workspace import Workspace
+
+    Workspace.open(ws, create=True)  # before the worker, which refuses a path with no workspace
     processes.worker(ws, rescan=0.5)
     first = subprocess.run(command, env=processes.env(), capture_output=True, timeout=60, check=False)
     assert first.returncode == 1 and b"RuntimeError: failing until" in first.stderr, first.stderr.decode()

@@ -29,7 +29,7 @@ from . import heartbeat, queue, status
 from ._crash import crash_point
 from ._process import kill_job_group
 from .errors import Error, WorkspaceError
-from .job import Job, Spec
+from .job import XPM_DIR, Job, Spec
 from .launchers import DirectLauncher, SlurmError, SlurmLauncher, slurm
 from .lock import JobLock
 from .queue import JobRef
@@ -43,6 +43,9 @@ log = logging.getLogger("xpmfs.worker")
 
 DEFAULT_RESCAN = 5.0
 DEFAULT_HEARTBEAT = 2.0
+# A waiting job is looked at again when the dependency it waits for ends; its own folder (a kill
+# or a crash may have ended it while it waited) only on a pass this many seconds after the last.
+THOROUGH_EVERY = 60.0
 RETRY_SOON = 0.02  # seconds before looking again at a job whose lock was held only briefly
 
 
@@ -69,6 +72,9 @@ class Worker:
     _specs: dict[JobRef, Spec] = field(default_factory=dict)  # specs are immutable: cache them
     _done: set[str] = field(default_factory=set)  # dependencies seen done ("<typeid>/<jobid>")
     _direct: set[str] = field(default_factory=set)  # queue entries of jobs run here (not SLURM's)
+    _waiting: dict[str, str] = field(default_factory=dict)  # queue entry -> the dependency it waits for
+    _thorough: bool = True  # this pass looks at every waiting job's own folder too
+    _next_thorough: float = 0.0
     _pass_markers: dict[str, State | None] = field(default_factory=dict)  # dependencies' markers, this pass
     _reported: set[JobRef] = field(default_factory=set)  # damaged jobs already reported
     _stopping: bool = False
@@ -161,6 +167,10 @@ class Worker:
         """Claim and start runnable jobs while slots are free, hand SLURM jobs to sbatch, and (on a
         full rescan) follow the SLURM jobs in flight; return how many jobs keep this worker busy."""
         self._pass_markers.clear()
+        now = time.monotonic()
+        self._thorough = full and now >= self._next_thorough
+        if self._thorough:
+            self._next_thorough = now + THOROUGH_EVERY
         # A full rescan lists queue/; other passes look only at the entries inotify said changed.
         self._entries.refresh(None if full else (os.path.basename(path) for path in self._watcher.take_changed()))
         cluster = self._cluster_problem() is None
@@ -188,6 +198,11 @@ class Worker:
         """Start, submit or note the job of queue entry ``name``; 1 if it keeps this worker busy."""
         if ref in self._running:
             return 0
+        blocker = self._waiting.get(name)
+        if blocker is not None and not self._thorough:
+            if self._dependency_marker(blocker) is None:
+                return 0  # still waiting for the same dependency: nothing else to look at
+            del self._waiting[name]
         job = Job(self.workspace, ref)
         if job.marker() is not None:
             self._clean_finished(job)
@@ -211,6 +226,9 @@ class Worker:
         if full_up:
             return 1
         if self._dependencies(spec) is State.WAITING:
+            # Remember what it waits for: later passes look at that dependency alone (its own
+            # folder is looked at again on a thorough pass, see THOROUGH_EVERY).
+            self._waiting[name] = next(rel for rel in spec.dependencies if self._dependency_marker(rel) is None)
             return 0
         try:
             self._claim(job, spec)
@@ -230,6 +248,8 @@ class Worker:
         if len(self._specs) > 2 * len(self._entries) + 64:
             self._specs = {ref: spec for ref, spec in self._specs.items() if ref.entry_name in self._entries.names()}
             self._direct &= self._entries.names()
+        if len(self._waiting) > 2 * len(self._entries) + 64:
+            self._waiting = {name: rel for name, rel in self._waiting.items() if name in self._entries.names()}
 
     def _report(self, job: Job, error: Error) -> None:
         if job.ref not in self._reported:
@@ -261,19 +281,26 @@ class Worker:
         for relpath in spec.dependencies:
             if not fresh and relpath in self._done:
                 continue
-            dependency = Job(self.workspace, JobRef.from_relpath(relpath))
-            if fresh or relpath not in self._pass_markers:
-                # Many waiting jobs often share one dependency: look at its markers once a pass.
-                self._pass_markers[relpath] = dependency.marker()
-            marker = self._pass_markers[relpath]
-            if marker is State.DONE:
-                self._done.add(relpath)
+            marker = self._dependency_marker(relpath, fresh=fresh)
             if marker is State.FAILED:
+                dependency = Job(self.workspace, JobRef.from_relpath(relpath))
                 reason = status.read_failure(dependency.xpm_dir).get("reason", "error")
                 return (State.FAILED, f"dependency {dependency.path} failed ({reason})")
             if marker is None:
                 verdict = State.WAITING
         return verdict
+
+    def _dependency_marker(self, relpath: str, *, fresh: bool = False) -> State | None:
+        """The terminal marker of dependency ``relpath``, looked at once a pass (unless ``fresh``)."""
+        if not fresh and relpath in self._done:
+            return State.DONE
+        if fresh or relpath not in self._pass_markers:
+            # Many waiting jobs often share one dependency: look at its markers once a pass.
+            self._pass_markers[relpath] = status.terminal_marker(self.workspace.jobs_dir / relpath / XPM_DIR)
+        marker = self._pass_markers[relpath]
+        if marker is State.DONE:
+            self._done.add(relpath)
+        return marker
 
     def _clean_finished(self, job: Job) -> None:
         # Under the lock: an experiment may be resubmitting this job right now (DESIGN invariant 4).

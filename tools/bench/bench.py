@@ -13,6 +13,7 @@ and ``--only`` write ``.bench/RESULTS.md`` instead, so they never overwrite the 
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import itertools
 import json
@@ -223,11 +224,24 @@ class Run:
 
 @contextmanager
 def fresh_workspace(tag: str) -> Iterator[Path]:
+    """A new, empty workspace path; its folder is deleted at the end of the whole run, not now.
+
+    Deleting tens of thousands of files makes ext4 slow to create new ones for the next minutes
+    (its inode allocator skips recently deleted inodes: ``recently_deleted`` tops ``perf`` then),
+    which would charge one run's clean-up to the next run's measurement.
+    """
     parent = Path(tempfile.mkdtemp(prefix=f"xpmfs-bench-{tag}-"))
-    try:
-        yield parent / "ws"
-    finally:
+    _LEFT.append(parent)
+    yield parent / "ws"
+
+
+_LEFT: list[Path] = []  # workspaces of this run, deleted by delete_workspaces() at its end
+
+
+def delete_workspaces() -> None:
+    for parent in _LEFT:
         shutil.rmtree(parent, ignore_errors=True)
+    _LEFT.clear()
 
 
 class _RssSampler(threading.Thread):
@@ -979,7 +993,8 @@ def write_results(
         f"- versions: xpmfs {info['xpmfs']}, experimaestro {info['experimaestro']}",
         (
             f"- method: median of {sizes.runs} run(s) each, both systems alternately in the same run, each run "
-            "a fresh interpreter (imports included) in a fresh temporary workspace; the task writes one small "
+            "a fresh interpreter (imports included) in a fresh temporary workspace (all deleted at the end, "
+            "so that no run pays for the deletion of the one before); the task writes one small "
             "file (`tools/bench/xp_xpmfs.py`, `tools/bench/xp_experimaestro.py`). xpmfs uses its embedded "
             "worker with its default slots (one per core); experimaestro its default scheduler and direct launcher."
         ),
@@ -1030,7 +1045,20 @@ def write_results(
         ),
         "",
     ]
-    path.write_text("\n".join(text))
+    path.write_text("\n".join(text) + _kept_findings(path))
+
+
+FINDINGS = "## Findings"  # a hand-written section at the end of RESULTS.md, kept across runs
+
+
+def _kept_findings(path: Path) -> str:
+    """The hand-written findings at the end of the results file being replaced (empty if none)."""
+    try:
+        old = path.read_text()
+    except FileNotFoundError:
+        return ""
+    start = old.find(f"\n{FINDINGS}")
+    return "" if start < 0 else old[start:]
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -1054,6 +1082,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     shutil.rmtree(LOG_DIR, ignore_errors=True)  # the logs of this run only
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    atexit.register(delete_workspaces)  # also when a benchmark fails half-way
     started = time.perf_counter()
 
     needs_experimaestro = {"e2e", "chain", "rerun"} & set(selected)
@@ -1097,6 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"== idle worker ({sizes.idle_seconds:.0f}s)")
         bench_idle(sizes, results, None)
 
+    delete_workspaces()
     info["load_end"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     rows, targets = report(sizes, results)
     header = ["benchmark (runs xpmfs/experimaestro)", "xpmfs", "experimaestro", "ratio / detail"]
