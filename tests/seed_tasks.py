@@ -466,5 +466,6 @@ class ResumableGate(ResumableTask):
     gate: Meta[str]
 
     def execute(self) -> None:
-        Path("started").write_text(str(os.getpid()))
+        Path("started.tmp").write_text(str(os.getpid()))  # whole or not at all: tests read it at once
+        os.replace("started.tmp", "started")
         _wait_for(self.gate)

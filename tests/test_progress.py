@@ -49,7 +49,8 @@ class ProgressGate(Task):
     def execute(self) -> None:
         xpmfs.progress(0.42, f"epoch 3 of {self.name}")
         print(f"training line of {self.name}", flush=True)
-        Path("started").write_text(str(os.getpid()))
+        Path("started.tmp").write_text(str(os.getpid()))  # whole or not at all: tests read it at once
+        os.replace("started.tmp", "started")
         while not os.path.exists(self.gate):
             time.sleep(0.02)
         for _step in xpmfs.tqdm(range(10), desc=f"finishing {self.name}"):

@@ -906,7 +906,7 @@ def report(sizes: Sizes, results: Results) -> tuple[list[list[str]], list[Target
                 f"per-job overhead: (T{large} − T{small}) / {large - small}",
                 _s(per_job),
                 "—",
-                f"{per_job / get('fork'):.0f}× the warm-fork floor" if get("fork") and per_job else "—",
+                f"{per_job / get('fork'):.1f}× the warm-fork floor" if get("fork") and per_job else "—",
             ]
         )
     theirs_measured = [n for n in sizes.e2e if get(f"e2e{n}", "experimaestro")]
@@ -938,7 +938,7 @@ def report(sizes: Sizes, results: Results) -> tuple[list[list[str]], list[Target
             fork_ratio,
             2.0,
             False,
-            f"{fork_ratio:.0f}× = {_s(per_job)}" if fork_ratio else "",
+            f"{fork_ratio:.1f}× = {_s(per_job)}" if fork_ratio else "",
             f"2× = {_s(2 * get('fork'))}" if get("fork") else "",
         ),
         Target(
