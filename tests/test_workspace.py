@@ -13,7 +13,7 @@ from xpmfs import status
 from xpmfs.errors import CorruptedError, FormatError, WorkspaceError
 from xpmfs.journal import Journal, read
 from xpmfs.lock import LockMode
-from xpmfs.queue import Entries, JobRef, add, contains, remove, scan
+from xpmfs.queue import Entries, JobRef, add, contains, refs, remove
 from xpmfs.status import Reason, State, TransitionError, transition
 from xpmfs.watch import Watcher
 from xpmfs.workspace import Workspace
@@ -152,10 +152,10 @@ def test_queue_entries(tmp_path: Path) -> None:
     assert contains(tmp_path, ref)
     (tmp_path / ".tmp-junk").write_text("")
     (tmp_path / "no-separator").write_text("")
-    assert [found for found, _ in scan(tmp_path)] == [ref]
+    assert list(refs(tmp_path)) == [ref]
     remove(tmp_path, ref)
     remove(tmp_path, ref)
-    assert list(scan(tmp_path)) == []
+    assert list(refs(tmp_path)) == []
 
 
 def test_queue_view_keeps_submission_order_from_listings_and_from_reported_changes(tmp_path: Path) -> None:

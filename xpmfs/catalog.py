@@ -270,7 +270,7 @@ def list_jobs(
             "list them with `ls " + str(ws.experiments_dir) + "`",
         )
     # One listing of the queue instead of one stat per job.
-    queued = {ref for ref, _mtime in queue.scan(ws.queue_dir)} if ws.queue_dir.is_dir() else set()
+    queued = set(queue.refs(ws.queue_dir))
     infos = []
     for ref in iter_refs(ws):
         membership = member.get(ref.relpath)

@@ -98,7 +98,7 @@ def check(
     problems: list[Problem] = []
     problems += _check_workers(ws, fix)
     problems += _check_queue(ws, fix)
-    queued = {ref for ref, _mtime in queue.scan(ws.queue_dir)}
+    queued = set(queue.refs(ws.queue_dir))
     remote: list[Job] = []  # running on another host, as far as we can tell yet
     for ref in catalog.iter_refs(ws):
         problems += _check_job(Job(ws, ref), fix, queued=ref in queued, now=now, verify=verify, remote=remote)

@@ -310,7 +310,7 @@ def _tags_text(tags: Mapping[str, object]) -> str:
 def _needed_by_unfinished(ws: Workspace) -> dict[str, str]:
     """Dependencies of every queued job without a terminal marker: ``{dependency: dependent}``."""
     needed: dict[str, str] = {}
-    for ref, _mtime in queue.scan(ws.queue_dir):
+    for ref in queue.refs(ws.queue_dir):
         job = Job(ws, ref)
         if job.marker() is not None:
             continue

@@ -83,32 +83,12 @@ def contains(queue_dir: Path, ref: JobRef) -> bool:
     return (queue_dir / ref.entry_name).exists()
 
 
-def scan(queue_dir: Path, mtimes: dict[JobRef, float] | None = None) -> Iterator[tuple[JobRef, float]]:
-    """Every entry with its modification time (submission order), in no particular order.
-
-    ``mtimes`` caches the times across scans (an entry is never modified, only created and
-    removed), which saves a ``stat`` per entry; entries gone since are dropped from it once the
-    scan is read to its end.
-    """
-    seen: set[JobRef] = set()
-    with os.scandir(queue_dir) as entries:
-        for entry in entries:
-            ref = JobRef.from_entry_name(entry.name)
-            if ref is None:
-                continue
-            mtime = mtimes.get(ref) if mtimes is not None else None
-            if mtime is None:
-                try:
-                    mtime = entry.stat().st_mtime
-                except FileNotFoundError:  # removed while we listed
-                    continue
-                if mtimes is not None:
-                    mtimes[ref] = mtime
-            seen.add(ref)
-            yield ref, mtime
-    if mtimes is not None:
-        for gone in mtimes.keys() - seen:
-            del mtimes[gone]
+def refs(queue_dir: Path) -> Iterator[JobRef]:
+    """Every job that has an entry, in no particular order (one listing, no ``stat``)."""
+    for name in names_in(queue_dir):
+        ref = JobRef.from_entry_name(name)
+        if ref is not None:
+            yield ref
 
 
 class Entries:
@@ -134,14 +114,10 @@ class Entries:
             self._ignored &= names
             new = names - self._refs.keys() - self._ignored
         else:
-            gone, new = set(), set()
-            for name in changed:
-                if os.path.exists(os.path.join(self._dir, name)):
-                    new.add(name)
-                else:
-                    gone.add(name)
-            gone &= self._refs.keys()
-            new -= self._refs.keys()
+            reported = set(changed)
+            known = reported & self._refs.keys()
+            gone = {name for name in known if not os.path.exists(os.path.join(self._dir, name))}
+            new = reported - known - self._ignored  # the stat below skips those gone again
         if gone:
             for name in gone:
                 del self._refs[name]
