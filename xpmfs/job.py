@@ -258,7 +258,11 @@ class Job:
             f"#!{python}\n"
             f"# Runs job {self.ref} of the xpmfs workspace {self.workspace.path}.\n"
             "# Started by hand (`python <this file>`), it takes the job's lock and runs it here.\n"
-            "import sys\n"
+            "import os, sys\n"
+            "# `python <this file>` puts this folder first on the import path, where this very file\n"
+            "# would shadow a task module of the same name: the task's modules come from its spec.\n"
+            "if sys.path and sys.path[0] == os.path.dirname(os.path.realpath(__file__)):\n"
+            "    del sys.path[0]\n"
             "from xpmfs.runner import main\n"
             "sys.exit(main(__file__))\n"
         ).encode()
