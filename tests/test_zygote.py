@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ with experiment(sys.argv[1], sys.argv[2], workers=0):
 """
 
 MODULE = """
+import json
 import os
 from pathlib import Path
 from xpmfs import Param, Task
@@ -91,3 +93,81 @@ def test_jobs_fork_from_the_warm_runner_and_see_code_changes(tmp_path: Path, ws:
     # isolate=True starts a fresh interpreter as the worker's own child.
     isolated = _run(tmp_path, ws, "isolated", 1, "isolate", env)
     assert {ppid for _, _, ppid in isolated} == {worker.pid}
+
+
+ENV_MODULE = """
+import json, os
+from pathlib import Path
+from xpmfs import Param, SubmitHook, Task
+
+os.environ.setdefault("PROBE_SET_BY_IMPORT", "import")  # as numerical libraries do (OMP_NUM_THREADS...)
+
+
+class with_env(SubmitHook):
+    def spec(self):
+        return "env"
+
+    def process(self, job, launcher):
+        job.environ["PROBE_FROM_SPEC"] = "spec"
+        job.environ["PROBE_SHADOWED"] = "spec"
+
+
+@with_env()
+class EnvProbe(Task):
+    n: Param[int]
+
+    def execute(self):
+        Path("env.json").write_text(json.dumps(dict(os.environ)))
+"""
+
+ENV_SCRIPT = """
+import sys
+from xpmfs import DirectLauncher, experiment
+from envprobe import EnvProbe
+
+with experiment(sys.argv[1], "env", workers=0):
+    for n in range(3):
+        EnvProbe.C(n=n).submit(launcher=DirectLauncher(isolate=True) if n == 2 else None)
+"""
+
+
+def test_a_forked_job_sees_the_environment_a_fresh_one_sees(tmp_path: Path, ws: Path, processes: Processes) -> None:
+    """Requests carry the job's environment as a change to the zygote's: the result must be the
+    same as a fresh runner's, minus nothing and plus nothing (the zygote's own variables).
+
+    The module is named like the task (``envprobe.EnvProbe``), and so like the job's script
+    ``envprobe.py``: the script must not shadow it."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "envprobe.py").write_text(ENV_MODULE)
+    env = processes.env()
+    env["PYTHONPATH"] = os.pathsep.join([str(modules), env["PYTHONPATH"]])
+    env["PROBE_FROM_WORKER"] = "worker"
+    env["PROBE_SHADOWED"] = "worker"
+    Workspace.open(ws, create=True)
+    processes.start([sys.executable, "-m", "xpmfs", "worker", str(ws)], env=env, log=tmp_path / "w.log")
+    script = tmp_path / "script.py"
+    script.write_text(ENV_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), str(ws)], env=env, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+
+    seen = {}
+    for job in (ws / "jobs" / "envprobe.envprobe").iterdir():
+        n = json.loads((job / "__xpm__" / "spec.json").read_text())["config"]["objects"][0]["fields"]["n"]
+        seen[n] = json.loads((job / "env.json").read_text())
+    warm, fresh = seen[0], seen[2]
+
+    def differ(one: dict[str, str], other: dict[str, str]) -> set[str]:
+        return {name for name in one.keys() | other.keys() if one.get(name) != other.get(name)}
+
+    assert differ(warm, seen[1]) <= {"XPMFS_CLAIMED", "XPMFS_JOB_DIR"}
+    for name, value in [
+        ("PROBE_FROM_WORKER", "worker"),
+        ("PROBE_FROM_SPEC", "spec"),
+        ("PROBE_SHADOWED", "spec"),
+        ("PROBE_SET_BY_IMPORT", "import"),
+    ]:
+        assert warm.get(name) == value == fresh.get(name), name
+    assert not [name for name in warm if name.startswith("XPMFS_ZYGOTE")]
+    # Only what names this very run may differ: its folder, when it was claimed, whom it dies with.
+    assert differ(warm, fresh) <= {"XPMFS_CLAIMED", "XPMFS_JOB_DIR", "XPMFS_PARENT_PID"}

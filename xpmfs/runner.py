@@ -120,22 +120,28 @@ def _cluster_lock_wait(job: Job) -> float:
 
 def _run_locked(job: Job, cluster_id: str | None = None) -> int:
     spec = job.read_spec()
-    if status.complete_interrupted(job.xpm_dir) is not None:
-        queue.remove(job.workspace.queue_dir, job.ref)  # an earlier runner died just before its marker
+    # Read once: under the lock nobody else writes it, so each transition below hands the status
+    # it wrote to the next.
     current = job.status()
-    if job.marker() is State.DONE:
+    if status.complete_interrupted(job.xpm_dir, current) is not None:
+        queue.remove(job.workspace.queue_dir, job.ref)  # an earlier runner died just before its marker
+    marker = job.marker()
+    if marker is State.DONE:
         print(f"xpmfs: job {job.path} is done already; use `xpmfs retry --force` to run it again", file=sys.stderr)
         return EXIT_DONE
-    if cluster_id is not None and job.marker() is State.FAILED:
+    if cluster_id is not None and marker is State.FAILED:
         # Cancelled (`xpmfs kill`) or failed while its SLURM job was pending: not ours to revive.
         print(f"xpmfs: job {job.path} has failed meanwhile; SLURM job {cluster_id} does not run it", file=sys.stderr)
         return EXIT_FAILED
     if current is not None and current.state in (State.RUNNING, State.FAILED):
         # A previous attempt died (RUNNING with nobody holding the lock) or failed: start afresh.
-        status.transition(job.xpm_dir, State.READY, message=f"previous attempt ended {current.state.value}")
-    status.transition(
+        current = status.transition(
+            job.xpm_dir, State.READY, current=current, message=f"previous attempt ended {current.state.value}"
+        )
+    running = status.transition(
         job.xpm_dir,
         State.RUNNING,
+        current=current,
         pid=os.getpid(),
         host=socket.gethostname(),
         worker=os.environ.get(ENV_WORKER),
@@ -162,15 +168,15 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the question short
         if cluster_id is not None and _cluster_timeout(cluster_id):
             message = f"SLURM job {cluster_id} reached its time limit (SIGTERM)"
-            return _finish(job, spec, State.FAILED, Reason.TIMEOUT, message, EXIT_TIMEOUT)
-        return _finish(job, spec, State.FAILED, Reason.CANCELLED, "cancelled (SIGTERM)", EXIT_CANCELLED)
+            return _finish(job, spec, running, State.FAILED, Reason.TIMEOUT, message, EXIT_TIMEOUT)
+        return _finish(job, spec, running, State.FAILED, Reason.CANCELLED, "cancelled (SIGTERM)", EXIT_CANCELLED)
     except GracefulTimeout as error:
-        return _finish(job, spec, State.FAILED, Reason.TIMEOUT, str(error), EXIT_TIMEOUT)
+        return _finish(job, spec, running, State.FAILED, Reason.TIMEOUT, str(error), EXIT_TIMEOUT)
     except BaseException as error:  # the task's own failure, whatever it is
         traceback.print_exc()
         sys.stderr.flush()
-        return _finish(job, spec, State.FAILED, Reason.ERROR, f"{type(error).__name__}: {error}", EXIT_FAILED)
-    return _finish(job, spec, State.DONE, None, None, EXIT_DONE)
+        return _finish(job, spec, running, State.FAILED, Reason.ERROR, f"{type(error).__name__}: {error}", EXIT_FAILED)
+    return _finish(job, spec, running, State.DONE, None, None, EXIT_DONE)
 
 
 def _cluster_timeout(cluster_id: str) -> bool:
@@ -216,7 +222,9 @@ def _verify(job: Job, spec: Spec, task: Any) -> None:
         )
 
 
-def _finish(job: Job, spec: Spec, to: State, reason: Reason | None, message: str | None, code: int) -> int:
+def _finish(
+    job: Job, spec: Spec, running: status.Status, to: State, reason: Reason | None, message: str | None, code: int
+) -> int:
     from .progress import flush as flush_progress
 
     flush_progress()  # the task's last progress report, on disk before its end is recorded
@@ -224,14 +232,14 @@ def _finish(job: Job, spec: Spec, to: State, reason: Reason | None, message: str
     sys.stderr.flush()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the record must be written whole
     if reason is Reason.TIMEOUT and spec.resumable:
-        current = job.status()
-        retries = current.retry_count if current else 0
+        retries = running.retry_count
         if retries < spec.max_retries:
             # `reason` stays as a hint in `ready` (spec/workspace.md); the queue entry and the
             # job folder (checkpoints) stay too, so a worker runs the task again where it stopped.
             status.transition(
                 job.xpm_dir,
                 State.READY,
+                current=running,
                 retry_count=retries + 1,
                 reason=Reason.TIMEOUT,
                 exit_code=code,
@@ -240,7 +248,7 @@ def _finish(job: Job, spec: Spec, to: State, reason: Reason | None, message: str
             )
             crash_point("retry.after-ready")
             return code
-    status.transition(job.xpm_dir, to, reason=reason, message=message, exit_code=code)
+    status.transition(job.xpm_dir, to, current=running, reason=reason, message=message, exit_code=code)
     job.clear_cancel()
     crash_point("complete.after-marker")
     queue.remove(job.workspace.queue_dir, job.ref)

@@ -168,18 +168,28 @@ def initial(to: State) -> Status:
     return Status(state=to, updated=time.time())
 
 
-def transition(xpm_dir: Path, to: State, **fields: Any) -> Status:
+class _Unread(Enum):
+    UNREAD = "unread"
+
+
+_UNREAD = _Unread.UNREAD  # ``current`` not given: read it
+
+
+def transition(xpm_dir: Path, to: State, *, current: Status | None | _Unread = _UNREAD, **fields: Any) -> Status:
     """Move the job whose ``__xpm__`` folder is ``xpm_dir`` to state ``to``, and return its new status.
 
     The caller holds the job's lock. ``fields`` update the status record (``attempt``, ``pid``,
-    ``reason``, ...). The order of writes is what makes a crash harmless:
+    ``reason``, ...). ``current`` is the job's status if the caller has it already, read or
+    written under the same lock (the lock holder is the only writer, so it is still true); by
+    default it is read. The order of writes is what makes a crash harmless:
 
     * leaving a terminal state (resubmission): the marker goes first, so a scanner never sees a
       marker that contradicts a live state; the old status is kept in ``history.jsonl``;
     * entering a terminal state: ``status.json`` first, then the marker. A crash in between leaves
       no marker: the job looks unfinished and is run again, which is safe, never lost.
     """
-    current = read(xpm_dir)
+    if current is _UNREAD:
+        current = read(xpm_dir)
     before = current.state if current else None
     if to not in _ALLOWED[before]:
         raise TransitionError(
@@ -208,7 +218,8 @@ def transition(xpm_dir: Path, to: State, **fields: Any) -> Status:
                 pass
         base = dataclasses.replace(base, ended=None, exit_code=None, reason=None, message=None)
     if to is State.RUNNING:
-        fields.setdefault("host", socket.gethostname())
+        if "host" not in fields:
+            fields["host"] = socket.gethostname()
         fields.setdefault("started", now)
         fields.setdefault("attempt", base.attempt + 1)
     if to.terminal:
@@ -238,14 +249,15 @@ def _write_marker(xpm_dir: Path, status: Status) -> None:
         _atomic.write_json(marker, status.to_json())
 
 
-def complete_interrupted(xpm_dir: Path) -> State | None:
+def complete_interrupted(xpm_dir: Path, current: Status | None | _Unread = _UNREAD) -> State | None:
     """Finish a terminal transition a crash cut short: the status says done/failed, the marker is missing.
 
     The status was written after the task's outcome was known, so the outcome stands: write the
     marker it lacks and return the state. Returns ``None`` when there is nothing to complete. The
-    caller holds the job's lock.
+    caller holds the job's lock; ``current`` is the status if it has read it already.
     """
-    current = read(xpm_dir)
+    if current is _UNREAD:
+        current = read(xpm_dir)
     if current is None or not current.state.terminal or terminal_marker(xpm_dir) is not None:
         return None
     _write_marker(xpm_dir, current)

@@ -339,12 +339,12 @@ class Worker:
                 queue.remove(self.workspace.queue_dir, job.ref)
                 lock.release()
                 return
-            if status.complete_interrupted(job.xpm_dir) is not None:
+            current = job.status()
+            if status.complete_interrupted(job.xpm_dir, current) is not None:
                 # A runner died between writing its final status and the marker: finish that.
                 queue.remove(self.workspace.queue_dir, job.ref)
                 lock.release()
                 return
-            current = job.status()
             if current is not None and current.state is State.RUNNING:
                 # Its runner died and the lock came free; what its task started may still run.
                 if current.host == socket.gethostname() and current.pid:
@@ -355,6 +355,7 @@ class Worker:
                 status.transition(
                     job.xpm_dir,
                     State.READY,
+                    current=current,
                     message=f"previous run (pid {current.pid} on {current.host}) ended without a status",
                 )
             self._start(job, spec, lock, claimed)
@@ -473,6 +474,7 @@ class Worker:
                 status.transition(
                     job.xpm_dir,
                     State.READY,
+                    current=current,
                     message=f"previous run (pid {current.pid} on {current.host}) ended without a status",
                 )
             try:
@@ -606,13 +608,13 @@ class Worker:
         if job.marker() is not None:
             queue.remove(self.workspace.queue_dir, job.ref)  # the runner may have died just before this
             return
-        if status.complete_interrupted(job.xpm_dir) is not None:
+        current = job.status()
+        if status.complete_interrupted(job.xpm_dir, current) is not None:
             queue.remove(self.workspace.queue_dir, job.ref)  # the runner died between status and marker
             return
-        current = job.status()
         if running.released:
             if current is not None and current.state is State.RUNNING:
-                status.transition(job.xpm_dir, State.READY, message=f"handed back by worker {self.name}")
+                status.transition(job.xpm_dir, State.READY, current=current, message=f"handed back by worker {self.name}")
             return
         if current is not None and current.state is State.READY:
             return  # the runner asked for a retry (resumable timeout); the queue entry stays
@@ -622,7 +624,7 @@ class Worker:
             reason, message = Reason.ERROR, f"runner killed by signal {-code}"
         else:
             reason, message = Reason.ERROR, f"runner exited with code {code} without a status; see {job.stderr_path}"
-        status.transition(job.xpm_dir, State.FAILED, reason=reason, message=message, exit_code=code)
+        status.transition(job.xpm_dir, State.FAILED, current=current, reason=reason, message=message, exit_code=code)
         crash_point("reap.after-failed")
         queue.remove(self.workspace.queue_dir, job.ref)
 
