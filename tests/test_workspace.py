@@ -180,6 +180,17 @@ def test_queue_view_keeps_submission_order_from_listings_and_from_reported_chang
     assert len(entries) == 3
     entries.refresh()
     assert [ref for _, ref in entries] == [refs[3], refs[2]]
+    # A job submitted again: its entry comes back, newer, and is listed once, at its new place.
+    add(tmp_path, refs[1])
+    os.utime(tmp_path / refs[1].entry_name, (2000, 2000))
+    entries.refresh([refs[1].entry_name])
+    assert [ref for _, ref in entries] == [refs[3], refs[2], refs[1]]
+    remove(tmp_path, refs[3])
+    add(tmp_path, refs[0])
+    os.utime(tmp_path / refs[0].entry_name, (500, 500))
+    entries.refresh([refs[3].entry_name, refs[0].entry_name])
+    assert [ref for _, ref in entries] == [refs[0], refs[2], refs[1]]
+    assert entries.excluding(set(), {refs[2].entry_name}) == [(refs[0].entry_name, refs[0]), (refs[1].entry_name, refs[1])]
 
 
 def test_watcher_reports_the_names_that_changed(tmp_path: Path) -> None:

@@ -102,7 +102,11 @@ class Entries:
     def __init__(self, queue_dir: Path) -> None:
         self._dir = queue_dir
         self._refs: dict[str, JobRef] = {}  # entry name -> job
-        self._order: list[tuple[float, str]] = []  # (mtime, entry name), sorted
+        self._mtimes: dict[str, float] = {}  # entry name -> its time (the submission order)
+        # (mtime, entry name), sorted. Removed names stay until they are half of it (iterations
+        # skip them): rebuilding a thousand-item list on every job's end cost more than the job.
+        self._order: list[tuple[float, str]] = []
+        self._removed: set[str] = set()  # names in _order that are gone
         self._ignored: set[str] = set()  # names that are not entries (temporary files...)
 
     def refresh(self, changed: Iterable[str] | None = None) -> None:
@@ -118,10 +122,14 @@ class Entries:
             known = reported & self._refs.keys()
             gone = {name for name in known if not os.path.exists(os.path.join(self._dir, name))}
             new = reported - known - self._ignored  # the stat below skips those gone again
-        if gone:
-            for name in gone:
-                del self._refs[name]
+        for name in gone:
+            del self._refs[name]
+            del self._mtimes[name]
+        self._removed |= gone
+        if new & self._removed or len(self._removed) > len(self._order) // 2:
+            # A name that comes back must not be listed twice (at its old time, and its new one).
             self._order = [item for item in self._order if item[1] in self._refs]
+            self._removed.clear()
         added = []
         for name in new:
             ref = JobRef.from_entry_name(name)
@@ -133,6 +141,7 @@ class Entries:
             except FileNotFoundError:  # removed since the listing
                 continue
             self._refs[name] = ref
+            self._mtimes[name] = mtime
             added.append((mtime, name))
         if len(added) > 8:
             self._order.extend(added)
@@ -147,13 +156,14 @@ class Entries:
         return ((name, refs[name]) for _mtime, name in self._order if name in refs)
 
     def excluding(self, first: AbstractSet[str], second: AbstractSet[str] = frozenset()) -> list[tuple[str, JobRef]]:
-        """Like iterating, without the entries named in ``first`` or ``second``."""
-        refs = self._refs
-        return [
-            (name, refs[name])
-            for _mtime, name in self._order
-            if name in refs and name not in first and name not in second
-        ]
+        """Like iterating, without the entries named in ``first`` or ``second``.
+
+        A busy worker asks this on every pass with nearly every entry excluded: the set
+        difference is done first, and the rest sorted alone.
+        """
+        rest = self._refs.keys() - first - second
+        mtimes, refs = self._mtimes, self._refs
+        return [(name, refs[name]) for name in sorted(rest, key=lambda name: (mtimes[name], name))]
 
     def __len__(self) -> int:
         return len(self._refs)
