@@ -96,7 +96,7 @@ def test_jobs_fork_from_the_warm_runner_and_see_code_changes(tmp_path: Path, ws:
 
 
 ENV_MODULE = """
-import json, os
+import json, os, sys
 from pathlib import Path
 from xpmfs import Param, SubmitHook, Task
 
@@ -118,6 +118,7 @@ class EnvProbe(Task):
 
     def execute(self):
         Path("env.json").write_text(json.dumps(dict(os.environ)))
+        Path("filelock.txt").write_text(str("filelock" in sys.modules))
 """
 
 ENV_SCRIPT = """
@@ -169,5 +170,9 @@ def test_a_forked_job_sees_the_environment_a_fresh_one_sees(tmp_path: Path, ws: 
     ]:
         assert warm.get(name) == value == fresh.get(name), name
     assert not [name for name in warm if name.startswith("XPMFS_ZYGOTE")]
+    # filelock's fork hooks cost every fork 0.5 ms: neither the zygote nor a job whose worker
+    # holds its lock may import it.
+    filelock = {(job / "filelock.txt").read_text() for job in (ws / "jobs" / "envprobe.envprobe").iterdir()}
+    assert filelock == {"False"}
     # Only what names this very run may differ: its folder, when it was claimed, whom it dies with.
     assert differ(warm, fresh) <= {"XPMFS_CLAIMED", "XPMFS_JOB_DIR", "XPMFS_PARENT_PID"}

@@ -47,8 +47,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import CacheError, ConfigError
-from .lock import DEFAULT_LEASE_DURATION, JobLock, LockMode
-from .workspace import Workspace
+from .workspace import DEFAULT_LEASE_DURATION, LockMode, Workspace
 
 LOCK_SUFFIX = ".lock"
 """The lock of cache file ``<name>`` is ``<name>.lock``, next to it (experimaestro's name)."""
@@ -147,6 +146,8 @@ class cache:  # noqa: N801 -- the seed's (and experimaestro's) name
 
         @functools.wraps(method)
         def cached(config: Any, *args: Any, **kwargs: Any) -> R:
+            from .lock import JobLock  # not at the top: see "No filelock" in xpmfs.zygote
+
             root, folder = _locate(config, None)
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / name

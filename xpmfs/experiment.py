@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _atomic, heartbeat, queue, status
 from ._crash import crash_point
@@ -36,13 +36,15 @@ from .display import StatusLine
 from .errors import CorruptedError, FailedExperiment, OptionError, WorkspaceError
 from .job import Job, Spec
 from .journal import Journal
-from .lock import JobLock, LockMode, LockStatus
 from .outputs import OutputFollower
 from .queue import JobRef
 from .settings import launcher_for, max_retries_for
 from .status import State
 from .watch import Watcher
-from .workspace import Workspace
+from .workspace import LockMode, Workspace
+
+if TYPE_CHECKING:
+    from .lock import JobLock
 
 log = logging.getLogger("xpmfs.experiment")
 
@@ -134,6 +136,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     def __enter__(self) -> experiment:
         from .cache import set_root as set_cache_root
         from .config import set_submit_handler
+        from .lock import JobLock  # not at the top: see "No filelock" in xpmfs.zygote
 
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = JobLock(
@@ -182,6 +185,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     def _wait_for_remote_run(self) -> bool:
         """Shared mode: another host's run (or a marker naming nobody) can only be proven gone by
         watching its lease go unrefreshed; wait that long, then take the lock if it expired."""
+        from .lock import LockStatus  # not at the top: see "No filelock" in xpmfs.zygote
+
         assert self._lock is not None
         state = self._lock.inspect()
         if self.workspace.lock_mode is not LockMode.SHARED or state.status is not LockStatus.REMOTE:

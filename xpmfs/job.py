@@ -21,15 +21,17 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import _atomic, status
 from .errors import CorruptedError, FormatError
-from .lock import JobLock
 from .queue import JobRef
 from .workspace import FORMAT, Workspace
+
+if TYPE_CHECKING:
+    from .lock import JobLock
 
 XPM_DIR = "__xpm__"
 SPEC_FILE = "spec.json"
@@ -187,6 +189,8 @@ class Job:
 
     def lock(self, on_lost: Callable[[str], None] | None = None) -> JobLock:
         """The job's lock; ``on_lost`` is told (shared mode) when a peer took the lease from us."""
+        from .lock import JobLock  # not at the top: see "No filelock" in xpmfs.zygote
+
         return JobLock(
             self.lock_path, self.workspace.lock_mode, lease_duration=self.workspace.lease_duration, on_lost=on_lost
         )

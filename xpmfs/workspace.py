@@ -19,13 +19,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import orjson
 
 from . import _atomic
 from .errors import FormatError, OptionError, WorkspaceError
-from .lock import LockMode
 
 FORMAT = "xpmfs/1"
 DOT_DIR = ".xpmfs"
@@ -36,7 +36,14 @@ EXPERIMENTS_DIR = "experiments"
 JOBS_DIR = "jobs"
 CONFIG_DIR = "config"
 
-DEFAULT_LEASE_DURATION = 30.0
+DEFAULT_LEASE_DURATION = 30.0  # seconds: a `shared` lock whose lease is older is breakable
+
+
+class LockMode(str, Enum):
+    """How a workspace locks; the value is what ``WS/.xpmfs/format`` records."""
+
+    LOCAL = "local"
+    SHARED = "shared"
 
 
 @dataclass(frozen=True)

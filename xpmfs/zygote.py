@@ -27,6 +27,12 @@ the zygote, so a worker's death still ends every run it holds the lock of. Impor
 go stale when their source changes: before each fork the zygote checks the modification times of
 the files it imported for tasks, and exits (code 75) when one changed; the worker starts a new one.
 
+No filelock: filelock registers ``os.register_at_fork`` hooks that run Python code in both
+processes on every fork; they made each fork 0.5 ms dearer (a third of a bare fork of this
+process) and a hundred pages more to copy. The zygote holds no lock and the jobs it forks run
+under their worker's, so nothing it imports may import :mod:`xpmfs.lock`: the modules on this
+path (``job``, ``cache``, ``experiment``, ``workspace``) import it where a lock is taken.
+
 Environment: a fork starts from the zygote's environment with the request's changes applied. What
 a task's module set in ``os.environ`` when the zygote imported it stays, unless the job's own
 environment sets the same name: as in a fresh runner, where that import happens in the job itself.

@@ -720,9 +720,13 @@ def bench_idle(sizes: Sizes, results: Results, big: Path | None) -> None:
             say(f"  idle worker, {sizes.big} jobs workspace, {sizes.idle_seconds:.0f}s: {percent:.2f}% of a core")
 
 
+# The floor process holds what a worker's warm runner (xpmfs.zygote) holds when it forks a job:
+# xpmfs, the runner, and the benchmark's task module; its heap frozen out of GC passes likewise.
 _FORK_CODE = """
-import json, os, statistics, sys, time
-import xpmfs, xpmfs.runner, xpmfs.worker, xpmfs.serialization
+import gc, json, os, statistics, sys, time
+sys.path.insert(0, sys.argv[2])
+import xpmfs, xpmfs.runner, xpmfs.serialization, xpmfs.zygote, xp_xpmfs
+gc.freeze()
 times = []
 for _ in range(int(sys.argv[1])):
     begin = time.perf_counter()
@@ -753,9 +757,9 @@ def file_system_floor(folder: Path, count: int) -> tuple[float, float]:
 
 
 def bench_fork(sizes: Sizes, results: Results) -> None:
-    """The floor: forking a warm process that imported xpmfs, and starting fresh interpreters."""
+    """The floor: forking a process as warm as the warm runner, and starting fresh interpreters."""
     forked = subprocess.run(
-        [str(XPMFS_PYTHON), "-c", _FORK_CODE, str(sizes.forks)], capture_output=True, text=True, check=False
+        [str(XPMFS_PYTHON), "-c", _FORK_CODE, str(sizes.forks), str(BENCH_DIR)], capture_output=True, text=True, check=False
     )
     if forked.returncode != 0:
         results.error(f"fork floor: {forked.stderr[-1000:]}")
