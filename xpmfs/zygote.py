@@ -16,7 +16,7 @@ Protocol (a Unix socket pair; one JSON line per message):
   ``env`` and ``unset`` are the job's environment as a change to the one the zygote started with:
   the variables to set, and those to remove. A job's environment differs from its worker's by a
   handful of variables, so this spares encoding, decoding and setting some forty per job.
-* zygote → worker: ``{"job": ..., "pid": <child pid>}`` once forked, then
+* zygote → worker: ``{"pid": <child pid>}`` once forked, then
   ``{"pid": <child pid>, "exit": <code, negative for a signal>}`` when it ends; or
   ``{"job": ..., "error": "..."}`` when it could not fork (the worker then starts the job the
   fresh way). Each request gets its reply in request order, and a child's reply always comes
@@ -62,6 +62,8 @@ SPAWN_TIMEOUT = 30.0  # seconds to wait for the zygote's reply before giving up 
 
 def serve(sock: socket.socket) -> int:
     """The zygote's loop: fork a job per request until the worker closes the socket."""
+    import orjson
+
     from . import runner  # warm up: everything a job needs before its task's own code
     from ._process import _libc
     from .serialization import load_class
@@ -69,7 +71,8 @@ def serve(sock: socket.socket) -> int:
     _libc()  # loaded once here rather than in every fork
 
     watched: dict[str, float] = {}  # source files of preloaded task modules -> mtime
-    preloaded: set[str] = set()  # type references (as JSON) already imported and resolved
+    preloaded: set[object] = set()  # type references already imported and resolved
+    types_seen: set[str] = set()  # jobs/<typeid> folders whose workspace is open
     children: set[int] = set()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
@@ -103,7 +106,7 @@ def serve(sock: socket.socket) -> int:
                 if entry not in sys.path:
                     sys.path.insert(0, entry)
             for ref in request.get("preload", ()):
-                key = json.dumps(ref, sort_keys=True)
+                key = (ref.get("module"), ref.get("qualname"), ref.get("file")) if isinstance(ref, dict) else repr(ref)
                 if key not in preloaded:
                     cls = load_class(ref, "preload")
                     _watch(cls, watched)
@@ -112,10 +115,13 @@ def serve(sock: socket.socket) -> int:
         except Exception as error:  # the task's module does not import: let the fresh path report it
             send({"job": request["job"], "error": f"{type(error).__name__}: {error}"})
             return None
-        try:
-            runner.open_workspace_of(request["job"])
-        except Exception:  # a damaged format file: the fork reports it in its job
-            pass
+        type_folder = os.path.dirname(request["job"])
+        if type_folder not in types_seen:
+            try:
+                runner.open_workspace_of(request["job"])
+                types_seen.add(type_folder)
+            except Exception:  # a damaged format file: the fork reports it in its job
+                pass
         # Objects that exist now are never collected in a fork: leave them out of its GC passes,
         # which would otherwise touch (and so copy) every page of the heap.
         gc.freeze()
@@ -123,7 +129,7 @@ def serve(sock: socket.socket) -> int:
         if pid == 0:
             _child(request, runner, (sock.fileno(), wake_read, wake_write))
         children.add(pid)
-        send({"job": request["job"], "pid": pid})
+        sock.sendall(b'{"pid": %d}\n' % pid)  # the most frequent message, made without json
         return None
 
     received = b""  # requests arrive back to back: one read may hold several lines, or part of one
@@ -139,7 +145,7 @@ def serve(sock: socket.socket) -> int:
             received += data
             while b"\n" in received:
                 line, received = received.split(b"\n", 1)
-                code = fork(json.loads(line))
+                code = fork(orjson.loads(line))
                 if code is not None:
                     return code
 
