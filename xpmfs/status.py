@@ -98,45 +98,52 @@ class Status:
         return record
 
     @classmethod
-    def from_json(cls, record: Any, path: Path) -> Status:
+    def from_json(cls, record: Any, path: Path | str) -> Status:
         try:
-            fields = {f.name for f in dataclasses.fields(cls)}
-            values = {key: value for key, value in record.items() if key in fields}
+            values = {key: value for key, value in record.items() if key in _FIELD_NAMES}
             values["state"] = State(record["state"])
             if values.get("reason") is not None:
                 values["reason"] = Reason(values["reason"])
             return cls(**values)
         except (KeyError, ValueError, TypeError, AttributeError) as error:
             raise CorruptedError(
-                path, f"is not a valid job status ({error})", "run `xpmfs check --fix` on the workspace"
+                Path(path), f"is not a valid job status ({error})", "run `xpmfs check --fix` on the workspace"
             ) from error
 
 
 _STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(Status))
+_FIELD_NAMES = frozenset(_STATUS_FIELDS)
+_MARKERS = ((DONE_MARKER, State.DONE), (FAILED_MARKER, State.FAILED))
 
 
 def read(xpm_dir: Path) -> Status | None:
     """The status in ``xpm_dir`` (a job's ``__xpm__``), or ``None`` if it has none yet."""
-    path = xpm_dir / STATUS_FILE
+    # A string path: workers read this for every job they claim, runners once per run.
+    path = os.path.join(xpm_dir, STATUS_FILE)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as stream:
+            data = stream.read()
     except FileNotFoundError:
         return None
     try:
         record = orjson.loads(data)
     except orjson.JSONDecodeError as error:
         raise CorruptedError(
-            path, f"is not valid JSON ({error})", "run `xpmfs check --fix` on the workspace"
+            Path(path), f"is not valid JSON ({error})", "run `xpmfs check --fix` on the workspace"
         ) from error
     return Status.from_json(record, path)
 
 
 def terminal_marker(xpm_dir: Path) -> State | None:
     """``DONE`` or ``FAILED`` if the job has that marker, else ``None`` (two ``stat`` calls at most)."""
-    if (xpm_dir / DONE_MARKER).exists():
-        return State.DONE
-    if (xpm_dir / FAILED_MARKER).exists():
-        return State.FAILED
+    # String paths: a worker asks this of every queue entry it looks at. Only "no such file"
+    # means no marker; any other error (NFS...) is raised, never taken for "not finished".
+    for name, state in _MARKERS:
+        try:
+            os.stat(os.path.join(xpm_dir, name))
+            return state
+        except (FileNotFoundError, NotADirectoryError):
+            pass
     return None
 
 

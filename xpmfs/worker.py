@@ -306,6 +306,8 @@ class Worker:
         return marker
 
     def _clean_finished(self, job: Job) -> None:
+        if not queue.contains(self.workspace.queue_dir, job.ref):
+            return  # its runner (or our reaping) removed the entry since the view was refreshed
         # Under the lock: an experiment may be resubmitting this job right now (DESIGN invariant 4).
         lock = job.lock()
         if not lock.try_acquire():

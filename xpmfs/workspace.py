@@ -16,6 +16,7 @@ folder.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -54,27 +55,27 @@ class Workspace:
     lock_mode: LockMode = LockMode.LOCAL
     lease_duration: float = DEFAULT_LEASE_DURATION
 
-    @property
+    @functools.cached_property  # a frozen dataclass: computed once, kept in __dict__
     def format_file(self) -> Path:
         return self.path / DOT_DIR / FORMAT_FILE
 
-    @property
+    @functools.cached_property
     def queue_dir(self) -> Path:
         return self.path / QUEUE_DIR
 
-    @property
+    @functools.cached_property
     def workers_dir(self) -> Path:
         return self.path / WORKERS_DIR
 
-    @property
+    @functools.cached_property
     def experiments_dir(self) -> Path:
         return self.path / EXPERIMENTS_DIR
 
-    @property
+    @functools.cached_property
     def jobs_dir(self) -> Path:
         return self.path / JOBS_DIR
 
-    @property
+    @functools.cached_property
     def config_dir(self) -> Path:
         return self.path / CONFIG_DIR
 
