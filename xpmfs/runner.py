@@ -52,23 +52,25 @@ def _on_sigterm(signum: int, frame: object) -> None:
     # Arrived after the task returned or raised: its outcome stands; nothing to interrupt.
 
 
-_opened: dict[Path, Workspace] = {}  # by the warm runner, before it forks: a fork need not read the format
+_opened: dict[str, Workspace] = {}  # by the warm runner, before it forks: a fork need not read the format
 
 
 def job_from_path(path: str | os.PathLike[str]) -> Job:
     """The job whose folder is ``path``, or holds the file ``path`` (its ``<name>.py``)."""
-    where = Path(path).absolute()
-    folder = where if where.is_dir() else where.parent
-    root = folder.parent.parent.parent
-    workspace = _opened.get(root) or Workspace.open(root)
-    return Job(workspace, JobRef(folder.parent.name, folder.name))
+    where = os.path.abspath(path)
+    folder = where if os.path.isdir(where) else os.path.dirname(where)
+    type_folder, jobid = os.path.split(folder)
+    jobs_dir, typeid = os.path.split(type_folder)
+    root = os.path.dirname(jobs_dir)
+    workspace = _opened.get(root) or Workspace.open(Path(root))
+    return Job(workspace, JobRef(typeid, jobid))
 
 
 def open_workspace_of(job_folder: str) -> None:
     """Open the workspace of the job in ``job_folder`` once, for the jobs forked from this process."""
-    root = Path(job_folder).parent.parent.parent
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(job_folder))))
     if root not in _opened:
-        _opened[root] = Workspace.open(root)
+        _opened[root] = Workspace.open(Path(root))
 
 
 def main(path: str | os.PathLike[str]) -> int:
