@@ -1,0 +1,137 @@
+"""Where a job's cost goes: two diagnostics behind the findings in RESULTS.md.
+
+Usage (from the repository, with the venv's python)::
+
+    python tools/bench/profile_jobs.py cpu [N]     # CPU per job of each process, N jobs (1000)
+    python tools/bench/profile_jobs.py faults [N]  # page faults of a forked job, first and second run
+
+``cpu`` starts a 2-slot worker by hand, runs ``xp_xpmfs.py batch`` with N jobs against it, and
+prints the CPU time per job of the experiment, the worker, its zygote and the jobs the zygote
+forked (their own time and their children's, from ``/proc``), with the page faults of the zygote
+and of its jobs. The figures move ±15 % with the machine's state: compare two versions side by
+side (``PYTHONPATH=<other tree>``), not against an old printout.
+
+``faults`` forks, from a process as warm as the zygote, children that each run the runner on
+three jobs in a row, and prints the page faults of each run. The first run pays for writing to
+every page it shares with its parent (CPython writes the reference count of every object it
+uses); the later ones show what the work itself costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (field 3 is index 0)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu(fields: list[str], *, children: bool = False) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    first = 13 if children else 11  # cutime, cstime / utime, stime
+    return (int(fields[first]) + int(fields[first + 1])) / ticks
+
+
+def cpu_by_process(count: int) -> None:
+    """Run ``count`` jobs against a worker started here; print each process's CPU per job."""
+    python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="xpmfs-profile-") as folder:
+        ws = Path(folder) / "ws"
+        from xpmfs.workspace import Workspace
+
+        Workspace.open(ws, create=True)
+        worker = subprocess.Popen(
+            [python, "-m", "xpmfs", "worker", str(ws), "--jobs", "2"], stderr=subprocess.DEVNULL
+        )
+        try:
+            time.sleep(0.5)  # registered: the experiment then starts no embedded worker
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(
+                [python, str(BENCH_DIR / "xp_xpmfs.py"), "batch", str(ws), str(count)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            zygotes = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+            if len(zygotes) != 1:
+                raise SystemExit(f"expected the worker to have one child (its zygote), found {zygotes}")
+            worker_fields, zygote_fields = _proc_stat(worker.pid), _proc_stat(int(zygotes[0]))
+        finally:
+            worker.terminate()
+            worker.wait()
+    experiment = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    rows = {
+        "experiment": experiment,
+        "worker": _cpu(worker_fields),
+        "zygote": _cpu(zygote_fields),
+        "forked jobs": _cpu(zygote_fields, children=True),
+    }
+    for name, seconds in rows.items():
+        print(f"{name:12s} {1000 * seconds / count:6.2f} ms CPU per job")
+    print(f"{'total':12s} {1000 * sum(rows.values()) / count:6.2f} ms CPU per job")
+    print(f"page faults per job: zygote {int(zygote_fields[7]) / count:.0f}, forked jobs {int(zygote_fields[8]) / count:.0f}")
+
+
+def faults_per_run(count: int) -> None:
+    """Fork children from a warm process; each runs the runner on three jobs; print faults per run."""
+    import xp_xpmfs
+
+    from xpmfs import experiment, runner, zygote
+    from xpmfs.runner import ENV_LOCK_HELD
+    from xpmfs.workspace import Workspace
+
+    with tempfile.TemporaryDirectory(prefix="xpmfs-profile-") as folder:
+        ws = Path(folder) / "ws"
+        with experiment(ws, "faults", workers=0, wait=False):
+            for x in range(3 * count):
+                xp_xpmfs.Touch.C(x=x).submit()
+        jobs = sorted(str(path) for path in Workspace.open(ws).jobs_dir.glob("*/*"))
+        runner.open_workspace_of(jobs[0])  # warm as the zygote is: workspace open, fields resolved
+        zygote._resolve_fields(xp_xpmfs.Touch)
+        gc.freeze()
+        read, write = os.pipe()
+        totals = [0, 0, 0]
+        for first in range(0, 3 * count, 3):
+            pid = os.fork()
+            if pid == 0:
+                faults = []
+                for job in jobs[first : first + 3]:
+                    os.environ[ENV_LOCK_HELD] = "1"  # nobody holds the lock: no worker here
+                    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                    runner.main(job)
+                    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+                os.write(write, " ".join(map(str, faults)).encode())
+                os._exit(0)
+            os.waitpid(pid, 0)
+            for index, value in enumerate(os.read(read, 1000).split()):
+                totals[index] += int(value)
+    print("page faults of the runner, per run in a fresh fork: first {:.0f}, second {:.0f}, third {:.0f}".format(
+        *(total / count for total in totals)
+    ))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["cpu", "faults"])
+    parser.add_argument("count", nargs="?", type=int, default=None, help="jobs (cpu: 1000) or forks (faults: 100)")
+    arguments = parser.parse_args()
+    if arguments.what == "cpu":
+        cpu_by_process(arguments.count or 1000)
+    else:
+        faults_per_run(arguments.count or 100)
+
+
+if __name__ == "__main__":
+    main()
