@@ -111,16 +111,36 @@ class Spec:
 
 
 class Job:
-    """A job folder in a workspace. Cheap to create: it only computes paths."""
+    """A job folder in a workspace. Cheap to create: it joins two strings.
 
-    __slots__ = ("name", "path", "ref", "workspace", "xpm_dir")
+    Workers, listings and scans make one for every job they look at, and most only ask for its
+    status or marker: those read through the string ``_xpm``. The ``Path`` objects are made on
+    first use (three ``Path`` joins cost ~5 µs, a tenth of what ``xpmfs ls`` spends on a job).
+    """
+
+    __slots__ = ("_path", "_xpm", "_xpm_dir", "name", "ref", "workspace")
 
     def __init__(self, workspace: Workspace, ref: JobRef) -> None:
         self.workspace = workspace
         self.ref = ref
-        self.path = workspace.job_path(ref.typeid, ref.jobid)
-        self.xpm_dir = self.path / XPM_DIR
+        self._xpm = f"{workspace.jobs_dir}/{ref.typeid}/{ref.jobid}/{XPM_DIR}"
+        self._path: Path | None = None
+        self._xpm_dir: Path | None = None
         self.name = task_name(ref.typeid)
+
+    @property
+    def path(self) -> Path:
+        """The job's folder, ``WS/jobs/<typeid>/<jobid>``."""
+        if self._path is None:
+            self._path = self.workspace.job_path(self.ref.typeid, self.ref.jobid)
+        return self._path
+
+    @property
+    def xpm_dir(self) -> Path:
+        """Its ``__xpm__`` folder: spec, status, markers, lock."""
+        if self._xpm_dir is None:
+            self._xpm_dir = Path(self._xpm)
+        return self._xpm_dir
 
     def __repr__(self) -> str:
         return f"Job({self.path})"
@@ -182,10 +202,10 @@ class Job:
         return Spec.from_json(record, path)
 
     def status(self) -> status.Status | None:
-        return status.read(self.xpm_dir)
+        return status.read(self._xpm)
 
     def marker(self) -> status.State | None:
-        return status.terminal_marker(self.xpm_dir)
+        return status.terminal_marker(self._xpm)
 
     def lock(self, on_lost: Callable[[str], None] | None = None) -> JobLock:
         """The job's lock; ``on_lost`` is told (shared mode) when a peer took the lease from us."""

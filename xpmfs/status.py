@@ -116,7 +116,7 @@ _FIELD_NAMES = frozenset(_STATUS_FIELDS)
 _MARKERS = ((DONE_MARKER, State.DONE), (FAILED_MARKER, State.FAILED))
 
 
-def read(xpm_dir: Path) -> Status | None:
+def read(xpm_dir: Path | str) -> Status | None:
     """The status in ``xpm_dir`` (a job's ``__xpm__``), or ``None`` if it has none yet."""
     # A string path: workers read this for every job they claim, runners once per run.
     path = os.path.join(xpm_dir, STATUS_FILE)
@@ -134,7 +134,7 @@ def read(xpm_dir: Path) -> Status | None:
     return Status.from_json(record, path)
 
 
-def terminal_marker(xpm_dir: Path) -> State | None:
+def terminal_marker(xpm_dir: Path | str) -> State | None:
     """``DONE`` or ``FAILED`` if the job has that marker, else ``None`` (two ``stat`` calls at most)."""
     # String paths: a worker asks this of every queue entry it looks at. Only "no such file"
     # means no marker; any other error (NFS...) is raised, never taken for "not finished".

@@ -81,7 +81,7 @@ class Workspace:
 
     def job_path(self, typeid: str, jobid: str) -> Path:
         """The folder of job ``jobid`` of type ``typeid``."""
-        return self.jobs_dir / typeid / jobid
+        return self.jobs_dir.joinpath(typeid, jobid)
 
     def experiment_path(self, name: str) -> Path:
         return self.experiments_dir / name
