@@ -46,9 +46,8 @@ class Probe(Task):
 def _run(tmp_path: Path, ws: Path, name: str, count: int, mode: str, env: dict[str, str]) -> list[tuple[int, int, int]]:
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
-    result = subprocess.run(
-        [sys.executable, str(script), str(ws), name, str(count), mode], env=env, capture_output=True, timeout=120
-    )
+    command = [sys.executable, str(script), str(ws), name, str(count), mode]
+    result = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr.decode()
     probes = []
     for job in (ws / "jobs" / "versioned.probe").iterdir():
@@ -149,7 +148,9 @@ def test_a_forked_job_sees_the_environment_a_fresh_one_sees(tmp_path: Path, ws: 
     processes.start([sys.executable, "-m", "xpmfs", "worker", str(ws)], env=env, log=tmp_path / "w.log")
     script = tmp_path / "script.py"
     script.write_text(ENV_SCRIPT)
-    result = subprocess.run([sys.executable, str(script), str(ws)], env=env, capture_output=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(script), str(ws)], env=env, capture_output=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr.decode()
 
     seen = {}

@@ -70,7 +70,9 @@ def open_workspace_of(job_folder: str) -> None:
     """Open the workspace of the job in ``job_folder`` once, for the jobs forked from this process."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(job_folder))))
     if root not in _opened:
-        _opened[root] = Workspace.open(Path(root))
+        workspace = _opened[root] = Workspace.open(Path(root))
+        for folder in (workspace.jobs_dir, workspace.queue_dir, workspace.config_dir):
+            os.fspath(folder)  # computed and cached here, not again in every fork
 
 
 def main(path: str | os.PathLike[str]) -> int:

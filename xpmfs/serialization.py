@@ -296,7 +296,9 @@ def load_class(ref: Any, where: str) -> Any:
         module = _script_module(file, name)
     else:
         try:
-            module = importlib.import_module(ref["module"])
+            # Loaded already, nearly always: skip importlib's machinery (a forked job pays for
+            # every function it calls the first time).
+            module = sys.modules.get(ref["module"]) or importlib.import_module(ref["module"])
         except Exception as error:
             raise ConfigError(
                 name,

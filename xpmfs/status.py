@@ -182,7 +182,7 @@ class _Unread(Enum):
 _UNREAD = _Unread.UNREAD  # ``current`` not given: read it
 
 
-def transition(xpm_dir: Path, to: State, *, current: Status | None | _Unread = _UNREAD, **fields: Any) -> Status:
+def transition(xpm_dir: Path, to: State, *, current: Status | _Unread | None = _UNREAD, **fields: Any) -> Status:
     """Move the job whose ``__xpm__`` folder is ``xpm_dir`` to state ``to``, and return its new status.
 
     The caller holds the job's lock. ``fields`` update the status record (``attempt``, ``pid``,
@@ -256,7 +256,7 @@ def _write_marker(xpm_dir: Path, status: Status) -> None:
         _atomic.write_json(marker, status.to_json())
 
 
-def complete_interrupted(xpm_dir: Path, current: Status | None | _Unread = _UNREAD) -> State | None:
+def complete_interrupted(xpm_dir: Path, current: Status | _Unread | None = _UNREAD) -> State | None:
     """Finish a terminal transition a crash cut short: the status says done/failed, the marker is missing.
 
     The status was written after the task's outcome was known, so the outcome stands: write the

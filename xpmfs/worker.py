@@ -619,7 +619,8 @@ class Worker:
             return
         if running.released:
             if current is not None and current.state is State.RUNNING:
-                status.transition(job.xpm_dir, State.READY, current=current, message=f"handed back by worker {self.name}")
+                message = f"handed back by worker {self.name}"
+                status.transition(job.xpm_dir, State.READY, current=current, message=message)
             return
         if current is not None and current.state is State.READY:
             return  # the runner asked for a retry (resumable timeout); the queue entry stays

@@ -81,7 +81,8 @@ def cpu_by_process(count: int) -> None:
     for name, seconds in rows.items():
         print(f"{name:12s} {1000 * seconds / count:6.2f} ms CPU per job")
     print(f"{'total':12s} {1000 * sum(rows.values()) / count:6.2f} ms CPU per job")
-    print(f"page faults per job: zygote {int(zygote_fields[7]) / count:.0f}, forked jobs {int(zygote_fields[8]) / count:.0f}")
+    zygote_faults, job_faults = int(zygote_fields[7]) / count, int(zygote_fields[8]) / count
+    print(f"page faults per job: zygote {zygote_faults:.0f}, forked jobs {job_faults:.0f}")
 
 
 def faults_per_run(count: int) -> None:
