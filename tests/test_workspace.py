@@ -194,6 +194,39 @@ def test_queue_view_keeps_submission_order_from_listings_and_from_reported_chang
     assert rest == [(refs[0].entry_name, refs[0]), (refs[1].entry_name, refs[1])]
 
 
+def _inotify_masks(folder: Path) -> list[int]:
+    """The masks this process's inotify watches on ``folder`` have, as the kernel keeps them."""
+    inode = f"ino:{os.stat(folder).st_ino:x} "
+    masks = []
+    for info in Path("/proc/self/fdinfo").iterdir():
+        try:
+            text = info.read_text()
+        except OSError:
+            continue  # a descriptor closed meanwhile
+        for line in text.splitlines():
+            if line.startswith("inotify wd:") and inode in line:
+                masks.append(int(line.split("mask:")[1].split()[0], 16))
+    return masks
+
+
+def test_watchers_ask_inotify_for_names_only_unless_told(tmp_path: Path) -> None:
+    """Opens, writes and closes of queue entries (and listings of the queue) must not reach
+    workers and experiments: each event costs two watchdog threads a wake-up per process."""
+    created, deleted, moved = 0x100, 0x200, 0x40 | 0x80
+    contents = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20  # access, modify, attrib, close, open
+    with Watcher([tmp_path], rescan=60):
+        (mask,) = _inotify_masks(tmp_path)
+    assert mask & created and mask & deleted and mask & moved == moved
+    assert mask & contents == 0, hex(mask)
+    (tmp_path / "record").write_text("")  # before watching: no event of its own is pending
+    with Watcher([tmp_path], rescan=60, contents=True) as watcher:
+        (mask,) = _inotify_masks(tmp_path)
+        assert mask & 0x4 and mask & 0x8, hex(mask)  # attrib (a heartbeat), close after writing
+        watcher.wait(0)  # the first wait is a full rescan
+        os.utime(tmp_path / "record")
+        assert watcher.wait(10) is False and watcher.woken  # woken by the touch, well before 10 s
+
+
 def test_watcher_reports_the_names_that_changed(tmp_path: Path) -> None:
     with Watcher([tmp_path], rescan=60, track=True) as watcher:
         watcher.wait(0)  # the first wait is a full rescan

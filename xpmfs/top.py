@@ -340,7 +340,7 @@ def run(
         console.print(render(snapshot(ws, experiment)))
         return 0
     folders = [folder for folder in (ws.queue_dir, ws.workers_dir) if folder.is_dir()]
-    watcher = Watcher(folders, rescan=rescan)
+    watcher = Watcher(folders, rescan=rescan, contents=True)  # a heartbeat touches its record
     keys = _Keys(watcher.wake)
     try:
         with watcher, keys, _stop_on_signals():

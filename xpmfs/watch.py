@@ -13,8 +13,30 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
+
+# What a folder of entries (the queue) changes by: names appear, go, or are renamed. Asking
+# inotify for these alone spares every watcher the opens, writes and closes of each entry, and
+# the opens and closes of every listing of the folder by any process: each went through two
+# watchdog threads in each watching process, for nothing.
+_NAME_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+]
 
 
 class _Wake(FileSystemEventHandler):
@@ -35,17 +57,22 @@ class _Wake(FileSystemEventHandler):
 
 
 class Watcher:
-    """Wakes :meth:`wait` when something changes in ``folders`` or ``rescan`` seconds have passed."""
+    """Wakes :meth:`wait` when something changes in ``folders`` or ``rescan`` seconds have passed.
 
-    def __init__(self, folders: Iterable[Path], *, rescan: float, track: bool = False) -> None:
+    By default a change is a name created, removed or renamed; with ``contents=True``, a file
+    written to (or its attributes changed) is one too.
+    """
+
+    def __init__(self, folders: Iterable[Path], *, rescan: float, track: bool = False, contents: bool = False) -> None:
         self.rescan = rescan
         self.event = threading.Event()
         self._observer = Observer()
         self._guard = threading.Lock()
         self._changed: set[str] | None = set() if track else None
         handler = _Wake(self.event, self._changed, self._guard)
+        event_filter = None if contents else _NAME_EVENTS
         for folder in folders:
-            self._observer.schedule(handler, str(folder), recursive=False)
+            self._observer.schedule(handler, str(folder), recursive=False, event_filter=event_filter)
         self._next_rescan = 0.0
         self.woken = False
         """Whether the last :meth:`wait` ended by an event or a :meth:`wake` (not a timeout)."""

@@ -11,6 +11,10 @@ forked (their own time and their children's, from ``/proc``), with the page faul
 and of its jobs. The figures move ±15 % with the machine's state: compare two versions side by
 side (``PYTHONPATH=<other tree>``), not against an old printout.
 
+Both leave their workspace in the temporary folder and say where: after a mass deletion, ext4
+creates files slowly for minutes, which would skew the next measurement (see RESULTS.md). Delete
+them when you are done measuring.
+
 ``faults`` forks, from a process as warm as the zygote, children that each run the runner on
 three jobs in a row, and prints the page faults of each run. The first run pays for writing to
 every page it shares with its parent (CPython writes the reference count of every object it
@@ -44,33 +48,36 @@ def _cpu(fields: list[str], *, children: bool = False) -> float:
     return (int(fields[first]) + int(fields[first + 1])) / ticks
 
 
+def _workspace() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="xpmfs-profile-"))
+    print(f"workspace: {folder / 'ws'} (left in place; delete it when done measuring)", file=sys.stderr)
+    return folder / "ws"
+
+
 def cpu_by_process(count: int) -> None:
     """Run ``count`` jobs against a worker started here; print each process's CPU per job."""
-    python = sys.executable
-    with tempfile.TemporaryDirectory(prefix="xpmfs-profile-") as folder:
-        ws = Path(folder) / "ws"
-        from xpmfs.workspace import Workspace
+    from xpmfs.workspace import Workspace
 
-        Workspace.open(ws, create=True)
-        worker = subprocess.Popen(
-            [python, "-m", "xpmfs", "worker", str(ws), "--jobs", "2"], stderr=subprocess.DEVNULL
+    python = sys.executable
+    ws = _workspace()
+    Workspace.open(ws, create=True)
+    worker = subprocess.Popen([python, "-m", "xpmfs", "worker", str(ws), "--jobs", "2"], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # registered: the experiment then starts no embedded worker
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(
+            [python, str(BENCH_DIR / "xp_xpmfs.py"), "batch", str(ws), str(count)],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
-        try:
-            time.sleep(0.5)  # registered: the experiment then starts no embedded worker
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run(
-                [python, str(BENCH_DIR / "xp_xpmfs.py"), "batch", str(ws), str(count)],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            zygotes = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
-            if len(zygotes) != 1:
-                raise SystemExit(f"expected the worker to have one child (its zygote), found {zygotes}")
-            worker_fields, zygote_fields = _proc_stat(worker.pid), _proc_stat(int(zygotes[0]))
-        finally:
-            worker.terminate()
-            worker.wait()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        zygotes = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        if len(zygotes) != 1:
+            raise SystemExit(f"expected the worker to have one child (its zygote), found {zygotes}")
+        worker_fields, zygote_fields = _proc_stat(worker.pid), _proc_stat(int(zygotes[0]))
+    finally:
+        worker.terminate()
+        worker.wait()
     experiment = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     rows = {
         "experiment": experiment,
@@ -93,31 +100,30 @@ def faults_per_run(count: int) -> None:
     from xpmfs.runner import ENV_LOCK_HELD
     from xpmfs.workspace import Workspace
 
-    with tempfile.TemporaryDirectory(prefix="xpmfs-profile-") as folder:
-        ws = Path(folder) / "ws"
-        with experiment(ws, "faults", workers=0, wait=False):
-            for x in range(3 * count):
-                xp_xpmfs.Touch.C(x=x).submit()
-        jobs = sorted(str(path) for path in Workspace.open(ws).jobs_dir.glob("*/*"))
-        runner.open_workspace_of(jobs[0])  # warm as the zygote is: workspace open, fields resolved
-        zygote._resolve_fields(xp_xpmfs.Touch)
-        gc.freeze()
-        read, write = os.pipe()
-        totals = [0, 0, 0]
-        for first in range(0, 3 * count, 3):
-            pid = os.fork()
-            if pid == 0:
-                faults = []
-                for job in jobs[first : first + 3]:
-                    os.environ[ENV_LOCK_HELD] = "1"  # nobody holds the lock: no worker here
-                    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                    runner.main(job)
-                    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
-                os.write(write, " ".join(map(str, faults)).encode())
-                os._exit(0)
-            os.waitpid(pid, 0)
-            for index, value in enumerate(os.read(read, 1000).split()):
-                totals[index] += int(value)
+    ws = _workspace()
+    with experiment(ws, "faults", workers=0, wait=False):
+        for x in range(3 * count):
+            xp_xpmfs.Touch.C(x=x).submit()
+    jobs = sorted(str(path) for path in Workspace.open(ws).jobs_dir.glob("*/*"))
+    runner.open_workspace_of(jobs[0])  # warm as the zygote is: workspace open, fields resolved
+    zygote._resolve_fields(xp_xpmfs.Touch)
+    gc.freeze()
+    read, write = os.pipe()
+    totals = [0, 0, 0]
+    for first in range(0, 3 * count, 3):
+        pid = os.fork()
+        if pid == 0:
+            faults = []
+            for job in jobs[first : first + 3]:
+                os.environ[ENV_LOCK_HELD] = "1"  # nobody holds the lock: no worker here
+                start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                runner.main(job)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+            os.write(write, " ".join(map(str, faults)).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        for index, value in enumerate(os.read(read, 1000).split()):
+            totals[index] += int(value)
     print("page faults of the runner, per run in a fresh fork: first {:.0f}, second {:.0f}, third {:.0f}".format(
         *(total / count for total in totals)
     ))
