@@ -72,7 +72,6 @@ def serve(sock: socket.socket) -> int:
 
     watched: dict[str, float] = {}  # source files of preloaded task modules -> mtime
     preloaded: set[object] = set()  # type references already imported and resolved
-    types_seen: set[str] = set()  # jobs/<typeid> folders whose workspace is open
     children: set[int] = set()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
@@ -115,13 +114,10 @@ def serve(sock: socket.socket) -> int:
         except Exception as error:  # the task's module does not import: let the fresh path report it
             send({"job": request["job"], "error": f"{type(error).__name__}: {error}"})
             return None
-        type_folder = os.path.dirname(request["job"])
-        if type_folder not in types_seen:
-            try:
-                runner.open_workspace_of(request["job"])
-                types_seen.add(type_folder)
-            except Exception:  # a damaged format file: the fork reports it in its job
-                pass
+        try:
+            runner.open_workspace_of(request["job"])  # once per workspace: it keeps them by root
+        except Exception:  # a damaged format file: the fork reports it in its job
+            pass
         # Objects that exist now are never collected in a fork: leave them out of its GC passes,
         # which would otherwise touch (and so copy) every page of the heap.
         gc.freeze()
