@@ -21,11 +21,14 @@ TMP_PREFIX = ".tmp-"
 _SPACE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+def _temp_name(path: Path | str) -> str:
+    # String operations: a runner writes two statuses per job, in a fork where every pathlib
+    # function it calls for the first time costs it page copies (see xpmfs.zygote).
+    folder, _, name = os.fspath(path).rpartition("/")
+    return f"{folder}/{TMP_PREFIX}{name}.{os.getpid()}.{os.urandom(4).hex()}"
 
 
-def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
+def _write_temp(path: Path | str, data: bytes, *, fsync: bool) -> str:
     temp = _temp_name(path)
     try:
         write_new(temp, data, fsync=fsync)
@@ -70,7 +73,7 @@ def write_new(temp: Path | str, data: bytes, *, fsync: bool = False, mode: int =
     os.close(fd)
 
 
-def write_bytes(path: Path, data: bytes, *, fsync: bool = False) -> None:
+def write_bytes(path: Path | str, data: bytes, *, fsync: bool = False) -> None:
     """Replace ``path`` with ``data`` atomically."""
     temp = _write_temp(path, data, fsync=fsync)
     try:
@@ -81,7 +84,7 @@ def write_bytes(path: Path, data: bytes, *, fsync: bool = False) -> None:
         raise
 
 
-def create_bytes(path: Path, data: bytes) -> bool:
+def create_bytes(path: Path | str, data: bytes) -> bool:
     """Create ``path`` holding ``data`` unless it exists; return whether this call created it.
 
     The content appears whole: it is written under a temporary name and hard-linked into place,
@@ -103,11 +106,27 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
-def write_json(path: Path, value: Any) -> None:
+def write_json(path: Path | str, value: Any) -> None:
     """Replace ``path`` with ``value`` as JSON, atomically."""
     write_bytes(path, dumps(value))
 
 
-def read_json(path: Path) -> Any:
+def read_bytes(path: Path | str) -> bytes:
+    """The whole content of the file ``path``.
+
+    ``open().read()`` makes eight system calls for a small file (it stats it twice, asks whether it
+    is a terminal and where it stands); this makes four. Status files and specs are read this way.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def read_json(path: Path | str) -> Any:
     """Read a JSON file written by :func:`write_json` (raises ``orjson.JSONDecodeError`` if damaged)."""
-    return orjson.loads(path.read_bytes())
+    return orjson.loads(read_bytes(path))

@@ -79,7 +79,7 @@ class Spec:
         }
 
     @classmethod
-    def from_json(cls, record: Any, path: Path) -> Spec:
+    def from_json(cls, record: Any, path: Path | str) -> Spec:
         try:
             spec = cls(
                 typeid=record["typeid"],
@@ -97,13 +97,13 @@ class Spec:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CorruptedError(
-                path,
+                Path(path),
                 f"is not a valid job spec (missing or bad field: {error})",
                 "re-run the experiment that submitted the job (it rewrites a damaged spec), or `xpmfs kill` it",
             ) from error
         if spec.format != FORMAT:
             raise FormatError(
-                path,
+                Path(path),
                 f"was written in format {spec.format!r}, which this xpmfs ({FORMAT!r}) cannot run",
                 "run it with the xpmfs version that submitted it, or upgrade xpmfs",
             )
@@ -118,12 +118,14 @@ class Job:
     first use (three ``Path`` joins cost ~5 µs, a tenth of what ``xpmfs ls`` spends on a job).
     """
 
-    __slots__ = ("_path", "_xpm", "_xpm_dir", "name", "ref", "workspace")
+    __slots__ = ("_path", "_xpm", "_xpm_dir", "folder", "name", "ref", "workspace")
 
     def __init__(self, workspace: Workspace, ref: JobRef) -> None:
         self.workspace = workspace
         self.ref = ref
-        self._xpm = f"{workspace.jobs_dir}/{ref.typeid}/{ref.jobid}/{XPM_DIR}"
+        self.folder = f"{workspace.jobs_dir}/{ref.typeid}/{ref.jobid}"
+        """The job's folder as a string (:attr:`path` is the same as a ``Path``)."""
+        self._xpm = f"{self.folder}/{XPM_DIR}"
         self._path: Path | None = None
         self._xpm_dir: Path | None = None
         self.name = task_name(ref.typeid)
@@ -169,11 +171,17 @@ class Job:
 
     @property
     def stdout_path(self) -> Path:
-        return self.path / f"{self.name}.out"
+        return Path(self.output_files[0])
 
     @property
     def stderr_path(self) -> Path:
-        return self.path / f"{self.name}.err"
+        return Path(self.output_files[1])
+
+    @property
+    def output_files(self) -> tuple[str, str]:
+        """The job's ``<name>.out`` and ``<name>.err``, as strings (a worker sends them per job)."""
+        stem = f"{self.folder}/{self.name}"
+        return f"{stem}.out", f"{stem}.err"
 
     @property
     def task_outputs_path(self) -> Path:
@@ -182,12 +190,12 @@ class Job:
     # -- reading ---------------------------------------------------------------------------
 
     def read_spec(self) -> Spec:
-        path = self.spec_path
+        path = f"{self._xpm}/{SPEC_FILE}"
         try:
-            data = path.read_bytes()
+            data = _atomic.read_bytes(path)
         except FileNotFoundError as error:
             raise CorruptedError(
-                path,
+                Path(path),
                 "is missing",
                 "re-run the experiment that submitted this job (it rewrites a damaged spec), or `xpmfs kill` it",
             ) from error
@@ -195,7 +203,7 @@ class Job:
             record = orjson.loads(data)
         except orjson.JSONDecodeError as error:
             raise CorruptedError(
-                path,
+                Path(path),
                 f"is not valid JSON ({error})" if data else "is empty",
                 "re-run the experiment that submitted this job (it rewrites a damaged spec), or `xpmfs kill` it",
             ) from error
@@ -267,7 +275,7 @@ class Job:
     def clear_cancel(self) -> None:
         """Forget a cancel request (the job ended, or is being resubmitted)."""
         try:
-            self.cancel_path.unlink()
+            os.unlink(f"{self._xpm}/{CANCEL_FILE}")
         except FileNotFoundError:
             pass
 

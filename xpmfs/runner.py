@@ -20,11 +20,20 @@ from typing import Any
 from . import queue, status
 from ._crash import crash_point
 from ._process import die_with_parent
+from .cache import set_root as set_cache_root  # not `from . import cache`: xpmfs.cache is the decorator
+from .config import typeid
 from .errors import CorruptedError, GracefulTimeout
 from .job import Job, Spec
+from .outputs import install_writer
+from .progress import flush as flush_progress
 from .queue import JobRef
+from .serialization import from_dict
 from .status import Reason, State
 from .workspace import Workspace
+
+# Everything a run needs is imported above, not where it is used: a job forked by the warm runner
+# (xpmfs.zygote) would otherwise run importlib's own Python code for each `from .x import y` in a
+# function, and pay for copying the pages that code touches.
 
 ENV_LOCK_HELD = "XPMFS_LOCK_HELD"  # "1": the parent (a worker) holds the job's lock for us
 ENV_PARENT_PID = "XPMFS_PARENT_PID"  # die when this process dies
@@ -59,16 +68,22 @@ def job_from_path(path: str | os.PathLike[str]) -> Job:
     """The job whose folder is ``path``, or holds the file ``path`` (its ``<name>.py``)."""
     where = os.path.abspath(path)
     folder = where if os.path.isdir(where) else os.path.dirname(where)
-    type_folder, jobid = os.path.split(folder)
-    jobs_dir, typeid = os.path.split(type_folder)
-    root = os.path.dirname(jobs_dir)
+    type_folder, _, jobid = folder.rpartition("/")
+    jobs_dir, _, typeid = type_folder.rpartition("/")
+    root = _root_of(jobs_dir)
     workspace = _opened.get(root) or Workspace.open(Path(root))
     return Job(workspace, JobRef(typeid, jobid))
 
 
+def _root_of(jobs_dir: str) -> str:
+    # The workspace of `<root>/jobs`, by string operations: each function a forked job calls for
+    # the first time costs it page copies (see xpmfs.zygote).
+    return jobs_dir.rpartition("/")[0] or "/"
+
+
 def open_workspace_of(job_folder: str) -> None:
     """Open the workspace of the job in ``job_folder`` once, for the jobs forked from this process."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(job_folder))))
+    root = _root_of(os.path.abspath(job_folder).rsplit("/", 2)[0])
     if root not in _opened:
         workspace = _opened[root] = Workspace.open(Path(root))
         for folder in (workspace.jobs_dir, workspace.queue_dir, workspace.config_dir):
@@ -191,17 +206,12 @@ def _cluster_timeout(cluster_id: str) -> bool:
 
 
 def _execute(job: Job, spec: Spec) -> None:
-    # The configuration layer, imported late so that a busy or finished job exits fast.
-    from .cache import set_root as set_cache_root  # not `from . import cache`: xpmfs.cache is the decorator
-    from .outputs import install_writer
-    from .serialization import from_dict
-
     for entry in reversed(spec.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
     os.environ.update(spec.environ)
-    os.environ[ENV_JOB_DIR] = str(job.path)
-    os.chdir(job.path)
+    os.environ[ENV_JOB_DIR] = job.folder
+    os.chdir(job.folder)
     set_cache_root(job.workspace)  # @cache methods of the task (and its init tasks) use WS/config
     task: Any = from_dict(spec.config)
     _verify(job, spec, task)
@@ -214,8 +224,6 @@ def _execute(job: Job, spec: Spec) -> None:
 
 def _verify(job: Job, spec: Spec, task: Any) -> None:
     """Refuse a spec that does not describe this job (edited, damaged, or copied into the folder)."""
-    from .config import typeid
-
     found = (typeid(task), task.__identifier__())
     if (spec.typeid, spec.jobid) != (job.ref.typeid, job.ref.jobid) or found != (job.ref.typeid, job.ref.jobid):
         raise CorruptedError(
@@ -229,8 +237,6 @@ def _verify(job: Job, spec: Spec, task: Any) -> None:
 def _finish(
     job: Job, spec: Spec, running: status.Status, to: State, reason: Reason | None, message: str | None, code: int
 ) -> int:
-    from .progress import flush as flush_progress
-
     flush_progress()  # the task's last progress report, on disk before its end is recorded
     sys.stdout.flush()
     sys.stderr.flush()

@@ -119,10 +119,9 @@ _MARKERS = ((DONE_MARKER, State.DONE), (FAILED_MARKER, State.FAILED))
 def read(xpm_dir: Path | str) -> Status | None:
     """The status in ``xpm_dir`` (a job's ``__xpm__``), or ``None`` if it has none yet."""
     # A string path: workers read this for every job they claim, runners once per run.
-    path = os.path.join(xpm_dir, STATUS_FILE)
+    path = f"{xpm_dir}/{STATUS_FILE}"
     try:
-        with open(path, "rb") as stream:
-            data = stream.read()
+        data = _atomic.read_bytes(path)
     except FileNotFoundError:
         return None
     try:
@@ -140,7 +139,7 @@ def terminal_marker(xpm_dir: Path | str) -> State | None:
     # means no marker; any other error (NFS...) is raised, never taken for "not finished".
     for name, state in _MARKERS:
         try:
-            os.stat(os.path.join(xpm_dir, name))
+            os.stat(f"{xpm_dir}/{name}")
             return state
         except (FileNotFoundError, NotADirectoryError):
             pass
@@ -182,7 +181,7 @@ class _Unread(Enum):
 _UNREAD = _Unread.UNREAD  # ``current`` not given: read it
 
 
-def transition(xpm_dir: Path, to: State, *, current: Status | _Unread | None = _UNREAD, **fields: Any) -> Status:
+def transition(xpm_dir: Path | str, to: State, *, current: Status | _Unread | None = _UNREAD, **fields: Any) -> Status:
     """Move the job whose ``__xpm__`` folder is ``xpm_dir`` to state ``to``, and return its new status.
 
     The caller holds the job's lock. ``fields`` update the status record (``attempt``, ``pid``,
@@ -200,7 +199,7 @@ def transition(xpm_dir: Path, to: State, *, current: Status | _Unread | None = _
     before = current.state if current else None
     if to not in _ALLOWED[before]:
         raise TransitionError(
-            xpm_dir / STATUS_FILE,
+            Path(xpm_dir, STATUS_FILE),
             f"a job cannot go from {before.value if before else 'no status'} to {to.value}",
             "this is a bug in xpmfs, or another process changed the job; run `xpmfs check` on the workspace",
         )
@@ -220,7 +219,7 @@ def transition(xpm_dir: Path, to: State, *, current: Status | _Unread | None = _
         # Clear the terminal marker first: nobody may see a marker that contradicts the new state.
         for marker in (DONE_MARKER, FAILED_MARKER):
             try:
-                os.unlink(xpm_dir / marker)
+                os.unlink(f"{xpm_dir}/{marker}")
             except FileNotFoundError:
                 pass
         base = dataclasses.replace(base, ended=None, exit_code=None, reason=None, message=None)
@@ -234,14 +233,14 @@ def transition(xpm_dir: Path, to: State, *, current: Status | _Unread | None = _
     if "reason" in fields and fields["reason"] is not None:
         fields["reason"] = Reason(fields["reason"])
     status = dataclasses.replace(base, state=to, updated=now, **fields)
-    _atomic.write_json(xpm_dir / STATUS_FILE, status.to_json())
+    _atomic.write_json(f"{xpm_dir}/{STATUS_FILE}", status.to_json())
     if to.terminal:
         crash_point("complete.after-status")
         _write_marker(xpm_dir, status)
     return status
 
 
-def _write_marker(xpm_dir: Path, status: Status) -> None:
+def _write_marker(xpm_dir: Path | str, status: Status) -> None:
     """Create the terminal marker of ``status`` (just written to ``status.json``).
 
     The marker is a hard link to that ``status.json``: one ``link`` call, atomic, and its content
@@ -249,14 +248,14 @@ def _write_marker(xpm_dir: Path, status: Status) -> None:
     the name, not the file, so the marker keeps this content. Where links fail (a marker left in
     place, a file system without them), the marker is written as a copy instead.
     """
-    marker = xpm_dir / (DONE_MARKER if status.state is State.DONE else FAILED_MARKER)
+    marker = f"{xpm_dir}/{DONE_MARKER if status.state is State.DONE else FAILED_MARKER}"
     try:
-        os.link(xpm_dir / STATUS_FILE, marker)
+        os.link(f"{xpm_dir}/{STATUS_FILE}", marker)
     except OSError:
         _atomic.write_json(marker, status.to_json())
 
 
-def complete_interrupted(xpm_dir: Path, current: Status | _Unread | None = _UNREAD) -> State | None:
+def complete_interrupted(xpm_dir: Path | str, current: Status | _Unread | None = _UNREAD) -> State | None:
     """Finish a terminal transition a crash cut short: the status says done/failed, the marker is missing.
 
     The status was written after the task's outcome was known, so the outcome stands: write the
@@ -271,7 +270,7 @@ def complete_interrupted(xpm_dir: Path, current: Status | _Unread | None = _UNRE
     return current.state
 
 
-def _append_history(xpm_dir: Path, status: Status) -> None:
+def _append_history(xpm_dir: Path | str, status: Status) -> None:
     # Single writer: only the lock holder appends here (and the journal ends a torn last line).
-    with Journal(xpm_dir / HISTORY_FILE) as history:
+    with Journal(Path(xpm_dir, HISTORY_FILE)) as history:
         history.append(status.to_json())
