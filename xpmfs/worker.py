@@ -55,7 +55,7 @@ class _Running:
     spec: Spec
     lock: JobLock
     process: subprocess.Popen[bytes] | ForkedProcess
-    env: dict[str, str]  # the runner's environment (to start it afresh if the zygote refuses it)
+    env: dict[str, str]  # what the runner's environment adds to the worker's (see Worker._start)
     released: bool = False  # we killed it to hand the job back
     lost: bool = False  # a peer took the lease (shared mode): the job is no longer ours to record
 
@@ -369,19 +369,23 @@ class Worker:
             raise
 
     def _start(self, job: Job, spec: Spec, lock: JobLock, claimed: float) -> None:
-        env = dict(self._environ)
-        env.update(spec.environ)
-        env[ENV_LOCK_HELD] = "1"
-        env[ENV_PARENT_PID] = str(os.getpid())
-        env[ENV_WORKER] = self.name
-        env[ENV_CLAIMED] = repr(claimed)
+        # The runner's environment is the worker's with these on top (the warm runner is sent
+        # only these: it started with the worker's environment).
+        env = {
+            **spec.environ,
+            ENV_LOCK_HELD: "1",
+            ENV_PARENT_PID: str(os.getpid()),
+            ENV_WORKER: self.name,
+            ENV_CLAIMED: repr(claimed),
+        }
         process = self._fork_warm(job, spec, env) or self._start_fresh(job, spec, env)
         self._running[job.ref] = _Running(job, spec, lock, process, env)
         crash_point("claim.after-spawn")
         log.info("worker %s: started %s", self.name, job.ref)
 
     def _start_fresh(self, job: Job, spec: Spec, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        """Start the job's runner as a new interpreter, ``python <name>.py``."""
+        """Start the job's runner as a new interpreter, ``python <name>.py``, with ``env`` added to
+        the worker's environment."""
         mode = "ab" if spec.resumable else "wb"
         with open(job.stdout_path, mode) as out, open(job.stderr_path, mode) as err:
             process = subprocess.Popen(
@@ -390,7 +394,7 @@ class Worker:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                env=env,
+                env={**self._environ, **env},
                 start_new_session=True,
             )
         threading.Thread(target=self._await, args=(process,), daemon=True).start()
@@ -402,13 +406,13 @@ class Worker:
             return None
         if self._zygote is None or not self._zygote.alive:
             # None yet, or it exited because a task module changed on disk: start a new one.
-            self._zygote = Zygote(on_exit=self._watcher.wake)
-        env[ENV_PARENT_PID] = str(self._zygote.process.pid)  # the fork dies with the zygote
+            self._zygote = Zygote(on_exit=self._watcher.wake, environ=self._environ)
+        stdout, stderr = job.output_files
         request = {
-            "job": str(job.path),
-            "env": env,
-            "stdout": str(job.stdout_path),
-            "stderr": str(job.stderr_path),
+            "job": job.folder,
+            "env": {**env, ENV_PARENT_PID: str(self._zygote.process.pid)},  # the fork dies with the zygote
+            "stdout": stdout,
+            "stderr": stderr,
             "append": spec.resumable,
             "sys_path": list(spec.sys_path),
             "preload": [record["type"] for record in spec.config.get("objects", ()) if "type" in record],
@@ -589,10 +593,8 @@ class Worker:
                 # The zygote did not fork it (a task module changed, or does not import): the
                 # job never started; start it the fresh way, still under our lock.
                 log.info("worker %s: %s starts in a new interpreter (%s)", self.name, ref, refused)
-                env = dict(running.env)
-                env[ENV_PARENT_PID] = str(os.getpid())
                 try:
-                    running.process = self._start_fresh(running.job, running.spec, env)
+                    running.process = self._start_fresh(running.job, running.spec, running.env)
                     continue
                 except OSError as error:
                     code = 1

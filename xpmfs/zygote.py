@@ -11,11 +11,11 @@ child, where nobody will ever release it.
 
 Protocol (a Unix socket pair; one JSON line per message):
 
-* worker → zygote: ``{"job": <job folder>, "env": {...}, "unset": [...], "stdout": <path>,
-  "stderr": <path>, "append": bool, "preload": [<type reference>, ...], "sys_path": [...]}``.
-  ``env`` and ``unset`` are the job's environment as a change to the one the zygote started with:
-  the variables to set, and those to remove. A job's environment differs from its worker's by a
-  handful of variables, so this spares encoding, decoding and setting some forty per job.
+* worker → zygote: ``{"job": <job folder>, "env": {...}, "stdout": <path>, "stderr": <path>,
+  "append": bool, "preload": [<type reference>, ...], "sys_path": [...]}``. ``env`` holds the
+  variables the job sets on top of the environment the zygote started with, which is its
+  worker's: a job's environment differs from it by a handful of variables, so the request need
+  not carry the forty others.
 * zygote → worker: ``{"pid": <child pid>}`` once forked, then
   ``{"pid": <child pid>, "exit": <code, negative for a signal>}`` when it ends; or
   ``{"job": ..., "error": "..."}`` when it could not fork (the worker then starts the job the
@@ -44,7 +44,7 @@ import collections
 import gc
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import subprocess
@@ -52,6 +52,8 @@ import sys
 import threading
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 ENV_PARENT = "XPMFS_ZYGOTE_PARENT"  # the worker's pid: the zygote dies with it
 ENV_FD = "XPMFS_ZYGOTE_FD"  # the zygote's end of the socket pair
@@ -61,9 +63,11 @@ SPAWN_TIMEOUT = 30.0  # seconds to wait for the zygote's reply before giving up 
 
 
 def serve(sock: socket.socket) -> int:
-    """The zygote's loop: fork a job per request until the worker closes the socket."""
-    import orjson
+    """The zygote's loop: fork a job per request until the worker closes the socket.
 
+    Lean on purpose: every page this loop writes between two forks is copied once per fork (the
+    fork shares them with the new child), so it calls few functions, and C ones where it can.
+    """
     from . import runner  # warm up: everything a job needs before its task's own code
     from ._process import _libc
     from .serialization import load_class
@@ -77,9 +81,10 @@ def serve(sock: socket.socket) -> int:
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd is written
-    selector = selectors.DefaultSelector()
-    selector.register(sock, selectors.EVENT_READ, "request")
-    selector.register(wake_read, selectors.EVENT_READ, "child")
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    poller.register(wake_read, select.POLLIN)
+    sock_fd = sock.fileno()
 
     def send(message: dict[str, Any]) -> None:
         sock.sendall(json.dumps(message).encode() + b"\n")
@@ -93,7 +98,7 @@ def serve(sock: socket.socket) -> int:
             if pid == 0:
                 return
             children.discard(pid)
-            send({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+            sock.sendall(b'{"pid": %d, "exit": %d}\n' % (pid, os.waitstatus_to_exitcode(status)))
 
     def fork(request: dict[str, Any]) -> int | None:
         """Fork the job of ``request`` (or refuse it); an exit code when this zygote must end."""
@@ -130,8 +135,8 @@ def serve(sock: socket.socket) -> int:
 
     received = b""  # requests arrive back to back: one read may hold several lines, or part of one
     while True:
-        for key, _ in selector.select():
-            if key.data == "child":
+        for fd, _ in poller.poll():
+            if fd != sock_fd:
                 os.read(wake_read, 4096)
                 reap()
                 continue
@@ -163,8 +168,6 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...]) -> 
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        for name in request.get("unset", ()):
-            os.environ.pop(name, None)
         os.environ.update(request["env"])
         os.chdir(request["job"])
         code = runner.main(request["job"])
@@ -260,11 +263,11 @@ class Zygote:
     :meth:`spawn` from one thread only (the worker's main loop).
     """
 
-    def __init__(self, on_exit: Callable[[], None]) -> None:
+    def __init__(self, on_exit: Callable[[], None], environ: dict[str, str] | None = None) -> None:
         self._on_exit = on_exit
         ours, theirs = socket.socketpair()
-        self._environ = dict(os.environ)  # the zygote's: requests send the changes to it
-        env = dict(self._environ)
+        # The environment the zygote starts with (the worker's): each request's "env" adds to it.
+        env = dict(os.environ if environ is None else environ)
         env[ENV_PARENT] = str(os.getpid())
         env[ENV_FD] = str(theirs.fileno())
         self.process = subprocess.Popen(
@@ -286,22 +289,15 @@ class Zygote:
     def spawn(self, request: dict[str, Any]) -> ForkedProcess | None:
         """Ask for a fork of a job and return without waiting; ``None`` if the zygote is gone.
 
-        ``request["env"]`` is the job's whole environment; it is sent as a change to the zygote's.
+        ``request["env"]`` holds the variables the job sets on top of the zygote's ``environ``.
         """
-        env = request["env"]
-        base = self._environ
-        request = {
-            **request,
-            "env": {name: value for name, value in env.items() if base.get(name) != value},
-            "unset": [name for name in base if name not in env],
-        }
         process = ForkedProcess()
         with self._lock:
             if self._gone or not self.alive:
                 return None
             self._asked.append(process)
         try:
-            self._sock.sendall(json.dumps(request).encode() + b"\n")
+            self._sock.sendall(orjson.dumps(request) + b"\n")
         except OSError:
             with self._lock:
                 if process in self._asked:
@@ -327,7 +323,7 @@ class Zygote:
         stream = self._sock.makefile("rb")
         try:
             for line in stream:
-                self._dispatch(json.loads(line))
+                self._dispatch(orjson.loads(line))
         except (OSError, ValueError):
             pass  # the zygote died mid-message (killed): same as its end below
         # The zygote is gone: a job it forked has died with it (PR_SET_PDEATHSIG); one it had not
