@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import orjson
@@ -243,6 +244,25 @@ def test_watcher_reports_the_names_that_changed(tmp_path: Path) -> None:
         wait_until(all_seen, timeout=10, what="inotify to report a, b and c")
         assert seen == wanted
         assert watcher.take_changed() == set()
+
+
+def test_a_watcher_reads_events_in_one_thread(tmp_path: Path) -> None:
+    """watchdog's Observer passes each event through three threads; a worker or an experiment
+    would pay for two of them on every queue entry created or removed (see xpmfs.watch)."""
+    before = threading.active_count()
+    with Watcher([tmp_path], rescan=60):
+        assert threading.active_count() == before + 1
+    wait_until(lambda: threading.active_count() == before, timeout=10, what="the watcher's thread to end")
+
+
+def test_a_watched_folder_that_goes_makes_the_next_wait_a_full_rescan(tmp_path: Path) -> None:
+    folder = tmp_path / "queue"
+    folder.mkdir()
+    with Watcher([folder], rescan=60, track=True) as watcher:
+        assert watcher.wait(0) is True  # the first wait is a full rescan
+        assert watcher.wait(0) is False
+        os.rmdir(folder)  # inotify can say nothing more about it: only a listing can
+        assert watcher.wait(10) is True and watcher.woken  # at once, not after 60 s
 
 
 def test_job_ref_round_trips() -> None:
