@@ -220,7 +220,10 @@ class Job:
         from .lock import JobLock  # not at the top: see "No filelock" in xpmfs.zygote
 
         return JobLock(
-            self.lock_path, self.workspace.lock_mode, lease_duration=self.workspace.lease_duration, on_lost=on_lost
+            f"{self._xpm}/{LOCK_FILE}",
+            self.workspace.lock_mode,
+            lease_duration=self.workspace.lease_duration,
+            on_lost=on_lost,
         )
 
     # -- writing ---------------------------------------------------------------------------

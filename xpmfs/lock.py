@@ -435,8 +435,9 @@ class JobLock:
         on_lost: Callable[[str], None] | None = None,
     ) -> None:
         # Absolute once: a chdir while waiting or holding must not move the lock to another file.
-        self.path = Path(os.path.abspath(path))
-        self.mode = LockMode(mode)
+        # A string: a worker makes one lock per job, and filelock wants a string anyway.
+        self._file = os.path.abspath(path)
+        self.mode = mode if isinstance(mode, LockMode) else LockMode(mode)
         self.lease_duration = _check_lease_duration(lease_duration)
         self._on_lost = on_lost
         self._guard = threading.Lock()  # serializes this object's own acquire/release
@@ -446,8 +447,13 @@ class JobLock:
         self._holder_pid = 0  # the process that took the current hold
         self._record_fd: int | None = None  # local: the descriptor filelock holds the flock on
 
+    @property
+    def path(self) -> Path:
+        """The lock file (absolute)."""
+        return Path(self._file)
+
     def __repr__(self) -> str:
-        return f"JobLock({str(self.path)!r}, {self.mode.value!r}, held={self.held})"
+        return f"JobLock({self._file!r}, {self.mode.value!r}, held={self.held})"
 
     # -- acquiring -------------------------------------------------------------------------
 
@@ -468,7 +474,7 @@ class JobLock:
             if acquired:
                 self._held, self._lost, self._holder_pid = True, None, os.getpid()
                 if self.mode is LockMode.SHARED:
-                    _forget(str(self.path))
+                    _forget(self._file)
             return acquired
 
     def acquire(self, timeout: float) -> bool:
@@ -488,7 +494,7 @@ class JobLock:
         backend: UnixFileLock | _Lease
         if self.mode is LockMode.LOCAL:
             backend = UnixFileLock(
-                str(self.path),
+                self._file,
                 thread_local=False,
                 # Fail closed where flock is missing: a soft fallback would keep a dead holder's lock.
                 fallback_to_soft=False,
@@ -497,7 +503,7 @@ class JobLock:
             )
         else:
             backend = _Lease(
-                str(self.path),
+                self._file,
                 thread_local=False,
                 lease_duration=self.lease_duration,
                 on_compromise=self._compromised,
