@@ -30,23 +30,28 @@ from .job import Job
 log = logging.getLogger("xpmfs.outputs")
 
 
-def install_writer(job: Job, task: Task) -> journal.Journal:
-    """Send the running ``task``'s ``register_task_output`` calls to its job's journal."""
-    path = job.task_outputs_path
-    writer = journal.Journal(path)
+def install_writer(job: Job, task: Task) -> None:
+    """Send the running ``task``'s ``register_task_output`` calls to its job's journal.
+
+    The journal is opened at the first call: most tasks register nothing, and every job runs this.
+    """
+    writer: journal.Journal | None = None
 
     def handle(owner: Config, method: str, kwargs: Mapping[str, Any]) -> None:
+        nonlocal writer
         if not isinstance(task, ResumableTask):
             raise ConfigError(
                 f"{type(task).__qualname__}.register_task_output",
                 "only a ResumableTask may register dynamic outputs (they are replayed when it resumes)",
                 f"derive {type(task).__qualname__} from ResumableTask instead of Task",
             )
-        path.parent.mkdir(exist_ok=True)
+        if writer is None:
+            path = job.task_outputs_path
+            path.parent.mkdir(exist_ok=True)
+            writer = journal.Journal(path)
         writer.append({"config": owner.__identifier__(), "method": method, "kwargs": dict(kwargs), "time": time.time()})
 
     set_output_handler(handle)
-    return writer
 
 
 @dataclass

@@ -209,7 +209,8 @@ def _execute(job: Job, spec: Spec) -> None:
     for entry in reversed(spec.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    os.environ.update(spec.environ)
+    for name, value in spec.environ.items():  # not update(): its Mapping check runs the ABC machinery
+        os.environ[name] = value
     os.environ[ENV_JOB_DIR] = job.folder
     os.chdir(job.folder)
     set_cache_root(job.workspace)  # @cache methods of the task (and its init tasks) use WS/config

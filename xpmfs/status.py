@@ -101,14 +101,27 @@ class Status:
     def from_json(cls, record: Any, path: Path | str) -> Status:
         try:
             values = {key: value for key, value in record.items() if key in _FIELD_NAMES}
-            values["state"] = State(record["state"])
+            # Dictionaries, not State(...): the enum call runs Python code of its own, which a
+            # job forked by the warm runner pays page copies for (see xpmfs.zygote).
+            values["state"] = _member(_STATES, record["state"], "state")
             if values.get("reason") is not None:
-                values["reason"] = Reason(values["reason"])
+                values["reason"] = _member(_REASONS, values["reason"], "reason")
             return cls(**values)
         except (KeyError, ValueError, TypeError, AttributeError) as error:
             raise CorruptedError(
                 Path(path), f"is not a valid job status ({error})", "run `xpmfs check --fix` on the workspace"
             ) from error
+
+
+_STATES = {state.value: state for state in State}
+_REASONS = {reason.value: reason for reason in Reason}
+
+
+def _member(members: dict[str, Any], value: Any, field: str) -> Any:
+    member = members.get(value)
+    if member is None:
+        raise ValueError(f"{field} {value!r} is none of {', '.join(members)}")
+    return member
 
 
 _STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(Status))

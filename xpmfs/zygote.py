@@ -168,7 +168,8 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...]) -> 
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        os.environ.update(request["env"])
+        for name, value in request["env"].items():  # update() checks for a Mapping: ABC machinery
+            os.environ[name] = value
         os.chdir(request["job"])
         code = runner.main(request["job"])
     except SystemExit as exit_:
