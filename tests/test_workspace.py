@@ -174,7 +174,9 @@ def test_queue_view_keeps_submission_order_from_listings_and_from_reported_chang
     os.utime(tmp_path / refs[3].entry_name, (999, 999))
     entries.refresh([refs[1].entry_name, refs[3].entry_name, ".tmp-junk", "gone-already"])
     assert [ref for _, ref in entries] == [refs[3], refs[0], refs[2]]
-    assert entries.excluding({refs[0].entry_name}) == [(refs[3].entry_name, refs[3]), (refs[2].entry_name, refs[2])]
+    assert entries.unsettled({refs[0].entry_name}) == [(refs[3].entry_name, refs[3]), (refs[2].entry_name, refs[2])]
+    entries.settle(refs[3].entry_name)
+    assert entries.unsettled() == [(refs[0].entry_name, refs[0]), (refs[2].entry_name, refs[2])]
     # A change nobody reported (another NFS client) shows at the next full listing.
     remove(tmp_path, refs[0])
     entries.refresh([])
@@ -191,7 +193,8 @@ def test_queue_view_keeps_submission_order_from_listings_and_from_reported_chang
     os.utime(tmp_path / refs[0].entry_name, (500, 500))
     entries.refresh([refs[3].entry_name, refs[0].entry_name])
     assert [ref for _, ref in entries] == [refs[0], refs[2], refs[1]]
-    rest = entries.excluding(set(), {refs[2].entry_name})
+    # refs[0] came back: unsettled again; refs[3], settled, is gone.
+    rest = entries.unsettled({refs[2].entry_name})
     assert rest == [(refs[0].entry_name, refs[0]), (refs[1].entry_name, refs[1])]
 
 

@@ -108,6 +108,7 @@ class Entries:
         self._order: list[tuple[float, str]] = []
         self._removed: set[str] = set()  # names in _order that are gone
         self._ignored: set[str] = set()  # names that are not entries (temporary files...)
+        self._unsettled: set[str] = set()  # entries the caller has not settled (see settle())
 
     def refresh(self, changed: Iterable[str] | None = None) -> None:
         """List the folder again; or, given the names ``changed`` since the last refresh (from
@@ -126,6 +127,7 @@ class Entries:
             del self._refs[name]
             del self._mtimes[name]
         self._removed |= gone
+        self._unsettled -= gone
         if new & self._removed or len(self._removed) > len(self._order) // 2:
             # A name that comes back must not be listed twice (at its old time, and its new one).
             self._order = [item for item in self._order if item[1] in self._refs]
@@ -142,6 +144,7 @@ class Entries:
                 continue
             self._refs[name] = ref
             self._mtimes[name] = mtime
+            self._unsettled.add(name)
             added.append((mtime, name))
         if len(added) > 8:
             self._order.extend(added)
@@ -155,13 +158,18 @@ class Entries:
         refs = self._refs
         return ((name, refs[name]) for _mtime, name in self._order if name in refs)
 
-    def excluding(self, first: AbstractSet[str], second: AbstractSet[str] = frozenset()) -> list[tuple[str, JobRef]]:
-        """Like iterating, without the entries named in ``first`` or ``second``.
+    def settle(self, name: str) -> None:
+        """Leave entry ``name`` out of :meth:`unsettled` from now on (until it is removed and comes back)."""
+        self._unsettled.discard(name)
 
-        A busy worker asks this on every pass with nearly every entry excluded: the set
-        difference is done first, and the rest sorted alone.
+    def unsettled(self, excluding: AbstractSet[str] = frozenset()) -> list[tuple[str, JobRef]]:
+        """Like iterating, but only the entries not settled (nor named in ``excluding``).
+
+        A busy worker asks this on every pass, and settles each entry it runs itself once it has
+        looked at it: the set kept here holds the few left, where a difference with every entry
+        on every pass made each job cost in proportion to the length of the queue.
         """
-        rest = self._refs.keys() - first - second
+        rest = self._unsettled - excluding if excluding else self._unsettled
         mtimes, refs = self._mtimes, self._refs
         return [(name, refs[name]) for name in sorted(rest, key=lambda name: (mtimes[name], name))]
 

@@ -71,7 +71,6 @@ class Worker:
     _running: dict[JobRef, _Running] = field(default_factory=dict)
     _specs: dict[JobRef, Spec] = field(default_factory=dict)  # specs are immutable: cache them
     _done: set[str] = field(default_factory=set)  # dependencies seen done ("<typeid>/<jobid>")
-    _direct: set[str] = field(default_factory=set)  # queue entries of jobs run here (not SLURM's)
     _waiting: dict[str, str] = field(default_factory=dict)  # queue entry -> the dependency it waits for
     _thorough: bool = True  # this pass looks at every waiting job's own folder too
     _next_thorough: float = 0.0
@@ -191,7 +190,7 @@ class Worker:
             return runnable + 1
         # Every slot is taken: only jobs that need none (SLURM's) can go on. Jobs known to run
         # here are skipped without a look: thousands of them wait in a busy queue.
-        for name, ref in self._entries.excluding(self._direct, seen):
+        for name, ref in self._entries.unsettled(seen):
             runnable += self._consider(name, ref, cluster, followed, full_up=True)
         return self._end_pass(runnable, followed, full)
 
@@ -225,7 +224,7 @@ class Worker:
         if kind != DirectLauncher.TYPE:
             self._report(job, WorkspaceError(job.spec_path, f"unknown launcher {kind!r}", "upgrade xpmfs"))
             return 0
-        self._direct.add(name)
+        self._entries.settle(name)  # run here: the passes where every slot is taken skip it
         if full_up:
             return 1
         if self._dependencies(spec) is State.WAITING:
@@ -250,7 +249,6 @@ class Worker:
         """Drop what is cached about jobs whose entry is gone, once that is most of the cache."""
         if len(self._specs) > 2 * len(self._entries) + 64:
             self._specs = {ref: spec for ref, spec in self._specs.items() if ref.entry_name in self._entries.names()}
-            self._direct &= self._entries.names()
         if len(self._waiting) > 2 * len(self._entries) + 64:
             self._waiting = {name: rel for name, rel in self._waiting.items() if name in self._entries.names()}
 
