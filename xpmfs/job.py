@@ -114,18 +114,19 @@ class Job:
     """A job folder in a workspace. Cheap to create: it joins two strings.
 
     Workers, listings and scans make one for every job they look at, and most only ask for its
-    status or marker: those read through the string ``_xpm``. The ``Path`` objects are made on
+    status or marker: those read through the string ``xpm_folder``. The ``Path`` objects are made on
     first use (three ``Path`` joins cost ~5 µs, a tenth of what ``xpmfs ls`` spends on a job).
     """
 
-    __slots__ = ("_path", "_xpm", "_xpm_dir", "folder", "name", "ref", "workspace")
+    __slots__ = ("_path", "_xpm_dir", "folder", "name", "ref", "workspace", "xpm_folder")
 
     def __init__(self, workspace: Workspace, ref: JobRef) -> None:
         self.workspace = workspace
         self.ref = ref
         self.folder = f"{workspace.jobs_dir}/{ref.typeid}/{ref.jobid}"
         """The job's folder as a string (:attr:`path` is the same as a ``Path``)."""
-        self._xpm = f"{self.folder}/{XPM_DIR}"
+        self.xpm_folder = f"{self.folder}/{XPM_DIR}"
+        """Its ``__xpm__`` folder as a string (:attr:`xpm_dir` is the same as a ``Path``)."""
         self._path: Path | None = None
         self._xpm_dir: Path | None = None
         self.name = task_name(ref.typeid)
@@ -141,7 +142,7 @@ class Job:
     def xpm_dir(self) -> Path:
         """Its ``__xpm__`` folder: spec, status, markers, lock."""
         if self._xpm_dir is None:
-            self._xpm_dir = Path(self._xpm)
+            self._xpm_dir = Path(self.xpm_folder)
         return self._xpm_dir
 
     def __repr__(self) -> str:
@@ -190,7 +191,7 @@ class Job:
     # -- reading ---------------------------------------------------------------------------
 
     def read_spec(self) -> Spec:
-        path = f"{self._xpm}/{SPEC_FILE}"
+        path = f"{self.xpm_folder}/{SPEC_FILE}"
         try:
             data = _atomic.read_bytes(path)
         except FileNotFoundError as error:
@@ -210,17 +211,17 @@ class Job:
         return Spec.from_json(record, path)
 
     def status(self) -> status.Status | None:
-        return status.read(self._xpm)
+        return status.read(self.xpm_folder)
 
     def marker(self) -> status.State | None:
-        return status.terminal_marker(self._xpm)
+        return status.terminal_marker(self.xpm_folder)
 
     def lock(self, on_lost: Callable[[str], None] | None = None) -> JobLock:
         """The job's lock; ``on_lost`` is told (shared mode) when a peer took the lease from us."""
         from .lock import JobLock  # not at the top: see "No filelock" in xpmfs.zygote
 
         return JobLock(
-            f"{self._xpm}/{LOCK_FILE}",
+            f"{self.xpm_folder}/{LOCK_FILE}",
             self.workspace.lock_mode,
             lease_duration=self.workspace.lease_duration,
             on_lost=on_lost,
@@ -278,7 +279,7 @@ class Job:
     def clear_cancel(self) -> None:
         """Forget a cancel request (the job ended, or is being resubmitted)."""
         try:
-            os.unlink(f"{self._xpm}/{CANCEL_FILE}")
+            os.unlink(f"{self.xpm_folder}/{CANCEL_FILE}")
         except FileNotFoundError:
             pass
 

@@ -142,7 +142,7 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
     # Read once: under the lock nobody else writes it, so each transition below hands the status
     # it wrote to the next.
     current = job.status()
-    if status.complete_interrupted(job.xpm_dir, current) is not None:
+    if status.complete_interrupted(job.xpm_folder, current) is not None:
         queue.remove(job.workspace.queue_dir, job.ref)  # an earlier runner died just before its marker
     marker = job.marker()
     if marker is State.DONE:
@@ -155,10 +155,10 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
     if current is not None and current.state in (State.RUNNING, State.FAILED):
         # A previous attempt died (RUNNING with nobody holding the lock) or failed: start afresh.
         current = status.transition(
-            job.xpm_dir, State.READY, current=current, message=f"previous attempt ended {current.state.value}"
+            job.xpm_folder, State.READY, current=current, message=f"previous attempt ended {current.state.value}"
         )
     running = status.transition(
-        job.xpm_dir,
+        job.xpm_folder,
         State.RUNNING,
         current=current,
         pid=os.getpid(),
@@ -248,7 +248,7 @@ def _finish(
             # `reason` stays as a hint in `ready` (spec/workspace.md); the queue entry and the
             # job folder (checkpoints) stay too, so a worker runs the task again where it stopped.
             status.transition(
-                job.xpm_dir,
+                job.xpm_folder,
                 State.READY,
                 current=running,
                 retry_count=retries + 1,
@@ -259,7 +259,7 @@ def _finish(
             )
             crash_point("retry.after-ready")
             return code
-    status.transition(job.xpm_dir, to, current=running, reason=reason, message=message, exit_code=code)
+    status.transition(job.xpm_folder, to, current=running, reason=reason, message=message, exit_code=code)
     job.clear_cancel()
     crash_point("complete.after-marker")
     queue.remove(job.workspace.queue_dir, job.ref)

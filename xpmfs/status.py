@@ -92,7 +92,7 @@ class Status:
     cluster_id: str | None = None  # e.g. the SLURM job id
 
     def to_json(self) -> dict[str, Any]:
-        record = {name: getattr(self, name) for name in _STATUS_FIELDS}  # flat: asdict's deep copy is slow
+        record = dict(self.__dict__)  # the fields, in order; flat: asdict's deep copy is slow
         record["state"] = self.state.value
         record["reason"] = self.reason.value if self.reason else None
         return record
@@ -111,6 +111,11 @@ class Status:
             raise CorruptedError(
                 Path(path), f"is not a valid job status ({error})", "run `xpmfs check --fix` on the workspace"
             ) from error
+
+
+def _replace(status: Status, **changes: Any) -> Status:
+    # dataclasses.replace() walks the class's fields in Python: a forked job pays for that code.
+    return Status(**{**status.__dict__, **changes})
 
 
 _STATES = {state.value: state for state in State}
@@ -226,7 +231,7 @@ def transition(xpm_dir: Path | str, to: State, *, current: Status | _Unread | No
             ending = {key: fields[key] for key in ("reason", "message", "exit_code") if key in fields}
             if ending.get("reason") is not None:
                 ending["reason"] = Reason(ending["reason"])
-            ended = dataclasses.replace(current, ended=fields.get("ended", now), **ending)
+            ended = _replace(current, ended=fields.get("ended", now), **ending)
         _append_history(xpm_dir, ended)
     if before is not None and before.terminal:
         # Clear the terminal marker first: nobody may see a marker that contradicts the new state.
@@ -235,7 +240,7 @@ def transition(xpm_dir: Path | str, to: State, *, current: Status | _Unread | No
                 os.unlink(f"{xpm_dir}/{marker}")
             except FileNotFoundError:
                 pass
-        base = dataclasses.replace(base, ended=None, exit_code=None, reason=None, message=None)
+        base = _replace(base, ended=None, exit_code=None, reason=None, message=None)
     if to is State.RUNNING:
         if "host" not in fields:
             fields["host"] = socket.gethostname()
@@ -245,7 +250,7 @@ def transition(xpm_dir: Path | str, to: State, *, current: Status | _Unread | No
         fields.setdefault("ended", now)
     if "reason" in fields and fields["reason"] is not None:
         fields["reason"] = Reason(fields["reason"])
-    status = dataclasses.replace(base, state=to, updated=now, **fields)
+    status = _replace(base, state=to, updated=now, **fields)
     _atomic.write_json(f"{xpm_dir}/{STATUS_FILE}", status.to_json())
     if to.terminal:
         crash_point("complete.after-status")
