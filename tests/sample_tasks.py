@@ -79,6 +79,20 @@ class Gate(Task):
             _append(self.counter, f"{self.name} {os.getpid()} end")
 
 
+class Linger(Task):
+    """Ends at once, but its process lingers ``seconds`` after the job is recorded done (an atexit
+    handler, which only a fresh interpreter runs); writes its pid in ``started`` first."""
+
+    seconds: Param[float]
+
+    def execute(self) -> None:
+        import atexit
+
+        atexit.register(time.sleep, self.seconds)
+        Path("started.tmp").write_text(str(os.getpid()))
+        os.replace("started.tmp", "started")
+
+
 class Sleep(Task):
     seconds: Param[float]
 

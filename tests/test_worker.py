@@ -11,9 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import Processes, job_of, wait_until
-from sample_tasks import Add, After, Count, Gate
+from sample_tasks import Add, After, Count, Gate, Linger
 
-from xpmfs import experiment
+from xpmfs import DirectLauncher, experiment
+from xpmfs._process import pid_alive
 from xpmfs.status import State
 from xpmfs.workspace import Workspace
 
@@ -22,8 +23,6 @@ from xpmfs.workspace import Workspace
 def mode_ws(request: pytest.FixtureRequest, ws: Path) -> Path:
     Workspace.open(ws, create=True, lock_mode=request.param)
     return ws
-
-
 
 
 def test_chain_in_both_lock_modes(mode_ws: Path, processes: Processes) -> None:
@@ -45,7 +44,6 @@ def test_sigterm_hands_the_running_job_back(mode_ws: Path, tmp_path: Path, proce
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 0
     assert not os.listdir(mode_ws / "workers")  # it unregistered
-    from xpmfs._process import pid_alive
 
     wait_until(lambda: not pid_alive(runner), timeout=10, what="the handed-back runner to end")
     status = job.status()
@@ -55,6 +53,24 @@ def test_sigterm_hands_the_running_job_back(mode_ws: Path, tmp_path: Path, proce
     processes.worker(mode_ws, rescan=0.5)
     wait_until(job.marker, timeout=60, what="another worker to finish the job")
     assert job.marker() is State.DONE and job.status().attempt == 2  # type: ignore[union-attr]
+
+
+def test_a_slot_is_free_once_its_runner_has_recorded_the_end(ws: Path, tmp_path: Path, processes: Processes) -> None:
+    """A runner's process may take a while to go after it recorded its job's end (here an atexit
+    handler sleeps; on a busy machine, the exit itself): the next job must not wait for it."""
+    counter = tmp_path / "counter"
+    processes.worker(ws, jobs=1, rescan=60)
+    with experiment(ws, "linger", wait=False, workers=0):
+        lingering = job_of(ws, Linger.C(seconds=120).submit(launcher=DirectLauncher(isolate=True)))
+        after = job_of(ws, Count.C(n=1, counter=str(counter)).submit())
+    wait_until((lingering.path / "started").exists, what="the lingering job to start")
+    pid = int((lingering.path / "started").read_text())
+    try:
+        wait_until(after.marker, timeout=60, what="the second job to run on the slot the first one left")
+        assert after.marker() is State.DONE and lingering.marker() is State.DONE
+        assert pid_alive(pid)  # the first job's process was still there: the slot did not wait for it
+    finally:
+        os.kill(pid, signal.SIGKILL)
 
 
 def test_drain_lets_the_running_job_finish(ws: Path, tmp_path: Path, processes: Processes) -> None:

@@ -56,6 +56,7 @@ class _Running:
     lock: JobLock
     process: subprocess.Popen[bytes] | ForkedProcess
     env: dict[str, str]  # what the runner's environment adds to the worker's (see Worker._start)
+    finishing: bool = False  # its runner recorded the end and removed its entry: only its exit is left
     released: bool = False  # we killed it to hand the job back
     lost: bool = False  # a peer took the lease (shared mode): the job is no longer ours to record
 
@@ -179,8 +180,9 @@ class Worker:
         runnable = 0
         followed: list[tuple[Job, Spec, status.Status]] = []
         seen: set[str] = set()
+        finishing = self._finishing()
         for name, ref in self._entries:  # oldest first, while a slot is free
-            if len(self._running) >= self.jobs:
+            if len(self._running) - finishing >= self.jobs:
                 break
             seen.add(name)
             runnable += self._consider(name, ref, cluster, followed, full_up=False)
@@ -193,6 +195,22 @@ class Worker:
         for name, ref in self._entries.unsettled(seen):
             runnable += self._consider(name, ref, cluster, followed, full_up=True)
         return self._end_pass(runnable, followed, full)
+
+    def _finishing(self) -> int:
+        """How many running jobs have ended but for their process's exit; their slots are free.
+
+        A runner's last act is to remove its queue entry, after its terminal marker. What is left
+        (the process's exit, the zygote telling us, our reaping) takes a millisecond of a busy
+        machine, during which the slot would stand idle. The job stays in ``_running``, its lock
+        held, until it is reaped as usual.
+        """
+        names = self._entries.names()
+        count = 0
+        for ref, running in self._running.items():
+            if not running.finishing and ref.entry_name not in names and running.job.marker() is not None:
+                running.finishing = True
+            count += running.finishing
+        return count
 
     def _consider(
         self, name: str, ref: JobRef, cluster: bool, followed: list[tuple[Job, Spec, status.Status]], *, full_up: bool
