@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import psutil
-from conftest import Processes
+from conftest import Processes, wait_until
 
 from xpmfs.workspace import Workspace
 
@@ -92,6 +92,32 @@ def test_jobs_fork_from_the_warm_runner_and_see_code_changes(tmp_path: Path, ws:
     # isolate=True starts a fresh interpreter as the worker's own child.
     isolated = _run(tmp_path, ws, "isolated", 1, "isolate", env)
     assert {ppid for _, _, ppid in isolated} == {worker.pid}
+
+
+def test_the_warm_runner_forks_ahead_and_survives_losing_that_fork(
+    tmp_path: Path, ws: Path, processes: Processes
+) -> None:
+    """The zygote forks the next job's process while the current one runs, and hands it the next
+    request; that waiting fork is no job (nobody hears of its end), and killing it costs nothing."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "versioned.py").write_text(textwrap.dedent(MODULE.format(version=1)))
+    env = processes.env()
+    env["PYTHONPATH"] = os.pathsep.join([str(modules), env["PYTHONPATH"]])
+    Workspace.open(ws, create=True)
+    processes.start(
+        [sys.executable, "-m", "xpmfs", "worker", str(ws), "--rescan", "0.5"], env=env, log=tmp_path / "w.log"
+    )
+    first = _run(tmp_path, ws, "first", 3, "warm", env)
+    (zygote,) = {ppid for _, _, ppid in first}
+    wait_until(lambda: len(psutil.Process(zygote).children()) == 1, what="the zygote's fork made ahead")
+    (spare,) = psutil.Process(zygote).children()
+    assert spare.pid not in {pid for _, pid, _ in first}
+    spare.kill()
+    spare.wait(timeout=10)
+    second = _run(tmp_path, ws, "second", 3, "warm", env)  # each job done: none took the lost fork
+    assert {ppid for _, _, ppid in second} == {zygote}
+    assert spare.pid not in {pid for _, pid, _ in second}
 
 
 ENV_MODULE = """

@@ -81,13 +81,16 @@ def _root_of(jobs_dir: str) -> str:
     return jobs_dir.rpartition("/")[0] or "/"
 
 
-def open_workspace_of(job_folder: str) -> None:
-    """Open the workspace of the job in ``job_folder`` once, for the jobs forked from this process."""
+def open_workspace_of(job_folder: str) -> bool:
+    """Open the workspace of the job in ``job_folder`` once, for the jobs forked from this process;
+    return whether this call opened it."""
     root = _root_of(os.path.abspath(job_folder).rsplit("/", 2)[0])
-    if root not in _opened:
-        workspace = _opened[root] = Workspace.open(Path(root))
-        for folder in (workspace.jobs_dir, workspace.queue_dir, workspace.config_dir):
-            os.fspath(folder)  # computed and cached here, not again in every fork
+    if root in _opened:
+        return False
+    workspace = _opened[root] = Workspace.open(Path(root))
+    for folder in (workspace.jobs_dir, workspace.queue_dir, workspace.config_dir):
+        os.fspath(folder)  # computed and cached here, not again in every fork
+    return True
 
 
 def main(path: str | os.PathLike[str]) -> int:

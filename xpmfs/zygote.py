@@ -22,10 +22,17 @@ Protocol (a Unix socket pair; one JSON line per message):
   fresh way). Each request gets its reply in request order, and a child's reply always comes
   before its exit, so the worker sends a request and goes on without waiting for the answer.
 
+Ahead of time: once it has started a job, the zygote forks the process for the next one, which
+waits on a pipe; the next request goes down that pipe, so a job does not wait for its own fork
+(a fork and the child's first steps take over a millisecond of a busy machine, on every job's
+critical path). A request that brought a new module or workspace makes the zygote warmer than
+that spare fork, which is then let go (the zygote closes its pipe) and the job forked anew.
+
 Lifetimes: the zygote dies with its worker (``PR_SET_PDEATHSIG``) and each forked job dies with
-the zygote, so a worker's death still ends every run it holds the lock of. Imported task modules
-go stale when their source changes: before each fork the zygote checks the modification times of
-the files it imported for tasks, and exits (code 75) when one changed; the worker starts a new one.
+the zygote, so a worker's death still ends every run it holds the lock of; a spare fork ends
+when its pipe closes with the zygote. Imported task modules go stale when their source changes:
+before each job the zygote checks the modification times of the files it imported for tasks,
+and exits (code 75) when one changed; the worker starts a new one.
 
 No filelock: filelock registers ``os.register_at_fork`` hooks that run Python code in both
 processes on every fork; they made each fork 0.5 ms dearer (a third of a bare fork of this
@@ -63,7 +70,7 @@ SPAWN_TIMEOUT = 30.0  # seconds to wait for the zygote's reply before giving up 
 
 
 def serve(sock: socket.socket) -> int:
-    """The zygote's loop: fork a job per request until the worker closes the socket.
+    """The zygote's loop: start a job per request until the worker closes the socket.
 
     Lean on purpose: every page this loop writes between two forks is copied once per fork (the
     fork shares them with the new child), so it calls few functions, and C ones where it can.
@@ -76,7 +83,8 @@ def serve(sock: socket.socket) -> int:
 
     watched: dict[str, float] = {}  # source files of preloaded task modules -> mtime
     preloaded: set[object] = set()  # type references already imported and resolved
-    children: set[int] = set()
+    children: set[int] = set()  # forked jobs, reported to the worker when they end
+    spare: tuple[int, int] | None = None  # (pid, request pipe) of the child forked ahead of time
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -85,30 +93,57 @@ def serve(sock: socket.socket) -> int:
     poller.register(sock, select.POLLIN)
     poller.register(wake_read, select.POLLIN)
     sock_fd = sock.fileno()
+    inherited = (sock_fd, wake_read, wake_write)  # the zygote's descriptors, which no job keeps
 
     def send(message: dict[str, Any]) -> None:
         sock.sendall(json.dumps(message).encode() + b"\n")
 
     def reap() -> None:
-        while children:
+        nonlocal spare
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            children.discard(pid)
-            sock.sendall(b'{"pid": %d, "exit": %d}\n' % (pid, os.waitstatus_to_exitcode(status)))
+            if pid in children:
+                children.discard(pid)
+                sock.sendall(b'{"pid": %d, "exit": %d}\n' % (pid, os.waitstatus_to_exitcode(status)))
+            elif spare is not None and spare[0] == pid:  # it died waiting (killed): fork another later
+                os.close(spare[1])
+                spare = None
+            # else a spare let go (see drop_spare): it was never a job
 
-    def fork(request: dict[str, Any]) -> int | None:
-        """Fork the job of ``request`` (or refuse it); an exit code when this zygote must end."""
+    def drop_spare() -> None:
+        nonlocal spare
+        if spare is not None:
+            os.close(spare[1])  # it reads the end of its pipe, and exits
+            spare = None
+
+    def fork_spare() -> None:
+        nonlocal spare
+        read, write = os.pipe()
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write)
+            _spare(read, runner, inherited)
+        os.close(read)
+        spare = (pid, write)
+
+    def start(line: bytes, request: dict[str, Any]) -> int | None:
+        """Start the job of ``request`` (or refuse it); an exit code when this zygote must end."""
+        nonlocal spare
         if _stale(watched):
             send({"job": request["job"], "error": "stale"})
             return EXIT_STALE
+        fresh = False  # whether this request made the zygote warmer than its spare
         try:
             for entry in reversed(request.get("sys_path", ())):
                 if entry not in sys.path:
                     sys.path.insert(0, entry)
+                    fresh = True
             for ref in request.get("preload", ()):
                 key = (ref.get("module"), ref.get("qualname"), ref.get("file")) if isinstance(ref, dict) else repr(ref)
                 if key not in preloaded:
@@ -116,21 +151,33 @@ def serve(sock: socket.socket) -> int:
                     _watch(cls, watched)
                     _resolve_fields(cls)
                     preloaded.add(key)
+                    fresh = True
         except Exception as error:  # the task's module does not import: let the fresh path report it
             send({"job": request["job"], "error": f"{type(error).__name__}: {error}"})
             return None
         try:
-            runner.open_workspace_of(request["job"])  # once per workspace: it keeps them by root
+            fresh = runner.open_workspace_of(request["job"]) or fresh  # once per workspace
         except Exception:  # a damaged format file: the fork reports it in its job
             pass
-        # Objects that exist now are never collected in a fork: leave them out of its GC passes,
-        # which would otherwise touch (and so copy) every page of the heap.
-        gc.freeze()
-        pid = os.fork()
-        if pid == 0:
-            _child(request, runner, (sock.fileno(), wake_read, wake_write))
+        if fresh:
+            drop_spare()  # forked before this request's modules or workspace: less warm than we are
+        if spare is not None:
+            pid, write = spare
+            spare = None
+            view = memoryview(line)
+            while view:
+                view = view[os.write(write, view) :]
+            os.close(write)
+        else:
+            # Objects that exist now are never collected in a fork: leave them out of its GC
+            # passes, which would otherwise touch (and so copy) every page of the heap.
+            gc.freeze()
+            pid = os.fork()
+            if pid == 0:
+                _child(request, runner, inherited)
         children.add(pid)
         sock.sendall(b'{"pid": %d}\n' % pid)  # the most frequent message, made without json
+        fork_spare()  # for the next request, while this job runs
         return None
 
     received = b""  # requests arrive back to back: one read may hold several lines, or part of one
@@ -146,9 +193,35 @@ def serve(sock: socket.socket) -> int:
             received += data
             while b"\n" in received:
                 line, received = received.split(b"\n", 1)
-                code = fork(orjson.loads(line))
+                code = start(line, orjson.loads(line))
                 if code is not None:
                     return code
+
+
+def _spare(read: int, runner: Any, inherited: tuple[int, ...]) -> None:
+    """In a fork made ahead of time: wait for a request on the pipe ``read``, then run its job.
+
+    The zygote writes the request and closes the pipe; a pipe closed with nothing in it means
+    this spare is not needed (the zygote grew warmer since, or is ending).
+    """
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in inherited:
+            os.close(fd)
+        data = b""
+        while chunk := os.read(read, 1 << 16):
+            data += chunk
+        os.close(read)
+        if not data:
+            os._exit(0)
+        request = orjson.loads(data)
+    except BaseException:
+        os._exit(1)
+    for entry in reversed(request.get("sys_path", ())):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    _child(request, runner, ())
 
 
 def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...]) -> None:
@@ -158,8 +231,9 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...]) -> 
         for fd in inherited:  # the zygote's: holding them would hide the zygote's death
             os.close(fd)
         os.setsid()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if inherited:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.get("append") else os.O_TRUNC)
         for target, path in ((1, request["stdout"]), (2, request["stderr"])):
             fd = os.open(path, mode, 0o644)
