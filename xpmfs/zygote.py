@@ -205,10 +205,13 @@ def _spare(read: int, runner: Any, inherited: tuple[int, ...]) -> None:
     this spare is not needed (the zygote grew warmer since, or is ending).
     """
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # What every job's set-up does first, done while waiting (see _child).
         for fd in inherited:
             os.close(fd)
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _stdin_from_devnull()
         data = b""
         while chunk := os.read(read, 1 << 16):
             data += chunk
@@ -221,27 +224,35 @@ def _spare(read: int, runner: Any, inherited: tuple[int, ...]) -> None:
     for entry in reversed(request.get("sys_path", ())):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    _child(request, runner, ())
+    _child(request, runner, None)
 
 
-def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...]) -> None:
-    """In the fork: become the job's runner, exactly as ``python <name>.py`` would."""
+def _stdin_from_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
+def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...] | None) -> None:
+    """In the fork: become the job's runner, exactly as ``python <name>.py`` would.
+
+    ``inherited`` are the zygote's descriptors, to close; ``None`` in a spare fork, which has set
+    itself up this far already (see _spare).
+    """
     code = 1
     try:
-        for fd in inherited:  # the zygote's: holding them would hide the zygote's death
-            os.close(fd)
-        os.setsid()
-        if inherited:
+        if inherited is not None:
+            for fd in inherited:  # the zygote's: holding them would hide the zygote's death
+                os.close(fd)
+            os.setsid()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _stdin_from_devnull()
         mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.get("append") else os.O_TRUNC)
         for target, path in ((1, request["stdout"]), (2, request["stderr"])):
             fd = os.open(path, mode, 0o644)
             os.dup2(fd, target)
             os.close(fd)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
         for name, value in request["env"].items():  # update() checks for a Mapping: ABC machinery
             os.environ[name] = value
         os.chdir(request["job"])
