@@ -1,9 +1,14 @@
-"""Where a job's cost goes: two diagnostics behind the findings in RESULTS.md.
+"""Where a job's cost goes: three diagnostics behind the findings in RESULTS.md.
 
-Usage (from the repository, with the venv's python)::
+Usage (with the venv's python)::
 
-    python tools/bench/profile_jobs.py cpu [N]     # CPU per job of each process, N jobs (1000)
-    python tools/bench/profile_jobs.py faults [N]  # page faults of a forked job, first and second run
+    python tools/bench/profile_jobs.py cpu [N]      # CPU per job of each process, N jobs (1000)
+    python tools/bench/profile_jobs.py faults [N]   # page faults of a forked job, first and second run
+    python tools/bench/profile_jobs.py latency [N]  # one slot: a job's end to the next one's start (300)
+
+To compare two versions, run it from a directory that holds no xpmfs checkout, with
+``PYTHONPATH=<tree>``: ``python -m xpmfs worker`` puts the current directory first on the import
+path, so from inside a checkout the worker would import that checkout's xpmfs.
 
 ``cpu`` starts a 2-slot worker by hand, runs ``xp_xpmfs.py batch`` with N jobs against it, and
 prints the CPU time per job of the experiment, the worker, its zygote and the jobs the zygote
@@ -14,6 +19,10 @@ side (``PYTHONPATH=<other tree>``), not against an old printout.
 Both leave their workspace in the temporary folder and say where: after a mass deletion, ext4
 creates files slowly for minutes, which would skew the next measurement (see RESULTS.md). Delete
 them when you are done measuring.
+
+``latency`` runs N jobs on a one-slot worker started by hand and prints medians from the jobs'
+status records: from a job's end to the next one's start (the slot's idle time), from the
+worker's claim to the runner's ``running`` write, and a job's own run.
 
 ``faults`` forks, from a process as warm as the zygote, children that each run the runner on
 three jobs in a row, and prints the page faults of each run. The first run pays for writing to
@@ -27,6 +36,7 @@ import argparse
 import gc
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,6 +102,39 @@ def cpu_by_process(count: int) -> None:
     print(f"page faults per job: zygote {zygote_faults:.0f}, forked jobs {job_faults:.0f}")
 
 
+def latency(count: int) -> None:
+    """Run ``count`` jobs on a one-slot worker started here; print the median gaps between them."""
+    import orjson
+
+    python = sys.executable
+    ws = _workspace()
+    from xpmfs.workspace import Workspace
+
+    Workspace.open(ws, create=True)
+    worker = subprocess.Popen([python, "-m", "xpmfs", "worker", str(ws), "--jobs", "1"], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # registered: the experiment then starts no embedded worker
+        begin = time.perf_counter()
+        subprocess.run(
+            [python, str(BENCH_DIR / "xp_xpmfs.py"), "batch", str(ws), str(count)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        wall = time.perf_counter() - begin
+    finally:
+        worker.terminate()
+        worker.wait()
+    records = [orjson.loads(path.read_bytes()) for path in ws.glob("jobs/*/*/__xpm__/status.json")]
+    records.sort(key=lambda record: record["started"])
+    ends = sorted(record["ended"] for record in records)
+    idle = [nxt["started"] - end for nxt, end in zip(records[1:], ends[:-1], strict=True)]
+    claim = [record["started"] - record["claimed"] for record in records]
+    run = [record["ended"] - record["started"] for record in records]
+    for name, values in (("end -> next start", idle), ("claim -> start", claim), ("start -> end", run)):
+        print(f"{name:18s} {1000 * statistics.median(values):6.2f} ms (median of {len(values)})")
+    print(f"{'wall per job':18s} {1000 * wall / count:6.2f} ms (the experiment's start-up included)")
+
+
 def faults_per_run(count: int) -> None:
     """Fork children from a warm process; each runs the runner on three jobs; print faults per run."""
     import xp_xpmfs
@@ -124,18 +167,24 @@ def faults_per_run(count: int) -> None:
         os.waitpid(pid, 0)
         for index, value in enumerate(os.read(read, 1000).split()):
             totals[index] += int(value)
-    print("page faults of the runner, per run in a fresh fork: first {:.0f}, second {:.0f}, third {:.0f}".format(
-        *(total / count for total in totals)
-    ))
+    print(
+        "page faults of the runner, per run in a fresh fork: first {:.0f}, second {:.0f}, third {:.0f}".format(
+            *(total / count for total in totals)
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["cpu", "faults"])
-    parser.add_argument("count", nargs="?", type=int, default=None, help="jobs (cpu: 1000) or forks (faults: 100)")
+    parser.add_argument("what", choices=["cpu", "faults", "latency"])
+    parser.add_argument(
+        "count", nargs="?", type=int, default=None, help="jobs (cpu: 1000, latency: 300) or forks (faults: 100)"
+    )
     arguments = parser.parse_args()
     if arguments.what == "cpu":
         cpu_by_process(arguments.count or 1000)
+    elif arguments.what == "latency":
+        latency(arguments.count or 300)
     else:
         faults_per_run(arguments.count or 100)
 
