@@ -66,7 +66,10 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def test_jobs_fork_from_the_warm_runner_and_see_code_changes(tmp_path: Path, ws: Path, processes: Processes) -> None:
+def _versioned_worker(
+    tmp_path: Path, ws: Path, processes: Processes
+) -> tuple[Path, dict[str, str], subprocess.Popen[bytes]]:
+    """A worker on ``ws`` whose jobs import ``versioned`` (version 1) from the returned folder."""
     modules = tmp_path / "modules"
     modules.mkdir()
     (modules / "versioned.py").write_text(textwrap.dedent(MODULE.format(version=1)))
@@ -76,6 +79,11 @@ def test_jobs_fork_from_the_warm_runner_and_see_code_changes(tmp_path: Path, ws:
     worker = processes.start(
         [sys.executable, "-m", "xpmfs", "worker", str(ws), "--rescan", "0.5"], env=env, log=tmp_path / "w.log"
     )
+    return modules, env, worker
+
+
+def test_jobs_fork_from_the_warm_runner_and_see_code_changes(tmp_path: Path, ws: Path, processes: Processes) -> None:
+    modules, env, worker = _versioned_worker(tmp_path, ws, processes)
     first = _run(tmp_path, ws, "first", 3, "warm", env)
     parents = {ppid for _, _, ppid in first}
     assert len(parents) == 1, "every job forks from the same warm runner"
@@ -99,15 +107,7 @@ def test_the_warm_runner_forks_ahead_and_survives_losing_that_fork(
 ) -> None:
     """The zygote forks the next job's process while the current one runs, and hands it the next
     request; that waiting fork is no job (nobody hears of its end), and killing it costs nothing."""
-    modules = tmp_path / "modules"
-    modules.mkdir()
-    (modules / "versioned.py").write_text(textwrap.dedent(MODULE.format(version=1)))
-    env = processes.env()
-    env["PYTHONPATH"] = os.pathsep.join([str(modules), env["PYTHONPATH"]])
-    Workspace.open(ws, create=True)
-    processes.start(
-        [sys.executable, "-m", "xpmfs", "worker", str(ws), "--rescan", "0.5"], env=env, log=tmp_path / "w.log"
-    )
+    _, env, _ = _versioned_worker(tmp_path, ws, processes)
     first = _run(tmp_path, ws, "first", 3, "warm", env)
     (zygote,) = {ppid for _, _, ppid in first}
     wait_until(lambda: len(psutil.Process(zygote).children()) == 1, what="the zygote's fork made ahead")

@@ -33,6 +33,7 @@ uses); the later ones show what the work itself costs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import resource
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -64,30 +66,39 @@ def _workspace() -> Path:
     return folder / "ws"
 
 
-def cpu_by_process(count: int) -> None:
-    """Run ``count`` jobs against a worker started here; print each process's CPU per job."""
+@contextlib.contextmanager
+def _worker(slots: int) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    """A workspace in the temporary folder, and a worker on it started by hand (stopped after)."""
     from xpmfs.workspace import Workspace
 
-    python = sys.executable
     ws = _workspace()
     Workspace.open(ws, create=True)
-    worker = subprocess.Popen([python, "-m", "xpmfs", "worker", str(ws), "--jobs", "2"], stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "xpmfs", "worker", str(ws), "--jobs", str(slots)]
+    worker = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)  # registered: the experiment then starts no embedded worker
+        yield ws, worker
+    finally:
+        worker.terminate()
+        worker.wait()
+
+
+def _batch(ws: Path, count: int) -> None:
+    """Submit ``count`` jobs and wait for them (``xp_xpmfs.py batch``, the benchmark's experiment)."""
+    command = [sys.executable, str(BENCH_DIR / "xp_xpmfs.py"), "batch", str(ws), str(count)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+def cpu_by_process(count: int) -> None:
+    """Run ``count`` jobs against a worker started here; print each process's CPU per job."""
+    with _worker(2) as (ws, worker):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run(
-            [python, str(BENCH_DIR / "xp_xpmfs.py"), "batch", str(ws), str(count)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        _batch(ws, count)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         zygotes = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
         if len(zygotes) != 1:
             raise SystemExit(f"expected the worker to have one child (its zygote), found {zygotes}")
         worker_fields, zygote_fields = _proc_stat(worker.pid), _proc_stat(int(zygotes[0]))
-    finally:
-        worker.terminate()
-        worker.wait()
     experiment = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     rows = {
         "experiment": experiment,
@@ -106,24 +117,10 @@ def latency(count: int) -> None:
     """Run ``count`` jobs on a one-slot worker started here; print the median gaps between them."""
     import orjson
 
-    python = sys.executable
-    ws = _workspace()
-    from xpmfs.workspace import Workspace
-
-    Workspace.open(ws, create=True)
-    worker = subprocess.Popen([python, "-m", "xpmfs", "worker", str(ws), "--jobs", "1"], stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.5)  # registered: the experiment then starts no embedded worker
+    with _worker(1) as (ws, _):
         begin = time.perf_counter()
-        subprocess.run(
-            [python, str(BENCH_DIR / "xp_xpmfs.py"), "batch", str(ws), str(count)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        _batch(ws, count)
         wall = time.perf_counter() - begin
-    finally:
-        worker.terminate()
-        worker.wait()
     records = [orjson.loads(path.read_bytes()) for path in ws.glob("jobs/*/*/__xpm__/status.json")]
     records.sort(key=lambda record: record["started"])
     ends = sorted(record["ended"] for record in records)
