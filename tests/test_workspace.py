@@ -10,7 +10,7 @@ import orjson
 import pytest
 from conftest import wait_until
 
-from xpmfs import status
+from xpmfs import status, watch
 from xpmfs.errors import CorruptedError, FormatError, WorkspaceError
 from xpmfs.journal import Journal, read
 from xpmfs.lock import LockMode
@@ -213,7 +213,7 @@ def _inotify_masks(folder: Path) -> list[int]:
     return masks
 
 
-def test_watchers_ask_inotify_for_names_only_unless_told(tmp_path: Path) -> None:
+def test_watchers_ask_inotify_for_names_only_unless_told(tmp_path: Path, watcher_backend: str) -> None:
     """Opens, writes and closes of queue entries (and listings of the queue) must not reach
     workers and experiments: each event costs two watchdog threads a wake-up per process."""
     created, deleted, moved = 0x100, 0x200, 0x40 | 0x80
@@ -231,7 +231,15 @@ def test_watchers_ask_inotify_for_names_only_unless_told(tmp_path: Path) -> None
         assert watcher.wait(10) is False and watcher.woken  # woken by the touch, well before 10 s
 
 
-def test_watcher_reports_the_names_that_changed(tmp_path: Path) -> None:
+@pytest.fixture(params=["inotify", "observer"])
+def watcher_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a Watcher can watch: watchdog's inotify reader (Linux), or its Observer (elsewhere)."""
+    if request.param == "observer":
+        monkeypatch.setattr(watch, "InotifyFD", None)
+    return str(request.param)
+
+
+def test_watcher_reports_the_names_that_changed(tmp_path: Path, watcher_backend: str) -> None:
     with Watcher([tmp_path], rescan=60, track=True) as watcher:
         watcher.wait(0)  # the first wait is a full rescan
         (tmp_path / "a").write_text("")
