@@ -120,6 +120,36 @@ def test_the_warm_runner_forks_ahead_and_survives_losing_that_fork(
     assert spare.pid not in {pid for _, pid, _ in second}
 
 
+def test_a_spare_killed_before_the_zygote_notices_costs_no_job(tmp_path: Path, ws: Path, processes: Processes) -> None:
+    """The request for the spare arrives before the zygote has heard of its death: the pipe is
+    broken, and the zygote forks the job the ordinary way instead of dying (with its jobs)."""
+    _, env, _ = _versioned_worker(tmp_path, ws, processes)
+    first = _run(tmp_path, ws, "first", 1, "warm", env)
+    (zygote_pid,) = {ppid for _, _, ppid in first}
+    zygote = psutil.Process(zygote_pid)
+    wait_until(lambda: len(zygote.children()) == 1, what="the zygote's fork made ahead")
+    (spare,) = zygote.children()
+    log = tmp_path / "w.log"
+    started = log.read_text().count("started")
+    zygote.suspend()  # it cannot reap the spare, nor read the next request, until resumed
+    try:
+        spare.kill()
+        script = tmp_path / "script.py"
+        command = [sys.executable, str(script), str(ws), "second", "1", "warm"]
+        second = processes.start(command, env=env, log=tmp_path / "second.log")
+        wait_until(lambda: log.read_text().count("started") > started, what="the worker to send the request")
+    finally:
+        zygote.resume()
+    assert second.wait(timeout=60) == 0, (tmp_path / "second.log").read_text()
+    (probe,) = (job / "probe.txt" for job in (ws / "jobs" / "versioned.probe").iterdir() if '"second"' in _spec(job))
+    _, pid, ppid = (int(part) for part in probe.read_text().split())
+    assert ppid == zygote_pid and pid != spare.pid  # forked by the same zygote, which lived on
+
+
+def _spec(job: Path) -> str:
+    return (job / "__xpm__" / "spec.json").read_text()
+
+
 ENV_MODULE = """
 import json, os, sys
 from pathlib import Path

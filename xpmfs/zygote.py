@@ -123,18 +123,41 @@ def serve(sock: socket.socket) -> int:
 
     def fork_spare() -> None:
         nonlocal spare
-        read, write = os.pipe()
+        try:
+            read, write = os.pipe()
+        except OSError:
+            return  # out of descriptors: the next job is forked when it comes, as without spares
         gc.freeze()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # out of processes or memory: not worth failing the jobs running now for
+            os.close(read)
+            os.close(write)
+            return
         if pid == 0:
             os.close(write)
             _spare(read, runner, inherited)
         os.close(read)
         spare = (pid, write)
 
+    def hand_to_spare(line: bytes) -> int | None:
+        """Give ``line`` to the spare and return its pid; ``None`` if it died meanwhile."""
+        nonlocal spare
+        assert spare is not None
+        pid, write = spare
+        spare = None
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(write, view) :]
+        except BrokenPipeError:  # killed, and not reaped yet: reap() will not report it
+            return None
+        finally:
+            os.close(write)
+        return pid
+
     def start(line: bytes, request: dict[str, Any]) -> int | None:
         """Start the job of ``request`` (or refuse it); an exit code when this zygote must end."""
-        nonlocal spare
         if _stale(watched):
             send({"job": request["job"], "error": "stale"})
             return EXIT_STALE
@@ -161,14 +184,8 @@ def serve(sock: socket.socket) -> int:
             pass
         if fresh:
             drop_spare()  # forked before this request's modules or workspace: less warm than we are
-        if spare is not None:
-            pid, write = spare
-            spare = None
-            view = memoryview(line)
-            while view:
-                view = view[os.write(write, view) :]
-            os.close(write)
-        else:
+        pid = hand_to_spare(line) if spare is not None else None
+        if pid is None:
             # Objects that exist now are never collected in a fork: leave them out of its GC
             # passes, which would otherwise touch (and so copy) every page of the heap.
             gc.freeze()
