@@ -68,23 +68,26 @@ def job_from_path(path: str | os.PathLike[str]) -> Job:
     """The job whose folder is ``path``, or holds the file ``path`` (its ``<name>.py``)."""
     where = os.path.abspath(path)
     folder = where if os.path.isdir(where) else os.path.dirname(where)
-    type_folder, _, jobid = folder.rpartition("/")
-    jobs_dir, _, typeid = type_folder.rpartition("/")
-    root = _root_of(jobs_dir)
+    root, typeid, jobid = _parts(folder)
     workspace = _opened.get(root) or Workspace.open(Path(root))
     return Job(workspace, JobRef(typeid, jobid))
 
 
-def _root_of(jobs_dir: str) -> str:
-    # The workspace of `<root>/jobs`, by string operations: each function a forked job calls for
-    # the first time costs it page copies (see xpmfs.zygote).
-    return jobs_dir.rpartition("/")[0] or "/"
+def _parts(folder: str) -> tuple[str, str, str]:
+    """``(root, typeid, jobid)`` of the absolute job folder ``<root>/jobs/<typeid>/<jobid>``.
+
+    String operations: each function a forked job calls for the first time costs it page copies
+    (see xpmfs.zygote).
+    """
+    type_folder, _, jobid = folder.rpartition("/")
+    jobs_dir, _, typeid = type_folder.rpartition("/")
+    return jobs_dir.rpartition("/")[0] or "/", typeid, jobid
 
 
 def open_workspace_of(job_folder: str) -> bool:
     """Open the workspace of the job in ``job_folder`` once, for the jobs forked from this process;
     return whether this call opened it."""
-    root = _root_of(os.path.abspath(job_folder).rsplit("/", 2)[0])
+    root = _parts(os.path.abspath(job_folder))[0]
     if root in _opened:
         return False
     workspace = _opened[root] = Workspace.open(Path(root))

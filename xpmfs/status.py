@@ -129,8 +129,7 @@ def _member(members: dict[str, Any], value: Any, field: str) -> Any:
     return member
 
 
-_STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(Status))
-_FIELD_NAMES = frozenset(_STATUS_FIELDS)
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Status))
 _MARKERS = ((DONE_MARKER, State.DONE), (FAILED_MARKER, State.FAILED))
 
 
