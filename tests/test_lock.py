@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from filelock import SoftFileLease, Timeout
+from filelock import FileLock, SoftFileLease, Timeout
 from filelock._marker import OwnerRecord, encode_marker
 
 from xpmfs.errors import FormatError, WorkspaceError
@@ -221,6 +221,30 @@ def test_two_objects_in_one_process_exclude_each_other(tmp_path: Path, mode: Loc
     assert second.try_acquire()
     assert not first.try_acquire()
     second.release()
+
+
+def test_local_lock_is_filelocks_own_lock(tmp_path: Path) -> None:
+    # A local JobLock takes filelock's flock on a descriptor of its own: a filelock.FileLock on the
+    # same file (another tool, or an older xpmfs) and a JobLock exclude each other both ways.
+    path = tmp_path / "lock"
+    theirs = FileLock(path, thread_local=False)
+    with theirs.acquire(timeout=0):
+        assert not JobLock(path, LockMode.LOCAL).try_acquire()
+    ours = JobLock(path, LockMode.LOCAL)
+    assert ours.try_acquire()
+    with pytest.raises(Timeout):
+        theirs.acquire(timeout=0)
+    ours.release()
+    with theirs.acquire(timeout=0):
+        pass
+
+
+def test_local_lock_creates_its_folder(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "lock"
+    lock = JobLock(path, LockMode.LOCAL)
+    assert lock.try_acquire() and lock.probe()
+    lock.release()
+    assert not lock.probe()
 
 
 @pytest.mark.parametrize("mode", MODES)
