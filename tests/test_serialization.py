@@ -412,6 +412,22 @@ def test_script_classes_load_in_another_process_without_running_main(tmp_path: P
     assert to_dict(task)["objects"][-1]["type"] == types["Train"]
 
 
+def test_a_script_named_through_a_symlink_is_the_script_loaded(tmp_path: Path, isolated_main: None) -> None:
+    script, link = tmp_path / "experiment.py", tmp_path / "link.py"
+    script.write_text(SCRIPT)
+    link.symlink_to(script)
+    command = [sys.executable, str(script), str(tmp_path / "ran.txt"), str(tmp_path / "job")]
+    run = subprocess.run(command, capture_output=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr.decode()
+    config = orjson.loads(run.stdout)["config"]
+    first = from_dict(config)
+    for record in config["objects"]:
+        if record.get("type", {}).get("module") == "__main__":
+            record["type"]["file"] = str(link)
+    again = from_dict(config)  # the loaded script, found by its real path: not a second load
+    assert type(again) is type(first) and again.__identifier__() == first.__identifier__()
+
+
 def test_a_missing_script_is_reported(tmp_path: Path, isolated_main: None) -> None:
     data = {
         "format": FORMAT,

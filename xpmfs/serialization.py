@@ -315,17 +315,16 @@ def load_class(ref: Any, where: str) -> Any:
     return found
 
 
-def _same_file(a: str, b: str) -> bool:
-    return os.path.abspath(a) == os.path.abspath(b) or os.path.realpath(a) == os.path.realpath(b)
-
-
 def _script_module(file: str, name: str) -> ModuleType:
     """The experiment script ``file`` as a module: the running one, or loaded as ``__xpm_main__``."""
-    for module_name in ("__main__", LOADED_MAIN, "__mp_main__"):
-        module = sys.modules.get(module_name)
-        loaded_from = getattr(module, "__file__", None)
-        if module is not None and loaded_from and _same_file(loaded_from, file):
-            return module
+    # The same spelling first: realpath() looks at every folder on the way, and a warm runner's
+    # jobs (whose __main__ is xpmfs.zygote) would pay for that on each class of the script.
+    for resolve in (os.path.abspath, os.path.realpath):
+        wanted = resolve(file)
+        for module_name in ("__main__", LOADED_MAIN, "__mp_main__"):
+            loaded_from = getattr(sys.modules.get(module_name), "__file__", None)
+            if loaded_from and resolve(loaded_from) == wanted:
+                return sys.modules[module_name]
     if LOADED_MAIN in sys.modules:
         raise ConfigError(
             name,
