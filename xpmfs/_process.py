@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import _signal  # the C module under `signal` (see set_handler)
 import ctypes
 import ctypes.util
 import functools
 import os
 import signal
+from collections.abc import Callable
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+
+IGNORE = _signal.SIG_IGN
+DEFAULT = _signal.SIG_DFL
+
+
+def set_handler(signum: int, handler: Callable[[int, Any], Any] | int) -> None:
+    """``signal.signal(signum, handler)`` without its Python wrapper; ``handler`` may be
+    :data:`IGNORE` or :data:`DEFAULT`.
+
+    The wrapper turns the previous handler into a ``signal.Handlers`` member, through the enum
+    machinery and a ValueError when that handler is a function. A job forked by the warm runner
+    (xpmfs.zygote) pays for every function it calls the first time: two ``signal.signal`` calls
+    there cost 56 page copies and 120 µs, these 12 and 12 µs.
+    """
+    _signal.signal(signum, handler)
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import queue, status
 from ._crash import crash_point
-from ._process import die_with_parent
+from ._process import IGNORE, die_with_parent, set_handler
 from .cache import set_root as set_cache_root  # not `from . import cache`: xpmfs.cache is the decorator
 from .config import typeid
 from .errors import CorruptedError, GracefulTimeout
@@ -181,7 +181,7 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
     )
     crash_point("start.after-running")
     global _task_running
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    set_handler(signal.SIGTERM, _on_sigterm)
     try:
         _task_running = True
         try:
@@ -190,7 +190,7 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
             _task_running = False
     except Cancelled:
         if cluster_id is not None:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the question short
+            set_handler(signal.SIGTERM, IGNORE)  # a second SIGTERM must not cut the question short
         if cluster_id is not None and _cluster_timeout(cluster_id):
             message = f"SLURM job {cluster_id} reached its time limit (SIGTERM)"
             return _finish(job, spec, running, State.FAILED, Reason.TIMEOUT, message, EXIT_TIMEOUT)
@@ -247,7 +247,7 @@ def _finish(
     flush_progress()  # the task's last progress report, on disk before its end is recorded
     sys.stdout.flush()
     sys.stderr.flush()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the record must be written whole
+    set_handler(signal.SIGTERM, IGNORE)  # the record must be written whole
     if reason is Reason.TIMEOUT and spec.resumable:
         retries = running.retry_count
         if retries < spec.max_retries:

@@ -62,6 +62,8 @@ from typing import Any
 
 import orjson
 
+from ._process import DEFAULT, set_handler
+
 ENV_PARENT = "XPMFS_ZYGOTE_PARENT"  # the worker's pid: the zygote dies with it
 ENV_FD = "XPMFS_ZYGOTE_FD"  # the zygote's end of the socket pair
 EXIT_STALE = 75
@@ -227,7 +229,7 @@ def _spare(read: int, runner: Any, inherited: tuple[int, ...]) -> None:
             os.close(fd)
         os.setsid()
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        set_handler(signal.SIGCHLD, DEFAULT)
         _stdin_from_devnull()
         data = b""
         while chunk := os.read(read, 1 << 16):
@@ -263,7 +265,7 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...] | No
                 os.close(fd)
             os.setsid()
             signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            set_handler(signal.SIGCHLD, DEFAULT)
             _stdin_from_devnull()
         mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.get("append") else os.O_TRUNC)
         for target, path in ((1, request["stdout"]), (2, request["stderr"])):
