@@ -628,6 +628,9 @@ class Worker:
 
     def _record_end(self, running: _Running, code: int) -> None:
         job = running.job
+        if running.finishing:
+            # _finishing saw its marker, then its entry gone; under our lock neither comes back.
+            return
         if job.marker() is not None:
             queue.remove(self.workspace.queue_dir, job.ref)  # the runner may have died just before this
             return
