@@ -64,10 +64,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 _opened: dict[str, Workspace] = {}  # by the warm runner, before it forks: a fork need not read the format
 
 
-def job_from_path(path: str | os.PathLike[str]) -> Job:
-    """The job whose folder is ``path``, or holds the file ``path`` (its ``<name>.py``)."""
-    where = os.path.abspath(path)
-    folder = where if os.path.isdir(where) else os.path.dirname(where)
+def job_in(folder: str) -> Job:
+    """The job whose folder is ``folder``, an absolute path (the workspace is found from it)."""
     root, typeid, jobid = _parts(folder)
     workspace = _opened.get(root) or Workspace.open(Path(root))
     return Job(workspace, JobRef(typeid, jobid))
@@ -97,11 +95,18 @@ def open_workspace_of(job_folder: str) -> bool:
 
 
 def main(path: str | os.PathLike[str]) -> int:
-    """Run the job at ``path`` in this process and return the exit code."""
+    """Run the job at ``path`` (its folder, or the ``<name>.py`` in it) in this process and return
+    the exit code."""
+    where = os.path.abspath(path)
+    return run_folder(where if os.path.isdir(where) else os.path.dirname(where))
+
+
+def run_folder(folder: str) -> int:
+    """:func:`main` for the absolute job folder ``folder``, which the warm runner gives as is."""
     parent = os.environ.get(ENV_PARENT_PID)
     if parent:
         die_with_parent(int(parent))
-    job = job_from_path(path)
+    job = job_in(folder)
     cluster_id = _enter_cluster(job)
     lock = None
     if os.environ.pop(ENV_LOCK_HELD, None) != "1":

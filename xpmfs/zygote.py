@@ -275,7 +275,7 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...] | No
         for name, value in request["env"].items():  # update() checks for a Mapping: ABC machinery
             os.environ[name] = value
         os.chdir(request["job"])
-        code = runner.main(request["job"])
+        code = runner.run_folder(request["job"])  # absolute: the worker sends Job.folder
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:

@@ -157,7 +157,7 @@ def faults_per_run(count: int) -> None:
             for job in jobs[first : first + 3]:
                 os.environ[ENV_LOCK_HELD] = "1"  # nobody holds the lock: no worker here
                 start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                runner.main(job)
+                runner.run_folder(job)  # as the zygote calls it
                 faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
             os.write(write, " ".join(map(str, faults)).encode())
             os._exit(0)
