@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import Processes, job_of, wait_until
-from sample_tasks import Add, After, Count, Fail, Gate
+from sample_tasks import Add, After, Count, Fail, Gate, Sleep
 
 from xpmfs import experiment, status
 from xpmfs.errors import FailedExperiment
@@ -272,3 +272,37 @@ def test_experiment_launcher_is_the_default_of_its_submissions(ws: Path) -> None
         own = Add.C(x=2).submit(launcher=DirectLauncher(isolate=True))
     assert orjson.loads(job_of(ws, default).spec_path.read_bytes())["launcher"]["type"] == "slurm"
     assert orjson.loads(job_of(ws, own).spec_path.read_bytes())["launcher"] == {"type": "direct", "isolate": True}
+
+
+def test_the_status_line_counts_less_often_when_counting_is_dear(
+    ws: Path, processes: Processes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting jobs by state reads every unfinished job's status: on a terminal (a line due at
+    every look) with many jobs, that would keep the experiment busy. A count waits COUNT_SPACING
+    times as long as the last one took."""
+    import importlib
+    import time
+
+    from xpmfs.display import StatusLine
+
+    experiment_module = importlib.import_module("xpmfs.experiment")  # `xpmfs.experiment` is the class
+
+    monkeypatch.setattr(StatusLine, "due", lambda self: True)  # as eager as a terminal can be
+    looked = []
+    state = experiment_module.JobHandle.state
+
+    def slow_state(handle: object) -> State:
+        looked.append(handle)
+        time.sleep(0.002)  # a status read on a busy file system
+        return state(handle)
+
+    monkeypatch.setattr(experiment_module.JobHandle, "state", slow_state)
+    processes.worker(ws, jobs=2)
+    with experiment(ws, "many", workers=0):
+        for x in range(30):
+            Sleep.C(seconds=0.05 + x / 1000).submit()
+    # 30 jobs of 50 ms on two slots end over ~0.8 s, waking the experiment every 20 ms or so.
+    # The first count reads up to 30 statuses (~60 ms): the next is ~1.2 s later, when all or
+    # most have ended (a loaded machine may fit in one more). Without spacing, every wake-up
+    # counts the jobs left: over 300 reads.
+    assert len(looked) <= 100, f"{len(looked)} status reads for the status line"
