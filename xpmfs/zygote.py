@@ -78,10 +78,10 @@ def serve(sock: socket.socket) -> int:
     fork shares them with the new child), so it calls few functions, and C ones where it can.
     """
     from . import runner  # warm up: everything a job needs before its task's own code
-    from ._process import _libc
+    from ._process import _prctl
     from .serialization import load_class
 
-    _libc()  # loaded once here rather than in every fork
+    _prctl()  # libc loaded and prctl resolved once here, not in every fork (die_with_parent)
 
     watched: dict[str, float] = {}  # source files of preloaded task modules -> mtime
     preloaded: set[object] = set()  # type references already imported and resolved
