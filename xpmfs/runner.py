@@ -85,7 +85,9 @@ def _parts(folder: str) -> tuple[str, str, str]:
 def open_workspace_of(job_folder: str) -> bool:
     """Open the workspace of the job in ``job_folder`` once, for the jobs forked from this process;
     return whether this call opened it."""
-    root = _parts(os.path.abspath(job_folder))[0]
+    # The warm runner asks for every job: its folders are absolute (Job.folder), and abspath is
+    # posixpath's Python, which costs the zygote page copies on each fork (xpmfs.zygote).
+    root = _parts(job_folder if job_folder.startswith("/") else os.path.abspath(job_folder))[0]
     if root in _opened:
         return False
     workspace = _opened[root] = Workspace.open(Path(root))
