@@ -14,6 +14,7 @@ lock released) so another worker takes them, and exits; with ``drain`` it lets t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -675,8 +676,9 @@ class Worker:
                 _kill_group(running.process.pid, signal.SIGTERM)
 
 
+@functools.lru_cache(maxsize=16)
 def _same_python(python: str) -> bool:
-    """Whether ``python`` (a spec's interpreter) is the one running this worker."""
+    """Whether ``python`` (a spec's interpreter) is the one running this worker (asked per job)."""
     # Not samefile(): a venv's python is a symlink to the base interpreter, with other packages.
     return os.path.abspath(python) == os.path.abspath(sys.executable)
 

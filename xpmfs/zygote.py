@@ -389,7 +389,10 @@ class Zygote:
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        """Whether the zygote may still answer: its socket is open (a ``poll()`` per job would
+        cost a system call and a lock; a request sent to a zygote that died meanwhile is refused,
+        and its job started afresh)."""
+        return not self._gone
 
     def spawn(self, request: dict[str, Any]) -> ForkedProcess | None:
         """Ask for a fork of a job and return without waiting; ``None`` if the zygote is gone.
