@@ -1,10 +1,11 @@
-"""Where a job's cost goes: three diagnostics behind the findings in RESULTS.md.
+"""Where a job's cost goes: four diagnostics behind the findings in RESULTS.md.
 
 Usage (with the venv's python)::
 
     python tools/bench/profile_jobs.py cpu [N]      # CPU per job of each process, N jobs (1000)
     python tools/bench/profile_jobs.py faults [N]   # page faults of a forked job, first and second run
     python tools/bench/profile_jobs.py latency [N]  # one slot: a job's end to the next one's start (300)
+    python tools/bench/profile_jobs.py first-call STATEMENT [N] [--setup CODE]  # its cost in a fresh fork (100)
 
 To compare two versions, run it from a directory that holds no xpmfs checkout, with
 ``PYTHONPATH=<tree>``: ``python -m xpmfs worker`` puts the current directory first on the import
@@ -16,13 +17,19 @@ forked (their own time and their children's, from ``/proc``), with the page faul
 and of its jobs. The figures move ±15 % with the machine's state: compare two versions side by
 side (``PYTHONPATH=<other tree>``), not against an old printout.
 
-Both leave their workspace in the temporary folder and say where: after a mass deletion, ext4
-creates files slowly for minutes, which would skew the next measurement (see RESULTS.md). Delete
-them when you are done measuring.
+``cpu``, ``latency`` and ``faults`` leave their workspace in the temporary folder and say where:
+after a mass deletion, ext4 creates files slowly for minutes, which would skew the next
+measurement (see RESULTS.md). Delete them when you are done measuring.
 
 ``latency`` runs N jobs on a one-slot worker started by hand and prints medians from the jobs'
 status records: from a job's end to the next one's start (the slot's idle time), from the
 worker's claim to the runner's ``running`` write, and a job's own run.
+
+``first-call`` runs a Python statement in fresh forks of a process as warm as the zygote (after
+``--setup``, run once before forking, whose names the statement sees) and prints the median page
+faults and time it took there, next to an empty statement's: what a job forked by the warm runner
+pays for code it runs. For instance, with ``--setup "import signal, _signal"``,
+``signal.signal(15, signal.SIG_IGN)`` against ``_signal.signal(15, _signal.SIG_IGN)``.
 
 ``faults`` forks, from a process as warm as the zygote, children that each run the runner on
 three jobs in a row, and prints the page faults of each run. The first run pays for writing to
@@ -136,7 +143,7 @@ def faults_per_run(count: int) -> None:
     """Fork children from a warm process; each runs the runner on three jobs; print faults per run."""
     import xp_xpmfs
 
-    from xpmfs import experiment, runner, zygote
+    from xpmfs import experiment, runner
     from xpmfs.runner import ENV_LOCK_HELD
     from xpmfs.workspace import Workspace
 
@@ -146,8 +153,7 @@ def faults_per_run(count: int) -> None:
             xp_xpmfs.Touch.C(x=x).submit()
     jobs = sorted(str(path) for path in Workspace.open(ws).jobs_dir.glob("*/*"))
     runner.open_workspace_of(jobs[0])  # warm as the zygote is: workspace open, fields resolved
-    zygote._resolve_fields(xp_xpmfs.Touch)
-    gc.freeze()
+    _warm_as_the_zygote()
     read, write = os.pipe()
     totals = [0, 0, 0]
     for first in range(0, 3 * count, 3):
@@ -171,19 +177,66 @@ def faults_per_run(count: int) -> None:
     )
 
 
+def _warm_as_the_zygote() -> None:
+    """Hold what a worker's zygote holds when it forks a job: the runner, the task's module, libc."""
+    import xp_xpmfs
+
+    from xpmfs import _process, runner, zygote
+
+    assert runner.run_folder  # imported, as the zygote imports it before anything else
+    zygote._resolve_fields(xp_xpmfs.Touch)
+    _process._prctl()
+    gc.freeze()
+
+
+def first_call(statement: str, count: int, setup: str) -> None:
+    """Run ``statement`` in ``count`` fresh forks of a warm process; print its median cost there."""
+    namespace: dict[str, object] = {}
+    exec(setup, namespace)
+    _warm_as_the_zygote()
+    read, write = os.pipe()
+    for label, code in (
+        ("empty statement", compile("pass", "<empty>", "exec")),
+        (statement, compile(statement, "<statement>", "exec")),
+    ):
+        faults, micros = [], []
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:
+                before, begin = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+                exec(code, namespace)
+                elapsed, after = time.perf_counter() - begin, resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                os.write(write, f"{after - before} {elapsed * 1e6:.1f}".encode())
+                os._exit(0)
+            os.waitpid(pid, 0)
+            fault, micro = os.read(read, 100).split()
+            faults.append(int(fault))
+            micros.append(float(micro))
+        print(f"{statistics.median(faults):5.0f} page faults {statistics.median(micros):7.1f} µs  {label}")
+    print(f"(medians of {count} fresh forks of a process as warm as the zygote)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["cpu", "faults", "latency"])
-    parser.add_argument(
-        "count", nargs="?", type=int, default=None, help="jobs (cpu: 1000, latency: 300) or forks (faults: 100)"
-    )
+    parser.add_argument("what", choices=["cpu", "faults", "latency", "first-call"])
+    parser.add_argument("rest", nargs="*", help="first-call: the Python statement to run; then, for all, the count")
+    parser.add_argument("--setup", default="", help="first-call: code run once before forking")
     arguments = parser.parse_args()
-    if arguments.what == "cpu":
-        cpu_by_process(arguments.count or 1000)
+    rest = list(arguments.rest)
+    statement = rest.pop(0) if arguments.what == "first-call" and rest else None
+    if arguments.what == "first-call" and statement is None:
+        parser.error("first-call needs a statement")
+    if len(rest) > 1 or (rest and not rest[0].isdigit()):
+        parser.error(f"expected at most a count (jobs or forks), got {rest}")
+    count = int(rest[0]) if rest else None
+    if statement is not None:
+        first_call(statement, count or 100, arguments.setup)
+    elif arguments.what == "cpu":
+        cpu_by_process(count or 1000)
     elif arguments.what == "latency":
-        latency(arguments.count or 300)
+        latency(count or 300)
     else:
-        faults_per_run(arguments.count or 100)
+        faults_per_run(count or 100)
 
 
 if __name__ == "__main__":
