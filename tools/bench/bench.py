@@ -249,7 +249,15 @@ class _RssSampler(threading.Thread):
 
     A worker's zygote (``python -m xpmfs.zygote``, the warm process it forks jobs from) is part of
     what a worker costs, so it is sampled too; the jobs forked from it are not.
+
+    The sampler shares the machine with what it measures, so it stays light: a sample reads one
+    ``/proc/<pid>/status`` per process. Finding a worker's zygote means listing every process
+    (``psutil``'s ``children()`` reads ``/proc/*/stat``): it is done until the zygote is found,
+    then once a second (a zygote that exits is replaced). Done on every sample, that listing cost
+    a 1000-job run 12 % of its wall time (3.69 s against 3.29 s without the sampler, medians of 3).
     """
+
+    LIST_EVERY = 20  # samples (of 50 ms) between two listings of a worker's children
 
     def __init__(self, process: subprocess.Popen[bytes], workspace: Path) -> None:
         super().__init__(daemon=True)
@@ -260,7 +268,10 @@ class _RssSampler(threading.Thread):
     def run(self) -> None:
         workers: dict[int, psutil.Process] = {}
         zygotes: set[int] = set()
+        found: set[int] = set()  # workers whose zygote is known
+        sample = 0
         while not self._done.wait(0.05):
+            sample += 1
             self.experiment_peak = max(self.experiment_peak, _peak_rss(self.process.pid))
             for pid in _worker_pids(self.workers_dir):
                 if pid not in workers:
@@ -270,10 +281,15 @@ class _RssSampler(threading.Thread):
                         continue
             for pid, worker in workers.items():
                 self.worker_peak = max(self.worker_peak, _peak_rss(pid))
+                if pid in found and sample % self.LIST_EVERY:
+                    continue
                 try:
-                    zygotes.update(c.pid for c in worker.children() if "xpmfs.zygote" in " ".join(c.cmdline()))
+                    new = {c.pid for c in worker.children() if "xpmfs.zygote" in " ".join(c.cmdline())}
                 except psutil.Error:
                     continue
+                if new:
+                    found.add(pid)
+                    zygotes.update(new)
             for pid in zygotes:
                 self.zygote_peak = max(self.zygote_peak, _peak_rss(pid))
 
