@@ -24,8 +24,9 @@ def set_handler(signum: int, handler: Callable[[int, Any], Any] | int) -> None:
 
     The wrapper turns the previous handler into a ``signal.Handlers`` member, through the enum
     machinery and a ValueError when that handler is a function. A job forked by the warm runner
-    (xpmfs.zygote) pays for every function it calls the first time: two ``signal.signal`` calls
-    there cost 56 page copies and 120 µs, these 12 and 12 µs.
+    (xpmfs.zygote) pays for every function it calls the first time: in a fresh fork of a warm
+    process, two ``signal.signal`` calls cost 56 page copies and 120 µs, two of these 12 and
+    12 µs (``tools/bench/profile_jobs.py first-call`` measures such costs).
     """
     _signal.signal(signum, handler)
 

@@ -3,10 +3,10 @@
 A workspace records one :class:`LockMode` and every process obeys it (DESIGN invariant 3):
 
 ``local``
-    An OS lock, ``flock(2)`` through filelock's descriptor lock (:func:`filelock.lock_descriptor`) on
-    a descriptor of our own. The kernel drops it the moment its holder dies, so a crashed holder
-    never blocks anyone. Only holders on one host (and a file
-    system whose locks the kernel enforces) are excluded from each other.
+    An OS lock, ``flock(2)`` through filelock's descriptor lock (:func:`filelock.lock_descriptor`)
+    on a descriptor of our own. The kernel drops it the moment its holder dies, so a crashed holder
+    never blocks anyone. Only holders on one host (and a file system whose locks the kernel
+    enforces) are excluded from each other.
 ``shared``
     A lease over NFS, through :class:`filelock.SoftFileLease`: a marker file created with
     ``O_EXCL`` that names its owner and whose mtime the owner refreshes (heartbeat). A contender
@@ -378,7 +378,7 @@ def _evict(path: Path, judged: os.stat_result) -> bool:
       fails and the displaced holder's heartbeat reports the loss (``on_lost``) within two beats.
       That window is the only overlap this adds, and only on file systems without an exchange.
     """
-    pin_flags = getattr(os, "O_PATH", os.O_RDONLY | os.O_NONBLOCK) | os.O_NOFOLLOW
+    pin_flags = getattr(os, "O_PATH", os.O_RDONLY | os.O_NONBLOCK) | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         pin = os.open(path, pin_flags)
     except FileNotFoundError:
