@@ -224,13 +224,7 @@ def _spare(read: int, runner: Any, inherited: tuple[int, ...]) -> None:
     this spare is not needed (the zygote grew warmer since, or is ending).
     """
     try:
-        # What every job's set-up does first, done while waiting (see _child).
-        for fd in inherited:
-            os.close(fd)
-        os.setsid()
-        signal.set_wakeup_fd(-1)
-        set_handler(signal.SIGCHLD, DEFAULT)
-        _stdin_from_devnull()
+        _detach(inherited)  # what every job's set-up does first, done while waiting
         data = b""
         while chunk := os.read(read, 1 << 16):
             data += chunk
@@ -246,7 +240,14 @@ def _spare(read: int, runner: Any, inherited: tuple[int, ...]) -> None:
     _child(request, runner, None)
 
 
-def _stdin_from_devnull() -> None:
+def _detach(inherited: tuple[int, ...]) -> None:
+    """A fork's first steps: leave the zygote's descriptors (``inherited``; holding them would
+    hide the zygote's death), its session, its signal set-up and its stdin."""
+    for fd in inherited:
+        os.close(fd)
+    os.setsid()
+    signal.set_wakeup_fd(-1)
+    set_handler(signal.SIGCHLD, DEFAULT)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -261,12 +262,7 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...] | No
     code = 1
     try:
         if inherited is not None:
-            for fd in inherited:  # the zygote's: holding them would hide the zygote's death
-                os.close(fd)
-            os.setsid()
-            signal.set_wakeup_fd(-1)
-            set_handler(signal.SIGCHLD, DEFAULT)
-            _stdin_from_devnull()
+            _detach(inherited)
         mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.get("append") else os.O_TRUNC)
         for target, path in ((1, request["stdout"]), (2, request["stderr"])):
             fd = os.open(path, mode, 0o644)
