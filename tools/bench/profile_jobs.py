@@ -13,9 +13,10 @@ path, so from inside a checkout the worker would import that checkout's xpmfs.
 
 ``cpu`` starts a 2-slot worker by hand, runs ``xp_xpmfs.py batch`` with N jobs against it, and
 prints the CPU time per job of the experiment, the worker, its zygote and the jobs the zygote
-forked (their own time and their children's, from ``/proc``), with the page faults of the zygote
-and of its jobs. The figures move ±15 % with the machine's state: compare two versions side by
-side (``PYTHONPATH=<other tree>``), not against an old printout.
+forked (their own time and their children's, from ``/proc``), split into user and kernel time,
+with the page faults of the zygote and of its jobs. The figures move ±15 % with the machine's
+state: compare two versions side by side (``PYTHONPATH=<other tree>``), not against an old
+printout.
 
 ``cpu``, ``latency`` and ``faults`` leave their workspace in the temporary folder and say where:
 after a mass deletion, ext4 creates files slowly for minutes, which would skew the next
@@ -61,10 +62,11 @@ def _proc_stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def _cpu(fields: list[str], *, children: bool = False) -> float:
+def _cpu(fields: list[str], *, children: bool = False) -> tuple[float, float]:
+    """(user, system) seconds of a process (``children``: of its reaped children) from its stat fields."""
     ticks = os.sysconf("SC_CLK_TCK")
     first = 13 if children else 11  # cutime, cstime / utime, stime
-    return (int(fields[first]) + int(fields[first + 1])) / ticks
+    return int(fields[first]) / ticks, int(fields[first + 1]) / ticks
 
 
 def _workspace() -> Path:
@@ -106,16 +108,17 @@ def cpu_by_process(count: int) -> None:
         if len(zygotes) != 1:
             raise SystemExit(f"expected the worker to have one child (its zygote), found {zygotes}")
         worker_fields, zygote_fields = _proc_stat(worker.pid), _proc_stat(int(zygotes[0]))
-    experiment = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     rows = {
-        "experiment": experiment,
+        "experiment": (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime),
         "worker": _cpu(worker_fields),
         "zygote": _cpu(zygote_fields),
         "forked jobs": _cpu(zygote_fields, children=True),
     }
-    for name, seconds in rows.items():
-        print(f"{name:12s} {1000 * seconds / count:6.2f} ms CPU per job")
-    print(f"{'total':12s} {1000 * sum(rows.values()) / count:6.2f} ms CPU per job")
+    rows["total"] = (sum(user for user, _ in rows.values()), sum(system for _, system in rows.values()))
+    print(f"{'ms CPU per job':14s} {'all':>6s} {'user':>6s} {'kernel':>6s}")
+    for name, (user, system) in rows.items():
+        per_job = [1000 * seconds / count for seconds in (user + system, user, system)]
+        print(f"{name:14s} " + " ".join(f"{value:6.2f}" for value in per_job))
     zygote_faults, job_faults = int(zygote_fields[7]) / count, int(zygote_fields[8]) / count
     print(f"page faults per job: zygote {zygote_faults:.0f}, forked jobs {job_faults:.0f}")
 
