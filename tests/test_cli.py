@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import ROOT, Processes
 
-from xpmfs import _atomic, control, queue, status
+from xpmfs import _atomic, cli, control, queue, status
 from xpmfs.catalog import find_job, list_jobs, read_log
 from xpmfs.check import DAMAGED_SUFFIX, GRACE, check
 from xpmfs.cli import main
@@ -282,6 +282,45 @@ def test_marker_wins_and_stale_is_flagged(workspace: Workspace, held: Any) -> No
     assert infos[jid("c2")].state is State.RUNNING and infos[jid("c2")].stale
     assert infos[jid("c3")].state is State.RUNNING and not infos[jid("c3")].stale
     assert "running (stale)" in run("ls", workspace.path).stdout
+
+
+def test_ls_reads_no_status_of_a_done_job_but_json_does(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A big workspace is mostly done jobs: the table takes their state and age from the done
+    # marker's stat and leaves status.json unread, which a damaged one shows.
+    done = make_job(workspace, State.DONE, jid("b1"))
+    make_job(workspace, State.READY, jid("b2"))
+    make_job(workspace, State.FAILED, jid("b3"))
+    (done.xpm_dir / status.STATUS_FILE).write_bytes(b"{not json")
+    age(done.xpm_dir / status.DONE_MARKER, 3 * 3600 + 60)
+    brief = {info.ref.jobid: info for info in list_jobs(workspace, brief=True)}
+    assert brief[jid("b1")].state is State.DONE and brief[jid("b1")].status is None
+    assert brief[jid("b1")].problem is None
+    assert brief[jid("b1")].updated == (done.xpm_dir / status.DONE_MARKER).stat().st_mtime
+    assert brief[jid("b2")].status is not None and brief[jid("b2")].updated == brief[jid("b2")].status.updated
+    assert brief[jid("b3")].status is not None  # a failed job keeps its status: ls shows its reason
+    full = {info.ref.jobid: info for info in list_jobs(workspace)}
+    assert full[jid("b1")].state is State.DONE and "not valid JSON" in full[jid("b1")].problem
+    table = run("ls", workspace.path).stdout.splitlines()
+    assert table[0].startswith("done") and " 3h" in table[0] and " 3h" not in table[1]
+    # The table is written a block of lines at a time; the blocks make the same table.
+    monkeypatch.setattr(cli, "_LINES_PER_WRITE", 2)
+    assert run("ls", workspace.path).stdout.splitlines() == table
+
+
+def test_ls_into_a_closed_pipe_exits_quietly(workspace: Workspace) -> None:
+    # `xpmfs ls | head -1` on a big workspace: head leaves, and ls must not print an error.
+    make_job(workspace, State.DONE, jid("b4"))
+    read, write = os.pipe()
+    os.close(read)  # before the start: every write of the child fails (EPIPE)
+    executable = ROOT / ".venv" / "bin" / "xpmfs"
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "xpmfs"]
+    try:
+        completed = subprocess.run(
+            [*command, "ls", str(workspace.path)], stdout=write, stderr=subprocess.PIPE, timeout=60, check=False
+        )
+    finally:
+        os.close(write)
+    assert completed.returncode == 1 and completed.stderr == b""
 
 
 def test_ls_survives_a_damaged_status_and_journal(workspace: Workspace) -> None:

@@ -1,7 +1,8 @@
 """Reading a workspace's jobs for people: listing, naming a job, following its output.
 
 Nothing here writes. :func:`list_jobs` walks ``WS/jobs/<typeid>/<jobid>/`` and reads, per job,
-what a scanner reads anyway (the terminal markers, then ``status.json``); it parses no spec. Tags
+what a scanner reads anyway (the terminal markers, then ``status.json``, which a brief listing
+skips for done jobs); it parses no spec. Tags
 and experiment membership come from the experiments' journals (``jobs.jsonl``), each read once.
 
 A job's state as shown is what is on disk, with one precedence rule: a terminal marker wins over
@@ -53,7 +54,7 @@ class JobInfo:
     """
 
     ref: JobRef
-    path: Path
+    folder: str  # the job's folder (``path`` as text: a listing makes one per job, and Path is slow)
     state: State | None
     status: Status | None  # the content of status.json (None: missing or damaged)
     reason: Reason | str | None = None  # why it failed (from the ``failed`` marker first)
@@ -64,6 +65,14 @@ class JobInfo:
     experiments: tuple[str, ...] = ()
     problem: str | None = None  # why the state could not be read
     progress: Progress | None = None  # what the current attempt last reported (see job_info)
+    #: When the job last changed state: ``status.json``'s ``updated``, or, for a done job listed
+    #: briefly (its ``status.json`` unread), the time of its ``done`` marker; ``None`` if unknown.
+    updated: float | None = None
+
+    @property
+    def path(self) -> Path:
+        """The job's folder, ``WS/jobs/<typeid>/<jobid>``."""
+        return Path(self.folder)
 
     @property
     def label(self) -> str:
@@ -77,7 +86,7 @@ class JobInfo:
             "job": self.ref.relpath,
             "typeid": self.ref.typeid,
             "jobid": self.ref.jobid,
-            "path": str(self.path),
+            "path": self.folder,
             "state": self.state.value if self.state is not None else None,
             "stale": self.stale,
             "queued": self.queued,
@@ -176,18 +185,25 @@ def job_info(
     *,
     queued: bool | None = None,
     with_progress: bool = False,
+    brief: bool = False,
 ) -> JobInfo:
     """What is on disk about ``job``: marker first, then ``status.json``; probes the lock only if needed.
 
     ``progress.json`` is read for a running job, or for any job with ``with_progress`` (``show``):
-    a listing of thousands of ended jobs does not pay one more read each.
+    a listing of thousands of ended jobs does not pay one more read each. ``brief`` skips
+    ``status.json`` for a done job, whose marker tells its state and its time: most of a big
+    workspace is done jobs, and the marker's ``stat`` is one system call where the status is four.
     """
-    marker = job.marker()
+    found = status.marker_stat(job.xpm_folder)
+    marker = found[0] if found is not None else None
     problem = None
-    try:
-        current = job.status()
-    except CorruptedError as error:
-        current, problem = None, str(error)
+    if brief and marker is State.DONE:
+        current = None
+    else:
+        try:
+            current = job.status()
+        except CorruptedError as error:
+            current, problem = None, str(error)
     state = marker if marker is not None else (current.state if current is not None else None)
     if state is None and problem is None and current is None:
         problem = "no status: its submission was interrupted (re-run its experiment, or `xpmfs retry`)"
@@ -211,7 +227,7 @@ def job_info(
         reported = current_progress(job, current)
     return JobInfo(
         ref=job.ref,
-        path=job.path,
+        folder=job.folder,
         state=state,
         status=current,
         reason=reason,
@@ -222,6 +238,7 @@ def job_info(
         experiments=membership.experiments,
         problem=problem,
         progress=reported,
+        updated=current.updated if current is not None else found[1].st_mtime if found is not None else None,
     )
 
 
@@ -254,11 +271,13 @@ def list_jobs(
     state: State | str | None = None,
     experiment: str | None = None,
     tags: Mapping[str, str] | None = None,
+    brief: bool = False,
 ) -> list[JobInfo]:
     """The workspace's jobs, sorted by type then id, filtered by state, experiment and tags.
 
     ``tags`` match as text (see :func:`tag_text`): ``{"lr": "0.1"}`` selects jobs tagged ``lr=0.1``.
-    ``state="unknown"`` selects jobs whose state cannot be read.
+    ``state="unknown"`` selects jobs whose state cannot be read. ``brief``: done jobs come without
+    their ``status.json`` (see :func:`job_info`).
     """
     wanted_state = None if state is None else (state.value if isinstance(state, State) else str(state))
     tags = dict(tags or {})
@@ -280,7 +299,7 @@ def list_jobs(
             have = membership.tags if membership is not None else {}
             if any(key not in have or tag_text(have[key]) != value for key, value in tags.items()):
                 continue
-        info = job_info(Job(ws, ref), membership, queued=ref in queued)
+        info = job_info(Job(ws, ref), membership, queued=ref in queued, brief=brief)
         if wanted_state is not None and info.label != wanted_state:
             continue
         infos.append(info)

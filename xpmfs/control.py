@@ -277,7 +277,7 @@ def clean(
     if states:
         infos = [
             info
-            for info in catalog.list_jobs(ws, experiment=experiment, tags=tags)
+            for info in catalog.list_jobs(ws, experiment=experiment, tags=tags, brief=True)
             if info.state in states and (Job(ws, info.ref).marker() in states)
         ]
         needed = _needed_by_unfinished(ws) if infos else {}

@@ -100,7 +100,10 @@ class Status:
     @classmethod
     def from_json(cls, record: Any, path: Path | str) -> Status:
         try:
-            values = {key: value for key, value in record.items() if key in _FIELD_NAMES}
+            if type(record) is dict and _FIELD_NAMES.issuperset(record):
+                values = dict(record)  # the usual case, in C: `xpmfs ls` reads one per job
+            else:  # unknown fields (a newer writer) are ignored
+                values = {key: value for key, value in record.items() if key in _FIELD_NAMES}
             # Dictionaries, not State(...): the enum call runs Python code of its own, which a
             # job forked by the warm runner pays page copies for (see xpmfs.zygote).
             values["state"] = _member(_STATES, record["state"], "state")
@@ -152,12 +155,17 @@ def read(xpm_dir: Path | str) -> Status | None:
 
 def terminal_marker(xpm_dir: Path | str) -> State | None:
     """``DONE`` or ``FAILED`` if the job has that marker, else ``None`` (two ``stat`` calls at most)."""
+    found = marker_stat(xpm_dir)
+    return found[0] if found is not None else None
+
+
+def marker_stat(xpm_dir: Path | str) -> tuple[State, os.stat_result] | None:
+    """The job's terminal marker as its state and its ``stat`` (when it ended), or ``None``."""
     # String paths: a worker asks this of every queue entry it looks at. Only "no such file"
     # means no marker; any other error (NFS...) is raised, never taken for "not finished".
     for name, state in _MARKERS:
         try:
-            os.stat(f"{xpm_dir}/{name}")
-            return state
+            return state, os.stat(f"{xpm_dir}/{name}")
         except (FileNotFoundError, NotADirectoryError):
             pass
     return None

@@ -99,7 +99,7 @@ class Frame:
 
 def snapshot(ws: Workspace, experiment: str | None = None) -> Frame:
     """Read one frame from the workspace's files."""
-    infos = list_jobs(ws, experiment=experiment)
+    infos = list_jobs(ws, experiment=experiment, brief=True)  # counted, not shown: no status needed
     counts = Counter(info.label for info in infos)
     running = []
     busy: Counter[str] = Counter()
