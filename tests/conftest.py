@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.01, what: str = "") -> object:
+def wait_until(
+    condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.01, what: str = ""
+) -> object:
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -60,7 +62,9 @@ class Processes:
         self.started.append(process)
         return process
 
-    def worker(self, workspace: Path, *, jobs: int = 1, rescan: float = 5.0, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+    def worker(
+        self, workspace: Path, *, jobs: int = 1, rescan: float = 5.0, extra: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "xpmfs", "worker", str(workspace), "--jobs", str(jobs), "--rescan", str(rescan)]
         log = self.tmp_path / f"worker-{len(self.started)}.log"
         return self.start(args + (extra or []), log=log)

@@ -29,9 +29,13 @@ COMMAND_TIMEOUT = 30.0  # seconds for one sbatch/squeue/scontrol call (MessageTi
 
 
 def _run(args: list[str], *, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        args, check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} exited with {result.returncode}: {result.stderr.strip() or result.stdout.strip()}")
+        raise RuntimeError(
+            f"{' '.join(args)} exited with {result.returncode}: {result.stderr.strip() or result.stdout.strip()}"
+        )
     return result
 
 
@@ -47,7 +51,9 @@ def unavailable_reason() -> str | None:
     if ping.returncode != 0 or "is UP" not in ping.stdout:
         lines = (ping.stdout + ping.stderr).strip().splitlines()
         detail = lines[0].strip() if lines else ""
-        return f"SLURM cluster is not up (`scontrol ping`: {detail or 'exit ' + str(ping.returncode)}); run tools/slurm-up"
+        return (
+            f"SLURM cluster is not up (`scontrol ping`: {detail or 'exit ' + str(ping.returncode)}); run tools/slurm-up"
+        )
     try:
         states = _run(["sinfo", "-h", "-o", "%T"], check=False, timeout=15).stdout.split()
     except subprocess.TimeoutExpired:
@@ -204,4 +210,3 @@ def slurm_fixture(tmp_path: Path) -> Iterator[Slurm]:
         yield manager
     finally:
         manager.cleanup()
-

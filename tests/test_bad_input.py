@@ -45,8 +45,6 @@ def xpmfs(processes: Processes, *args: object, env: dict[str, str] | None = None
     )
 
 
-
-
 def _files(root: Path) -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 

@@ -193,7 +193,13 @@ def test_ls_lists_every_state_in_aligned_columns(workspace: Workspace, held: Any
     assert len(lines) == 7
     text = result.stdout
     assert f"{TYPE}/{jid('a1')[:12]}" in text and jid("a1") not in text  # ids are cut to 12
-    assert "failed (timeout)" in text and "running" in text and "unknown" in text and "submitted" in text and "submitted (stale)" not in text
+    assert (
+        "failed (timeout)" in text
+        and "running" in text
+        and "unknown" in text
+        and "submitted" in text
+        and "submitted (stale)" not in text
+    )
     assert "lr=0.01 model=bert" in text
     # Aligned: the job column starts at the same place on every line.
     starts = {line.index("demo.tasks.") for line in lines}

@@ -279,7 +279,7 @@ def test_mutable_defaults_are_per_instance() -> None:
 
 
 class ListDefault(Config):
-    xs: Param[list[int]] = [1, 2]  # noqa: RUF012 - a mutable default is the point of the test
+    xs: Param[list[int]] = [1, 2]
 
 
 def test_list_default_is_copied() -> None:

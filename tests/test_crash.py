@@ -8,6 +8,7 @@ once, or again only after a proven crash of its first run, and two runs of a job
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -94,7 +95,7 @@ def test_crash_at_every_step_converges(point: str, tmp_path: Path, ws: Path, pro
     for n, attempts in runs.items():
         ended = [attempt for attempt in attempts if attempt[2] is not None]
         assert ended, f"job {n} never completed a run"
-        for before, after in zip(attempts, attempts[1:]):
+        for before, after in itertools.pairwise(attempts):
             if before[2] is not None:
                 assert before[2] <= after[1], f"job {n}: runs of pids {before[0]} and {after[0]} overlapped"
         expected = 2 if n == "9" else 1  # Flaky times out once by design

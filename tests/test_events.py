@@ -21,14 +21,13 @@ from xpmfs.workspace import Workspace
 def test_on_completed_runs_in_the_experiment_when_the_job_ends_well(ws: Path, processes: Processes) -> None:
     processes.worker(ws)
     calls: list[tuple[str, int | None]] = []
-    with pytest.raises(FailedExperiment):
-        with experiment(ws, "events", workers=0):
-            good = Add.C(x=1)
-            good.on_completed(lambda: calls.append(("good", threading.get_ident())))
-            good.submit()
-            bad = Fail.C()
-            bad.on_completed(lambda: calls.append(("bad", None)))
-            bad.submit()
+    with pytest.raises(FailedExperiment), experiment(ws, "events", workers=0):
+        good = Add.C(x=1)
+        good.on_completed(lambda: calls.append(("good", threading.get_ident())))
+        good.submit()
+        bad = Fail.C()
+        bad.on_completed(lambda: calls.append(("bad", None)))
+        bad.submit()
     assert calls == [("good", threading.get_ident())]
 
 
@@ -88,13 +87,14 @@ def _ref(task: object) -> object:
 def test_only_resumable_tasks_register_outputs(ws: Path, processes: Processes) -> None:
     processes.worker(ws)
     task = NotResumable.C(validation=Validation.C(model=Model.C()))
-    with pytest.raises(FailedExperiment):
-        with experiment(ws, "not-resumable", workers=0):
-            task.submit()
+    with pytest.raises(FailedExperiment), experiment(ws, "not-resumable", workers=0):
+        task.submit()
     job = Job(Workspace.open(ws), _ref(task))  # type: ignore[arg-type]
     assert job.marker() is State.FAILED
     err = job.stderr_path.read_text()
-    assert "only a ResumableTask may register dynamic outputs" in err and "derive NotResumable from ResumableTask" in err
+    assert (
+        "only a ResumableTask may register dynamic outputs" in err and "derive NotResumable from ResumableTask" in err
+    )
 
 
 def test_register_outside_a_task_says_where_to_call_it() -> None:

@@ -115,10 +115,9 @@ def test_chain_runs_in_order_and_results_are_found_again(ws: Path, processes: Pr
 
 def test_failure_propagates_to_dependents_and_is_reported(ws: Path, processes: Processes) -> None:
     processes.worker(ws)
-    with pytest.raises(FailedExperiment) as caught:
-        with experiment(ws, "broken", workers=0):
-            failing = Fail.C().submit()
-            After.C(before=failing).submit()
+    with pytest.raises(FailedExperiment) as caught, experiment(ws, "broken", workers=0):
+        failing = Fail.C().submit()
+        After.C(before=failing).submit()
     message = str(caught.value)
     failed_job = Job(Workspace.open(ws), JobRef("sample_tasks.fail", Fail.C().__identifier__()))
     assert "2 job(s) failed" in message
@@ -231,10 +230,12 @@ def test_submit_outside_an_experiment_says_what_to_do() -> None:
 def test_second_run_of_a_live_experiment_is_refused(ws: Path) -> None:
     from xpmfs.errors import WorkspaceError
 
-    with experiment(ws, "solo", wait=False, workers=0):
-        with pytest.raises(WorkspaceError, match="already running"):
-            with experiment(ws, "solo", wait=False, workers=0):
-                pass
+    with (
+        experiment(ws, "solo", wait=False, workers=0),
+        pytest.raises(WorkspaceError, match="already running"),
+        experiment(ws, "solo", wait=False, workers=0),
+    ):
+        pass
 
 
 def _alive(pid: int) -> bool:

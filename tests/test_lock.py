@@ -65,9 +65,7 @@ def keeps_failing(attempt: Callable[[], bool], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     tries = 0
     while time.monotonic() < deadline:
-        assert not attempt(), (
-            f"succeeded after {tries} tries, {deadline - time.monotonic():.2f}s before the end"
-        )
+        assert not attempt(), f"succeeded after {tries} tries, {deadline - time.monotonic():.2f}s before the end"
         tries += 1
         time.sleep(0.05)
     assert tries > 5
@@ -333,18 +331,13 @@ def test_remote_holder_is_taken_over_only_after_its_lease_expires(tmp_path: Path
     # Alive on another host: never proven dead, and its heartbeat keeps the lease fresh.
     def attempt() -> bool:
         lock = JobLock(path, mode, lease_duration=SHORT_LEASE)
-        return (
-            lock.try_acquire()
-            or inspect(path, mode, lease_duration=SHORT_LEASE).status is not LockStatus.REMOTE
-        )
+        return lock.try_acquire() or inspect(path, mode, lease_duration=SHORT_LEASE).status is not LockStatus.REMOTE
 
     keeps_failing(attempt, 2.2 * SHORT_LEASE)
     die()
     last_beat = path.stat().st_mtime  # the heartbeat has stopped: this is the marker's final mtime
     state = inspect(path, mode, lease_duration=SHORT_LEASE)
-    assert (
-        state.status is LockStatus.REMOTE and state.holder is not None and state.holder.host == "other-node"
-    )
+    assert state.status is LockStatus.REMOTE and state.holder is not None and state.holder.host == "other-node"
     # Fresh objects on each try, as a worker's rescans make them: expiry observations are per process.
     taken: list[JobLock] = []
 

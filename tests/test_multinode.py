@@ -133,8 +133,6 @@ def _registered(ws: Path, *nodes: Node) -> bool:
     return all(node.registration in names for node in nodes)
 
 
-
-
 def _starts(counter: Path) -> dict[str, list[tuple[int, str]]]:
     """Per job name/number: (pid, what) for each start/end line, in file order."""
     lines: dict[str, list[tuple[int, str]]] = {}

@@ -345,7 +345,9 @@ def test_resubmitting_a_timed_out_job_grants_its_retries_again(ws: Path, process
     assert _final(job).retry_count == 1
 
 
-def test_settings_give_a_workspace_its_default_launcher(ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_give_a_workspace_its_default_launcher(
+    ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`workspaces[].launcher` is the launcher of tasks submitted without one (issue: SLURM)."""
     import orjson
 

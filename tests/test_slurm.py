@@ -48,8 +48,6 @@ from xpmfs.workspace import Workspace
 RESCAN = 0.3  # worker rescan for these tests: one squeue call per rescan while SLURM jobs are in flight
 
 
-
-
 def _status(job: Job) -> dict:
     return orjson.loads((job.xpm_dir / "status.json").read_bytes())
 

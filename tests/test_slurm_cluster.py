@@ -89,4 +89,6 @@ wait
     while process_alive(shell_pid) or process_alive(sleep_pid):
         assert time.monotonic() < deadline, "job processes survived scancel"
         time.sleep(0.05)
-    print(f"job {job}: CANCELLED seen {state_seen:.2f}s, processes gone {time.monotonic() - cancelled:.2f}s after scancel")
+    print(
+        f"job {job}: CANCELLED seen {state_seen:.2f}s, processes gone {time.monotonic() - cancelled:.2f}s after scancel"
+    )

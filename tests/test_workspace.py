@@ -305,7 +305,7 @@ def test_journal_resumes_from_offset(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     with Journal(path) as journal:
         journal.append({"n": 1})
-        (offset, _), = read(path)
+        ((offset, _),) = read(path)
         journal.append({"n": 2})
     assert [record["n"] for _, record in read(path, offset=offset)] == [2]
     assert list(read(tmp_path / "missing.jsonl")) == []

@@ -241,9 +241,7 @@ def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
         callback=_parse_tags,
         help="Only jobs with this tag (repeatable).",
     )(command)
-    return click.option("--experiment", "-e", metavar="NAME", help="Only jobs that this experiment submitted.")(
-        command
-    )
+    return click.option("--experiment", "-e", metavar="NAME", help="Only jobs that this experiment submitted.")(command)
 
 
 @main.command("ls")

@@ -90,10 +90,7 @@ class JobNotFoundError(Error, LookupError):
         self.problem = problem
 
     def __str__(self) -> str:
-        return (
-            f"{self.name}: {self.problem} in workspace {self.workspace}; "
-            f"list jobs with `xpmfs ls {self.workspace}`"
-        )
+        return f"{self.name}: {self.problem} in workspace {self.workspace}; list jobs with `xpmfs ls {self.workspace}`"
 
 
 class NoExperimentError(Error, RuntimeError):
@@ -104,10 +101,7 @@ class NoExperimentError(Error, RuntimeError):
         self.task = task
 
     def __str__(self) -> str:
-        return (
-            f"{self.task}.submit() needs a running experiment; "
-            "call it inside `with experiment(workspace, name):`"
-        )
+        return f"{self.task}.submit() needs a running experiment; call it inside `with experiment(workspace, name):`"
 
 
 class FailedExperiment(Error, RuntimeError):

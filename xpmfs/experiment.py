@@ -163,9 +163,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         experiment._stack.append(self)
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         from .cache import set_root as set_cache_root
         from .config import reset_submit_handler
 
@@ -239,6 +237,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     ) -> Any:
         from .config import ResumableTask, dependencies, submit_hooks, tags, task_outputs_of, typeid
         from .serialization import to_dict
+
         if options:
             raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
         if launcher is None:

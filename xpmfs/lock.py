@@ -256,12 +256,8 @@ def _judge_shared(path: Path, lease_duration: float) -> tuple[LockState, os.stat
         # marker seen unchanged for a whole lease is as dead as an expired lease.
         seen = _unchanged_for(key, marker)
         if seen >= lease_duration:
-            return LockState(
-                path, LockStatus.EXPIRED, detail=f"an empty marker, unchanged for {seen:.1f}s"
-            ), marker
-        return LockState(
-            path, LockStatus.REMOTE, detail=f"an empty marker, unchanged for {seen:.1f}s here"
-        ), marker
+            return LockState(path, LockStatus.EXPIRED, detail=f"an empty marker, unchanged for {seen:.1f}s"), marker
+        return LockState(path, LockStatus.REMOTE, detail=f"an empty marker, unchanged for {seen:.1f}s here"), marker
     if owner is None:
         # Torn, or not filelock/2: filelock ages a malformed marker out after 2 s.
         what = "a marker with no readable owner record"
@@ -286,8 +282,7 @@ def _judge_shared(path: Path, lease_duration: float) -> tuple[LockState, os.stat
         if owner.lease_duration != lease_duration:
             raise _mismatch(
                 path,
-                f"the marker holds a lease of {owner.lease_duration!r}s, "
-                f"this process uses {lease_duration!r}s",
+                f"the marker holds a lease of {owner.lease_duration!r}s, this process uses {lease_duration!r}s",
             )
         seen = _unchanged_for(key, marker)
         if seen >= lease_duration:

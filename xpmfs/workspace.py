@@ -190,12 +190,10 @@ class Workspace:
             raise FormatError(
                 format_file,
                 f"lease_duration {lease!r} is not a positive, finite number of seconds",
-                f'set it back to the value every process used (the default is {DEFAULT_LEASE_DURATION})',
+                f"set it back to the value every process used (the default is {DEFAULT_LEASE_DURATION})",
             )
         return cls(root, mode, float(lease))
 
 
 def _valid_lease(value: object) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0

@@ -775,7 +775,10 @@ def file_system_floor(folder: Path, count: int) -> tuple[float, float]:
 def bench_fork(sizes: Sizes, results: Results) -> None:
     """The floor: forking a process as warm as the warm runner, and starting fresh interpreters."""
     forked = subprocess.run(
-        [str(XPMFS_PYTHON), "-c", _FORK_CODE, str(sizes.forks), str(BENCH_DIR)], capture_output=True, text=True, check=False
+        [str(XPMFS_PYTHON), "-c", _FORK_CODE, str(sizes.forks), str(BENCH_DIR)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if forked.returncode != 0:
         results.error(f"fork floor: {forked.stderr[-1000:]}")
