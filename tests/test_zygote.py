@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ with experiment(sys.argv[1], sys.argv[2], workers=0):
 MODULE = """
 import json
 import os
+import signal
 from pathlib import Path
 from xpmfs import Param, Task
 
@@ -233,3 +235,17 @@ def test_a_forked_job_sees_the_environment_a_fresh_one_sees(tmp_path: Path, ws: 
     assert filelock == {"False"}
     # Only what names this very run may differ: its folder, when it was claimed, whom it dies with.
     assert differ(warm, fresh) <= {"XPMFS_CLAIMED", "XPMFS_JOB_DIR", "XPMFS_PARENT_PID"}
+
+
+def test_ctrl_c_stops_the_worker_and_its_warm_runner_quietly(tmp_path: Path, ws: Path, processes: Processes) -> None:
+    """A terminal's Ctrl-C sends SIGINT to the worker's whole process group: the worker stops as
+    on SIGTERM, and its zygote, which would die with a KeyboardInterrupt traceback in the
+    worker's log, is not in that group (the worker ends it)."""
+    _, env, worker = _versioned_worker(tmp_path, ws, processes)
+    (zygote_pid,) = {ppid for _, _, ppid in _run(tmp_path, ws, "before", 1, "warm", env)}
+    zygote = psutil.Process(zygote_pid)
+    os.killpg(worker.pid, signal.SIGINT)  # the worker leads its group (Processes starts a session)
+    assert worker.wait(timeout=60) == 0
+    zygote.wait(timeout=30)
+    log = (tmp_path / "w.log").read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
