@@ -531,8 +531,10 @@ def test_retry_a_failed_job(workspace: Workspace) -> None:
     assert job.marker() is None and status.read(job.xpm_dir).state is State.READY
     assert queue.contains(workspace.queue_dir, job.ref) and not job.cancel_path.exists()
     assert (job.xpm_dir / status.HISTORY_FILE).exists()  # the failed attempt is kept
+    assert f"no worker is alive to run it: start one with `xpmfs worker {workspace.path}`" in result.stdout
+    register_worker(workspace, os.getpid())  # a live worker will take it: nothing to add
     again = run("retry", job.path)
-    assert again.exit_code == 0 and "queued already" in again.stdout
+    assert again.exit_code == 0 and again.stdout.strip().endswith("is queued already (ready)")
 
 
 def test_retry_waits_for_unfinished_dependencies(workspace: Workspace) -> None:

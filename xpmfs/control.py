@@ -200,7 +200,8 @@ def retry(job: Job, *, force: bool = False, wait: float | None = None) -> Outcom
             raise WorkspaceError(job.path, "is done", f"to run it again anyway: `xpmfs retry --force {job.path}`")
         if marker is None and current is not None and current.state in (State.WAITING, State.READY):
             queue.add(job.workspace.queue_dir, job.ref)  # harmless if it is there, a repair if not
-            return Outcome(job, "already-queued", f"{job.ref}: is queued already ({current.state.value})")
+            message = f"{job.ref}: is queued already ({current.state.value}){_no_worker(job.workspace)}"
+            return Outcome(job, "already-queued", message)
         if marker is None and current is not None and current.state is State.SUBMITTED:
             raise WorkspaceError(
                 job.path,
@@ -220,8 +221,16 @@ def retry(job: Job, *, force: bool = False, wait: float | None = None) -> Outcom
             os.unlink(job.cancel_path)
         # The entry last: once it exists a worker may take the job (DESIGN invariant 4).
         queue.add(job.workspace.queue_dir, job.ref)
-    warning = f"; but dependency {blocked} failed: retry it first" if blocked else ""
+    warning = f"; but dependency {blocked} failed: retry it first" if blocked else _no_worker(job.workspace)
     return Outcome(job, "queued", f"{job.ref}: queued again ({initial.value}){warning}")
+
+
+def _no_worker(ws: Workspace) -> str:
+    """What to add to "queued" when nobody will run the job: a retry outside an experiment has no
+    embedded worker, and the one its experiment started exits once idle."""
+    if heartbeat.any_alive(ws.workers_dir):
+        return ""
+    return f"; no worker is alive to run it: start one with `xpmfs worker {ws.path}`, or re-run its experiment"
 
 
 def _initial_state(ws: Workspace, spec: Spec) -> tuple[State, str | None]:
