@@ -111,6 +111,8 @@ def test_chain_runs_in_order_and_results_are_found_again(ws: Path, processes: Pr
     with experiment(ws, "chain", workers=0):
         Add.C(x=2, previous=Add.C(x=1).submit()).submit()
     assert (job_of(ws, a).xpm_dir / "status.json").stat().st_mtime_ns == mtime
+    runs = sorted((ws / "experiments" / "chain" / "runs").iterdir())
+    assert [orjson.loads((run / "run.json").read_bytes())["state"] for run in runs] == ["done", "done"]
 
 
 def test_failure_propagates_to_dependents_and_is_reported(ws: Path, processes: Processes) -> None:
@@ -124,6 +126,8 @@ def test_failure_propagates_to_dependents_and_is_reported(ws: Path, processes: P
     assert f"{failed_job.path}: error" in message and str(failed_job.stderr_path) in message
     assert "dependency" in message and f"dependency {failed_job.path} failed (error)" in message
     assert "RuntimeError: failing on purpose" in failed_job.stderr_path.read_text()
+    (run,) = (ws / "experiments" / "broken" / "runs").iterdir()
+    assert orjson.loads((run / "run.json").read_bytes())["state"] == "failed"  # the run's record says so
 
 
 def test_race_of_four_workers_runs_each_job_once(ws: Path, tmp_path: Path, processes: Processes) -> None:
@@ -168,8 +172,9 @@ def test_kill_9_of_a_worker_mid_job_reruns_it_elsewhere(ws: Path, tmp_path: Path
 
 
 @pytest.mark.timeout(180)
-def test_kill_9_of_the_experiment_keeps_jobs_running_and_rerun_reattaches(
-    ws: Path, tmp_path: Path, processes: Processes
+@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
+def test_the_experiment_killed_or_interrupted_keeps_jobs_running_and_rerun_reattaches(
+    ws: Path, tmp_path: Path, processes: Processes, how: str
 ) -> None:
     gate = tmp_path / "gate"
     counter = tmp_path / "counter"
@@ -200,8 +205,20 @@ def test_kill_9_of_the_experiment_keeps_jobs_running_and_rerun_reattaches(
     )
     first = processes.start([sys.executable, str(script)], log=tmp_path / "first.log")
     wait_until(lambda: len(_lines(counter)) >= 2, timeout=60, what="two jobs to start")
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
+    if how == "kill -9":
+        os.kill(first.pid, signal.SIGKILL)
+        assert first.wait(timeout=30) == -signal.SIGKILL
+    else:  # a terminal's Ctrl-C: SIGINT to the script's process group (the embedded worker has its own)
+        os.killpg(first.pid, signal.SIGINT)
+        assert first.wait(timeout=30) != 0
+        said = (tmp_path / "first.log").read_text()
+        assert "survive: interrupted; 3 unfinished job(s) stay in the workspace" in said, said
+        assert f"xpmfs ls {ws} --experiment survive" in said
+        # The traceback starts at the wait, not deep in the wait loop's threading calls.
+        assert "KeyboardInterrupt" in said and "threading.py" not in said, said
+    (first_run,) = (ws / "experiments" / "survive" / "runs").iterdir()
+    record = orjson.loads((first_run / "run.json").read_bytes())
+    assert record["state"] == ("running" if how == "kill -9" else "interrupted")  # a killed run says nothing more
     gate.write_text("")
     second = subprocess.run(
         [sys.executable, str(script)], env=processes.env(), capture_output=True, timeout=120, check=False
@@ -212,6 +229,18 @@ def test_kill_9_of_the_experiment_keeps_jobs_running_and_rerun_reattaches(
     assert runs == ["0", "1", "2"]  # each job ran exactly once across both script runs
     jobs = list((ws / "jobs" / "__main__.wait").iterdir())
     assert len(jobs) == 3 and all((job / "__xpm__" / "done").exists() for job in jobs)
+
+
+def test_each_run_has_its_own_folder_even_within_one_second(ws: Path) -> None:
+    # Runs are named by second and pid: a notebook running an experiment again at once (here
+    # three times in a few milliseconds) must not write over the run before.
+    for _ in range(3):
+        with experiment(ws, "again", workers=0, wait=False):
+            pass
+    runs = sorted((ws / "experiments" / "again" / "runs").iterdir())
+    records = [orjson.loads((run / "run.json").read_bytes()) for run in runs]
+    assert len(runs) == 3 and [record["run"] for record in records] == [run.name for run in runs]
+    assert [record["state"] for record in records] == ["done"] * 3
 
 
 def test_embedded_worker_by_default(ws: Path) -> None:

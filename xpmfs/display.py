@@ -161,6 +161,11 @@ class StatusLine:
                 self._announced.add(item.job)
                 self._write(self._failure_line(item) + "\n")
 
+    def say(self, text: str) -> None:
+        """Print ``text`` as a line of its own (after the summary, once closed)."""
+        self._clear()
+        self._write(f"{self.prefix}{text}\n")
+
     # -- output --------------------------------------------------------------------------------
 
     def _failure_line(self, item: Failure) -> str:

@@ -154,8 +154,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 f"experiment {self.name!r} is already running{who}",
                 "wait for it to end, or give this run another experiment name",
             )
-        self.run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-        self.run_path.mkdir(parents=True, exist_ok=True)
+        self.run_id = self._new_run()
         self._write_run("running")
         self._journal = Journal(self.path / JOURNAL_FILE)
         self._token = set_submit_handler(self._submit)
@@ -167,16 +166,25 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         from .cache import set_root as set_cache_root
         from .config import reset_submit_handler
 
+        # What run.json says of this run: "interrupted" is a Ctrl-C, in the block or while waiting.
+        outcome = "done" if kind is None else "interrupted" if issubclass(kind, KeyboardInterrupt) else "failed"
         try:
             if kind is None and self.wait_on_exit:
-                self.wait()
+                try:
+                    self.wait()
+                except KeyboardInterrupt:
+                    outcome = "interrupted"
+                    raise
+                except BaseException:
+                    outcome = "failed"  # a job failed (FailedExperiment), or waiting did
+                    raise
         finally:
             self._outputs.stop()
             experiment._stack.remove(self)
             reset_submit_handler(self._token)
             set_cache_root(self._cache_root)
             try:
-                self._write_run("failed" if kind else "done")
+                self._write_run(outcome)
             finally:
                 # Even when run.json cannot be written (a full disk): never keep the lock.
                 if self._journal is not None:
@@ -205,6 +213,21 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     @property
     def run_path(self) -> Path:
         return self.path / RUNS_DIR / self.run_id
+
+    def _new_run(self) -> str:
+        """Create this run's folder and return its name, unique even for a second run of this
+        experiment that the same process starts within the same second (a notebook, a test)."""
+        base = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        runs = self.path / RUNS_DIR
+        runs.mkdir(parents=True, exist_ok=True)
+        name, count = base, 1
+        while True:
+            try:
+                (runs / name).mkdir()
+                return name
+            except FileExistsError:
+                count += 1
+                name = f"{base}-{count}"
 
     def _write_run(self, state: str) -> None:
         record = {
@@ -373,49 +396,62 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         next_count = 0.0  # the status line's next count of the jobs by state (see COUNT_SPACING)
         last_pass = time.monotonic()
         with Watcher([self.workspace.queue_dir], rescan=self.rescan) as watcher, StatusLine(self.name) as line:
-            while True:
-                with self._jobs_lock:
-                    jobs = list(self.jobs.items())
-                for ref, handle in itertools.islice(jobs, len(finished) + len(pending), None):
-                    pending[ref.entry_name] = (ref, handle)
-                # A job's queue entry goes only after its terminal marker exists: one listing of
-                # queue/ spares a marker lookup per unfinished job on every wake-up.
-                for name in pending.keys() - queue.names_in(self.workspace.queue_dir):
-                    ref, handle = pending[name]
-                    marker = handle.job.marker()
-                    if marker is None:
-                        continue
-                    del pending[name]
-                    finished[ref] = marker.value
-                    if marker is State.FAILED:
-                        failure = status.read_failure(handle.job.xpm_dir)
-                        reason = failure.get("reason", "error")
-                        message = failure.get("message")
-                        failures[str(handle.path)] = f"{reason}: {message}" if message else reason
-                        logs[str(handle.path)] = str(handle.job.stderr_path)
-                    else:
-                        for callback in handle.task.__xpm__.completed_callbacks:
-                            callback()
-                done = len(finished) == len(jobs)
-                if done or len(failures) != shown_failures or (line.due() and time.monotonic() >= next_count):
-                    # Counting reads the status of every unfinished job: only when the line will show it.
-                    shown_failures = len(failures)
-                    began = time.monotonic()
-                    counts = Counter(finished.get(ref) or handle.state().value for ref, handle in jobs)
-                    next_count = time.monotonic() + COUNT_SPACING * (time.monotonic() - began)
-                    line.update(counts, [(job, logs[job], reason) for job, reason in failures.items()])
-                if done:
-                    # Outputs the ended jobs announced may submit more jobs: handle them all first.
-                    self._outputs.drain()
+            try:
+                while True:
                     with self._jobs_lock:
-                        if len(self.jobs) == len(jobs):
-                            break
-                    continue
-                self._ensure_workers()
-                # Let a burst of queue events (many short jobs ending) coalesce into one pass.
-                time.sleep(max(0.0, last_pass + WAIT_COALESCE - time.monotonic()))
-                watcher.wait(1.0)
-                last_pass = time.monotonic()
+                        jobs = list(self.jobs.items())
+                    for ref, handle in itertools.islice(jobs, len(finished) + len(pending), None):
+                        pending[ref.entry_name] = (ref, handle)
+                    # A job's queue entry goes only after its terminal marker exists: one listing of
+                    # queue/ spares a marker lookup per unfinished job on every wake-up.
+                    for name in pending.keys() - queue.names_in(self.workspace.queue_dir):
+                        ref, handle = pending[name]
+                        marker = handle.job.marker()
+                        if marker is None:
+                            continue
+                        del pending[name]
+                        finished[ref] = marker.value
+                        if marker is State.FAILED:
+                            failure = status.read_failure(handle.job.xpm_dir)
+                            reason = failure.get("reason", "error")
+                            message = failure.get("message")
+                            failures[str(handle.path)] = f"{reason}: {message}" if message else reason
+                            logs[str(handle.path)] = str(handle.job.stderr_path)
+                        else:
+                            for callback in handle.task.__xpm__.completed_callbacks:
+                                callback()
+                    done = len(finished) == len(jobs)
+                    if done or len(failures) != shown_failures or (line.due() and time.monotonic() >= next_count):
+                        # Counting reads the status of every unfinished job: only when the line will show it.
+                        shown_failures = len(failures)
+                        began = time.monotonic()
+                        counts = Counter(finished.get(ref) or handle.state().value for ref, handle in jobs)
+                        next_count = time.monotonic() + COUNT_SPACING * (time.monotonic() - began)
+                        line.update(counts, [(job, logs[job], reason) for job, reason in failures.items()])
+                    if done:
+                        # Outputs the ended jobs announced may submit more jobs: handle them all first.
+                        self._outputs.drain()
+                        with self._jobs_lock:
+                            if len(self.jobs) == len(jobs):
+                                break
+                        continue
+                    self._ensure_workers()
+                    # Let a burst of queue events (many short jobs ending) coalesce into one pass.
+                    time.sleep(max(0.0, last_pass + WAIT_COALESCE - time.monotonic()))
+                    watcher.wait(1.0)
+                    last_pass = time.monotonic()
+            except KeyboardInterrupt:
+                # Ctrl-C: the jobs are the workers' now and go on; say so, and how to get them back.
+                line.close()
+                left = len(self.jobs) - len(finished)
+                line.say(
+                    f"interrupted; {left} unfinished job(s) stay in the workspace, where workers go on with "
+                    f"them: follow them with "
+                    f"`xpmfs ls {self.workspace.path} --experiment {self.name}`, wait for them by running this "
+                    "experiment again (what ended is not run again), stop one with `xpmfs kill`"
+                )
+                raise KeyboardInterrupt from None  # its traceback from here: the wait loop's would be noise
+
         if failures:
             raise FailedExperiment(self.name, failures, logs)
 
