@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import pty
@@ -9,6 +10,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from click.testing import CliRunner, Result
 from conftest import Processes, wait_until
 from test_progress import ProgressGate, make_job, reported, write_progress
 
-from xpmfs import experiment, heartbeat
+from xpmfs import _atomic, experiment, heartbeat
 from xpmfs.catalog import last_log_line
 from xpmfs.cli import main
 from xpmfs.job import Job
@@ -81,6 +83,14 @@ def test_once_on_an_empty_workspace(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws", create=True)
     text = run("top", ws.path, "--once", columns=80).stdout
     assert "0 jobs: running 0" in text and "no job running" in text and "no worker registered" in text
+    # The hint names this workspace, and shows as long as no worker is alive.
+    hint = f"(start one: xpmfs worker {shlex.quote(str(ws.path))})"
+    assert f"no worker registered {hint}" in run("top", ws.path, "--once", columns=400).stdout
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    record = heartbeat.WorkerRecord(socket.gethostname(), int(gone.stdout), 0.0, 1, 2.0, "w-gone")
+    _atomic.write_json(ws.workers_dir / record.filename, dataclasses.asdict(record))
+    text = run("top", ws.path, "--once", columns=400).stdout
+    assert "w-gone" in text and "dead" in text and f"no worker alive {hint}" in text
 
 
 def test_redraws_on_queue_and_worker_events_not_on_a_timer(ws: Path, processes: Processes, tmp_path: Path) -> None:

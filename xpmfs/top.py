@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -246,8 +247,10 @@ def render(frame: Frame, *, live: bool = False) -> RenderableType:
                 Text("alive", style="green") if worker.alive else Text("dead", style="red"),
             )
         parts.append(workers)
-    else:
-        parts.append(Text("no worker registered (start one: xpmfs worker WS)", style="yellow"))
+    if not any(worker.alive for worker in frame.workers):
+        # Queued jobs wait for a worker: say how to start one, with this workspace's real path.
+        said = "no worker alive" if frame.workers else "no worker registered"
+        parts.append(Text(f"{said} (start one: xpmfs worker {shlex.quote(str(frame.workspace))})", style="yellow"))
     return Group(*parts)
 
 
