@@ -229,7 +229,10 @@ def test_unknown_keyword_is_refused_at_C() -> None:
     with pytest.raises(ConfigError) as caught:
         Model.C(hiden=3)
     assert str(caught.value).startswith("Model.hiden: unknown parameter")
-    assert "known parameters: bias, color, data, hidden, name, rate" in str(caught.value)
+    assert "did you mean hidden? known parameters: bias, color, data, hidden, name, rate" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        Model.C(zzz=3)
+    assert str(caught.value).endswith("unknown parameter; known parameters: bias, color, data, hidden, name, rate")
 
 
 def test_missing_required_parameter_is_reported_when_validated() -> None:

@@ -136,7 +136,11 @@ class ConfigInfo:
         found = self.cls_info.fields.get(name)
         if found is None:
             known = ", ".join(sorted(self.cls_info.fields)) or "none"
-            raise ConfigError(self.where(name), "unknown parameter", f"known parameters: {known}")
+            import difflib  # here: only a mistake pays for importing it
+
+            close = difflib.get_close_matches(name, self.cls_info.fields, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(self.where(name), "unknown parameter", f"{hint}known parameters: {known}")
         return found
 
     def set(self, name: str, value: Any) -> None:
