@@ -896,6 +896,7 @@ def test_shared_mode_dead_holder_on_this_host(tmp_path: Path, processes: Process
     assert not list_jobs(ws)[0].stale
     runner.kill()
     runner.wait()
+    runner.stdout.close()
     assert list_jobs(ws)[0].stale  # its owner is proven dead: no need to wait out the lease
     problems = check(ws, fix=True, verify=False)
     assert [(p.kind, p.fix_applied) for p in problems] == [("stale-lock", True)]

@@ -129,6 +129,9 @@ class Holders:
         for process in self.started:
             if process.poll() is None:
                 self.kill(process)
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    stream.close()
 
 
 @pytest.fixture

@@ -54,6 +54,12 @@ RUNS_DIR = "runs"
 RUN_FILE = "run.json"
 EMBEDDED_IDLE_EXIT = 3.0
 WORKER_CHECK_INTERVAL = 1.0  # seconds between looks for a live worker
+
+# The embedded workers this process started, until they are seen to end. They outlive their
+# experiment on purpose (jobs keep running), so no experiment waits for them; held here, a
+# finished one is reaped (not left a zombie in a long-lived notebook) and a running one is never
+# garbage-collected, which subprocess reports as a ResourceWarning.
+_embedded_workers: list[subprocess.Popen[bytes]] = []
 WAIT_COALESCE = 0.02  # seconds: the least time between two looks at the jobs while waiting
 # Counting the jobs by state for the status line reads the status of every unfinished one (25 µs
 # each: 0.25 s for 10,000). A count waits this many times as long as the last one took, so that
@@ -382,6 +388,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             self._embedded = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log_stream, stderr=subprocess.STDOUT, start_new_session=True
             )
+        _embedded_workers[:] = [worker for worker in _embedded_workers if worker.poll() is None]
+        _embedded_workers.append(self._embedded)
         log.info("started an embedded worker (pid %d, %d slots), log in %s", self._embedded.pid, self.workers, log_path)
 
     # -- waiting -----------------------------------------------------------------------------
