@@ -96,13 +96,19 @@ def test_experiments_racing_to_submit_the_same_jobs_create_each_once(
     assert len(os.listdir(ws / "queue")) == 100
 
 
-def test_chain_runs_in_order_and_results_are_found_again(ws: Path, processes: Processes) -> None:
+def test_chain_runs_in_order_and_results_are_found_again(ws: Path, tmp_path: Path, processes: Processes) -> None:
     processes.worker(ws, jobs=2)
     with experiment(ws, "chain", workers=0):
         a = Add.C(x=1).submit()
         b = Add.C(x=2, previous=a).submit()
         c = Add.C(x=3, previous=b).submit()
     assert job_of(ws, c).marker() is State.DONE
+    # The worker's log tells each job's start and end (the end once it has reaped the runner).
+    log = tmp_path / "worker-0.log"
+    for task in (a, b, c):
+        ref = job_of(ws, task).ref
+        wait_until(lambda ref=ref: f": done {ref}\n" in log.read_text(), timeout=10, what=f"the end of {ref} logged")
+        assert f": started {ref}\n" in log.read_text()
     assert (job_of(ws, c).path / "result.txt").read_text() == "6"
     spec = orjson.loads(job_of(ws, b).spec_path.read_bytes())
     assert spec["dependencies"] == [job_of(ws, a).ref.relpath]
@@ -115,7 +121,7 @@ def test_chain_runs_in_order_and_results_are_found_again(ws: Path, processes: Pr
     assert [orjson.loads((run / "run.json").read_bytes())["state"] for run in runs] == ["done", "done"]
 
 
-def test_failure_propagates_to_dependents_and_is_reported(ws: Path, processes: Processes) -> None:
+def test_failure_propagates_to_dependents_and_is_reported(ws: Path, tmp_path: Path, processes: Processes) -> None:
     processes.worker(ws)
     with pytest.raises(FailedExperiment) as caught, experiment(ws, "broken", workers=0):
         failing = Fail.C().submit()
@@ -126,6 +132,8 @@ def test_failure_propagates_to_dependents_and_is_reported(ws: Path, processes: P
     assert f"{failed_job.path}: error" in message and str(failed_job.stderr_path) in message
     assert "dependency" in message and f"dependency {failed_job.path} failed (error)" in message
     assert "RuntimeError: failing on purpose" in failed_job.stderr_path.read_text()
+    logged = f": failed {failed_job.ref} (error: RuntimeError: failing on purpose); see {failed_job.stderr_path}\n"
+    wait_until(lambda: logged in (tmp_path / "worker-0.log").read_text(), timeout=10, what="the failure logged")
     (run,) = (ws / "experiments" / "broken" / "runs").iterdir()
     assert orjson.loads((run / "run.json").read_bytes())["state"] == "failed"  # the run's record says so
 

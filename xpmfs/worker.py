@@ -57,7 +57,9 @@ class _Running:
     lock: JobLock
     process: subprocess.Popen[bytes] | ForkedProcess
     env: dict[str, str]  # what the runner's environment adds to the worker's (see Worker._start)
-    finishing: bool = False  # its runner recorded the end and removed its entry: only its exit is left
+    #: Set when its runner has recorded the end (this marker) and removed its queue entry: only the
+    #: process's exit is left.
+    ended: State | None = None
     released: bool = False  # we killed it to hand the job back
     lost: bool = False  # a peer took the lease (shared mode): the job is no longer ours to record
 
@@ -208,9 +210,9 @@ class Worker:
         names = self._entries.names()
         count = 0
         for ref, running in self._running.items():
-            if not running.finishing and ref.entry_name not in names and running.job.marker() is not None:
-                running.finishing = True
-            count += running.finishing
+            if running.ended is None and ref.entry_name not in names:
+                running.ended = running.job.marker()
+            count += running.ended is not None
         return count
 
     def _consider(
@@ -629,15 +631,20 @@ class Worker:
 
     def _record_end(self, running: _Running, code: int) -> None:
         job = running.job
-        if running.finishing:
+        if running.ended is not None:
             # _finishing saw its marker, then its entry gone; under our lock neither comes back.
+            self._log_end(job, running.ended)
             return
-        if job.marker() is not None:
+        marker = job.marker()
+        if marker is not None:
             queue.remove(self.workspace.queue_dir, job.ref)  # the runner may have died just before this
+            self._log_end(job, marker)
             return
         current = job.status()
-        if status.complete_interrupted(job.xpm_dir, current) is not None:
+        marker = status.complete_interrupted(job.xpm_dir, current)
+        if marker is not None:
             queue.remove(self.workspace.queue_dir, job.ref)  # the runner died between status and marker
+            self._log_end(job, marker)
             return
         if running.released:
             if current is not None and current.state is State.RUNNING:
@@ -655,6 +662,16 @@ class Worker:
         status.transition(job.xpm_dir, State.FAILED, current=current, reason=reason, message=message, exit_code=code)
         crash_point("reap.after-failed")
         queue.remove(self.workspace.queue_dir, job.ref)
+        self._log_end(job, State.FAILED)
+
+    def _log_end(self, job: Job, marker: State) -> None:
+        """The line that ends a job's story in the worker's log ("started" began it)."""
+        if marker is State.DONE:
+            log.info("worker %s: done %s", self.name, job.ref)
+            return
+        failure = status.read_failure(job.xpm_dir)
+        why = failure.get("reason", "error") + (f": {failure['message']}" if failure.get("message") else "")
+        log.info("worker %s: failed %s (%s); see %s", self.name, job.ref, why, job.stderr_path)
 
     def _hand_back(self) -> bool:
         """Kill running jobs to hand them back (or let them finish, with ``drain``); True while some run."""
