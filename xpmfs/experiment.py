@@ -172,17 +172,13 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         from .cache import set_root as set_cache_root
         from .config import reset_submit_handler
 
-        # What run.json says of this run: "interrupted" is a Ctrl-C, in the block or while waiting.
-        outcome = "done" if kind is None else "interrupted" if issubclass(kind, KeyboardInterrupt) else "failed"
+        outcome = _outcome(kind)
         try:
             if kind is None and self.wait_on_exit:
                 try:
                     self.wait()
-                except KeyboardInterrupt:
-                    outcome = "interrupted"
-                    raise
-                except BaseException:
-                    outcome = "failed"  # a job failed (FailedExperiment), or waiting did
+                except BaseException as raised:  # a job failed (FailedExperiment), or a Ctrl-C
+                    outcome = _outcome(type(raised))
                     raise
         finally:
             self._outputs.stop()
@@ -396,6 +392,27 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
 
     def wait(self) -> None:
         """Wait until every job submitted in this run has ended; raise if any failed."""
+        with StatusLine(self.name) as line:
+            try:
+                failures, logs = self._follow(line)
+            except KeyboardInterrupt:
+                # Ctrl-C: the jobs are the workers' now and go on; say so, and how to get them back.
+                line.close()
+                with self._jobs_lock:
+                    handles = list(self.jobs.values())
+                left = sum(1 for handle in handles if handle.job.marker() is None)
+                line.say(
+                    f"interrupted; {left} unfinished job(s) stay in the workspace, where workers go on with "
+                    f"them: follow them with `xpmfs ls {self.workspace.path} --experiment {self.name}`, wait "
+                    "for them by running this experiment again (what ended is not run again), stop one with "
+                    "`xpmfs kill`"
+                )
+                raise KeyboardInterrupt from None  # its traceback from here: the wait loop's would be noise
+        if failures:
+            raise FailedExperiment(self.name, failures, logs)
+
+    def _follow(self, line: StatusLine) -> tuple[dict[str, str], dict[str, str]]:
+        """Show the run's jobs on ``line`` until all have ended; return the failures and their logs."""
         failures: dict[str, str] = {}
         logs: dict[str, str] = {}
         finished: dict[JobRef, str] = {}  # ended jobs and their state (the marker's)
@@ -403,65 +420,58 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         shown_failures = 0
         next_count = 0.0  # the status line's next count of the jobs by state (see COUNT_SPACING)
         last_pass = time.monotonic()
-        with Watcher([self.workspace.queue_dir], rescan=self.rescan) as watcher, StatusLine(self.name) as line:
-            try:
-                while True:
-                    with self._jobs_lock:
-                        jobs = list(self.jobs.items())
-                    for ref, handle in itertools.islice(jobs, len(finished) + len(pending), None):
-                        pending[ref.entry_name] = (ref, handle)
-                    # A job's queue entry goes only after its terminal marker exists: one listing of
-                    # queue/ spares a marker lookup per unfinished job on every wake-up.
-                    for name in pending.keys() - queue.names_in(self.workspace.queue_dir):
-                        ref, handle = pending[name]
-                        marker = handle.job.marker()
-                        if marker is None:
-                            continue
-                        del pending[name]
-                        finished[ref] = marker.value
-                        if marker is State.FAILED:
-                            failure = status.read_failure(handle.job.xpm_dir)
-                            reason = failure.get("reason", "error")
-                            message = failure.get("message")
-                            failures[str(handle.path)] = f"{reason}: {message}" if message else reason
-                            logs[str(handle.path)] = str(handle.job.stderr_path)
-                        else:
-                            for callback in handle.task.__xpm__.completed_callbacks:
-                                callback()
-                    done = len(finished) == len(jobs)
-                    if done or len(failures) != shown_failures or (line.due() and time.monotonic() >= next_count):
-                        # Counting reads the status of every unfinished job: only when the line will show it.
-                        shown_failures = len(failures)
-                        began = time.monotonic()
-                        counts = Counter(finished.get(ref) or handle.state().value for ref, handle in jobs)
-                        next_count = time.monotonic() + COUNT_SPACING * (time.monotonic() - began)
-                        line.update(counts, [(job, logs[job], reason) for job, reason in failures.items()])
-                    if done:
-                        # Outputs the ended jobs announced may submit more jobs: handle them all first.
-                        self._outputs.drain()
-                        with self._jobs_lock:
-                            if len(self.jobs) == len(jobs):
-                                break
+        with Watcher([self.workspace.queue_dir], rescan=self.rescan) as watcher:
+            while True:
+                with self._jobs_lock:
+                    jobs = list(self.jobs.items())
+                for ref, handle in itertools.islice(jobs, len(finished) + len(pending), None):
+                    pending[ref.entry_name] = (ref, handle)
+                # A job's queue entry goes only after its terminal marker exists: one listing of
+                # queue/ spares a marker lookup per unfinished job on every wake-up.
+                for name in pending.keys() - queue.names_in(self.workspace.queue_dir):
+                    ref, handle = pending[name]
+                    marker = handle.job.marker()
+                    if marker is None:
                         continue
-                    self._ensure_workers()
-                    # Let a burst of queue events (many short jobs ending) coalesce into one pass.
-                    time.sleep(max(0.0, last_pass + WAIT_COALESCE - time.monotonic()))
-                    watcher.wait(1.0)
-                    last_pass = time.monotonic()
-            except KeyboardInterrupt:
-                # Ctrl-C: the jobs are the workers' now and go on; say so, and how to get them back.
-                line.close()
-                left = len(self.jobs) - len(finished)
-                line.say(
-                    f"interrupted; {left} unfinished job(s) stay in the workspace, where workers go on with "
-                    f"them: follow them with "
-                    f"`xpmfs ls {self.workspace.path} --experiment {self.name}`, wait for them by running this "
-                    "experiment again (what ended is not run again), stop one with `xpmfs kill`"
-                )
-                raise KeyboardInterrupt from None  # its traceback from here: the wait loop's would be noise
+                    del pending[name]
+                    finished[ref] = marker.value
+                    if marker is State.FAILED:
+                        failure = status.read_failure(handle.job.xpm_dir)
+                        reason = failure.get("reason", "error")
+                        message = failure.get("message")
+                        failures[str(handle.path)] = f"{reason}: {message}" if message else reason
+                        logs[str(handle.path)] = str(handle.job.stderr_path)
+                    else:
+                        for callback in handle.task.__xpm__.completed_callbacks:
+                            callback()
+                done = len(finished) == len(jobs)
+                if done or len(failures) != shown_failures or (line.due() and time.monotonic() >= next_count):
+                    # Counting reads the status of every unfinished job: only when the line will show it.
+                    shown_failures = len(failures)
+                    began = time.monotonic()
+                    counts = Counter(finished.get(ref) or handle.state().value for ref, handle in jobs)
+                    next_count = time.monotonic() + COUNT_SPACING * (time.monotonic() - began)
+                    line.update(counts, [(job, logs[job], reason) for job, reason in failures.items()])
+                if done:
+                    # Outputs the ended jobs announced may submit more jobs: handle them all first.
+                    self._outputs.drain()
+                    with self._jobs_lock:
+                        if len(self.jobs) == len(jobs):
+                            break
+                    continue
+                self._ensure_workers()
+                # Let a burst of queue events (many short jobs ending) coalesce into one pass.
+                time.sleep(max(0.0, last_pass + WAIT_COALESCE - time.monotonic()))
+                watcher.wait(1.0)
+                last_pass = time.monotonic()
+        return failures, logs
 
-        if failures:
-            raise FailedExperiment(self.name, failures, logs)
+
+def _outcome(raised: type[BaseException] | None) -> str:
+    """What run.json says of a run that ended raising ``raised``: a Ctrl-C is "interrupted"."""
+    if raised is None:
+        return "done"
+    return "interrupted" if issubclass(raised, KeyboardInterrupt) else "failed"
 
 
 def _initial_state(spec: Spec) -> State:
