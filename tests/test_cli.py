@@ -906,10 +906,37 @@ def test_shared_mode_dead_holder_on_this_host(tmp_path: Path, processes: Process
 # -- the command itself --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["ls", "show", "log", "kill", "retry", "clean", "workers", "check", "worker"])
+@pytest.mark.parametrize(
+    "command", ["ls", "show", "log", "kill", "retry", "clean", "workers", "check", "worker", "init"]
+)
 def test_every_command_has_an_example(command: str) -> None:
     result = run(command, "--help")
     assert result.exit_code == 0 and "Example:" in result.stdout and "xpmfs " + command in result.stdout
+
+
+def test_init_creates_a_workspace_before_any_experiment(tmp_path: Path) -> None:
+    # Workers on a cluster may start before the first experiment: `init` makes the workspace
+    # (and fixes its lock mode) for them.
+    path = tmp_path / "shared-ws"
+    refused = run("worker", path, "--idle-exit", "0")
+    assert refused.exit_code == 1 and f"`xpmfs init {path}`" in refused.stderr
+    made = run("init", path, "--lock-mode", "shared", "--lease", "12")
+    assert made.exit_code == 0 and made.stdout == f"{path}: workspace ready (lock mode shared, leases of 12s)\n"
+    ws = Workspace.open(path)
+    assert ws.lock_mode.value == "shared" and ws.lease_duration == 12.0
+    before = snapshot(path)
+    assert run("init", path).exit_code == 0  # as it is: nothing to change
+    mismatch = run("init", path, "--lock-mode", "local")
+    assert mismatch.exit_code == 1 and "uses lock mode 'shared', not 'local'" in mismatch.stderr
+    assert snapshot(path) == before  # neither call changed a file
+    # A real worker takes it as it is (a process of its own: a worker sets signal handlers).
+    worker = subprocess.run(
+        [sys.executable, "-m", "xpmfs", "worker", str(path), "--idle-exit", "0"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert worker.returncode == 0, worker.stderr
 
 
 def test_real_subprocess_smoke(workspace: Workspace) -> None:

@@ -99,6 +99,31 @@ def worker(workspace: str, jobs: int, idle_exit: float | None, rescan: float, dr
     sys.exit(run_worker(workspace, jobs=jobs, idle_exit=idle_exit, rescan=rescan, drain=drain))
 
 
+@main.command()
+@click.argument("workspace", type=click.Path(file_okay=False))
+@click.option(
+    "--lock-mode",
+    type=click.Choice(["local", "shared"]),
+    help="local: one host (OS locks, inotify); shared: hosts sharing it over NFS (leases). [default: local]",
+)
+@click.option("--lease", type=click.FloatRange(min=0, min_open=True), help="Shared mode: seconds a lease lasts.")
+def init(workspace: str, lock_mode: str | None, lease: float | None) -> None:
+    """Create a workspace, or check that an existing one locks as asked.
+
+    An experiment creates its workspace when it first runs; create it beforehand to start
+    workers first (on a cluster, say), or to choose the lock mode once for every process.
+
+    \b
+    Example:
+        xpmfs init /shared/ws --lock-mode shared     # then: sbatch workers/xpmfs-workers.sbatch /shared/ws
+    """
+    from .workspace import Workspace
+
+    ws = Workspace.open(workspace, create=True, lock_mode=lock_mode, lease_duration=lease)
+    lease_text = f", leases of {ws.lease_duration:g}s" if ws.lock_mode.value == "shared" else ""
+    click.echo(f"{ws.path}: workspace ready (lock mode {ws.lock_mode.value}{lease_text})")
+
+
 # -- shared options and helpers ----------------------------------------------------------------
 
 _STATE_CHOICES = [state.value for state in State] + ["unknown"]

@@ -124,7 +124,7 @@ class Workspace:
                 raise WorkspaceError(
                     root,
                     "no workspace here",
-                    "run an experiment with this workspace path to create it",
+                    f"run an experiment with this workspace path to create it, or `xpmfs init {root}`",
                 )
             cls._create(
                 root,
