@@ -125,10 +125,14 @@ def test_failure_propagates_to_dependents_and_is_reported(ws: Path, tmp_path: Pa
     processes.worker(ws)
     with pytest.raises(FailedExperiment) as caught, experiment(ws, "broken", workers=0):
         failing = Fail.C().submit()
-        After.C(before=failing).submit()
+        after = After.C(before=failing).submit()
+        After.C(before=after).submit()  # fails two steps away from the cause
     message = str(caught.value)
     failed_job = Job(Workspace.open(ws), JobRef("sample_tasks.fail", Fail.C().__identifier__()))
-    assert "2 job(s) failed" in message
+    assert "3 job(s) failed" in message
+    # A job that failed because a dependency did never ran: its "see" names the cause's .err.
+    assert message.count(f"(see {failed_job.stderr_path})") == 3, message
+    assert not [job for job in caught.value.logs.values() if "sample_tasks.after" in job]
     assert f"{failed_job.path}: error" in message and str(failed_job.stderr_path) in message
     assert "dependency" in message and f"dependency {failed_job.path} failed (error)" in message
     assert "RuntimeError: failing on purpose" in failed_job.stderr_path.read_text()

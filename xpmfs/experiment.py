@@ -440,7 +440,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                         reason = failure.get("reason", "error")
                         message = failure.get("message")
                         failures[str(handle.path)] = f"{reason}: {message}" if message else reason
-                        logs[str(handle.path)] = str(handle.job.stderr_path)
+                        logs[str(handle.path)] = str(handle.job.failure_log())
                     else:
                         for callback in handle.task.__xpm__.completed_callbacks:
                             callback()

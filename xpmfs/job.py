@@ -178,6 +178,27 @@ class Job:
     def stderr_path(self) -> Path:
         return Path(self.output_files[1])
 
+    def failure_log(self) -> Path:
+        """Where to read why this failed job failed: its ``.err``, or, when it failed because a
+        dependency did (it never ran, and has no ``.err``), that of the job that failed first along
+        its failed dependencies."""
+        current, seen = self, {self.ref}
+        while status.read_failure(current.xpm_dir).get("reason") == status.Reason.DEPENDENCY.value:
+            try:
+                dependencies = current.read_spec().dependencies
+            except (OSError, CorruptedError):
+                break
+            failed = [
+                job
+                for job in (Job(self.workspace, JobRef.from_relpath(relpath)) for relpath in dependencies)
+                if job.ref not in seen and job.marker() is status.State.FAILED
+            ]
+            if not failed:
+                break
+            current = failed[0]
+            seen.add(current.ref)
+        return current.stderr_path
+
     @property
     def output_files(self) -> tuple[str, str]:
         """The job's ``<name>.out`` and ``<name>.err``, as strings (a worker sends them per job)."""

@@ -123,7 +123,7 @@ def snapshot(ws: Workspace, experiment: str | None = None) -> Frame:
         counts={label: counts.get(label, 0) for label in STATE_ORDER},
         stale=sum(1 for info in infos if info.stale),
         running=tuple(running),
-        failed=tuple(FailedJob(info, Job(ws, info.ref).stderr_path) for info in failed[:MAX_FAILED]),
+        failed=tuple(FailedJob(info, Job(ws, info.ref).failure_log()) for info in failed[:MAX_FAILED]),
         workers=tuple(workers),
         busy=dict(busy),
     )

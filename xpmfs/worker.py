@@ -671,7 +671,7 @@ class Worker:
             return
         failure = status.read_failure(job.xpm_dir)
         why = failure.get("reason", "error") + (f": {failure['message']}" if failure.get("message") else "")
-        log.info("worker %s: failed %s (%s); see %s", self.name, job.ref, why, job.stderr_path)
+        log.info("worker %s: failed %s (%s); see %s", self.name, job.ref, why, job.failure_log())
 
     def _hand_back(self) -> bool:
         """Kill running jobs to hand them back (or let them finish, with ``drain``); True while some run."""
