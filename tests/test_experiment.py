@@ -255,6 +255,37 @@ def test_each_run_has_its_own_folder_even_within_one_second(ws: Path) -> None:
     assert [record["state"] for record in records] == ["done"] * 3
 
 
+def test_workers_0_says_when_no_worker_is_alive_and_waits_for_one(
+    ws: Path, tmp_path: Path, processes: Processes
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from sample_tasks import Sleep
+            from xpmfs import experiment
+
+            with experiment({str(ws)!r}, "lonely", workers=0):
+                Sleep.C(seconds=float(sys.argv[1])).submit()
+            """
+        )
+    )
+    log = tmp_path / "lonely.log"
+    first = processes.start([sys.executable, str(script), "0"], log=log)
+    notice = (
+        f"lonely: no worker is alive on this workspace (workers=0 starts none here): start one with `xpmfs worker {ws}`"
+    )
+    wait_until(lambda: notice in log.read_text(), timeout=30, what="the no-worker notice")
+    processes.worker(ws)
+    assert first.wait(timeout=60) == 0, log.read_text()  # the worker started late ran the job
+    # With a worker alive, a run long enough to look (2 s) says nothing of the kind.
+    second = subprocess.run(
+        [sys.executable, str(script), "2.5"], env=processes.env(), capture_output=True, timeout=60, check=False
+    )
+    assert second.returncode == 0 and b"no worker is alive" not in second.stderr, second.stderr
+
+
 def test_embedded_worker_by_default(ws: Path) -> None:
     with experiment(ws, "embedded"):
         output = Add.C(x=40, y=2).submit()

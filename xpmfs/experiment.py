@@ -54,6 +54,7 @@ RUNS_DIR = "runs"
 RUN_FILE = "run.json"
 EMBEDDED_IDLE_EXIT = 3.0
 WORKER_CHECK_INTERVAL = 1.0  # seconds between looks for a live worker
+NO_WORKER_GRACE = 2.0  # seconds a workers=0 run waits for a worker to register before saying none is
 
 # The embedded workers this process started, until they are seen to end. They outlive their
 # experiment on purpose (jobs keep running), so no experiment waits for them; held here, a
@@ -96,7 +97,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     """Run an experiment in workspace ``workspace`` under ``name``.
 
     ``workers``: job slots of the embedded worker started when no worker is alive
-    (``None``: one per core; ``0``: never start one). ``wait``: wait for the jobs on exit.
+    (``None``: one per core; ``0``: never start one, and say so while waiting if no worker is
+    alive after ``NO_WORKER_GRACE`` seconds). ``wait``: wait for the jobs on exit.
     ``launcher``: the launcher of tasks submitted without one (default: the workspace's in
     settings.yaml, else direct).
     """
@@ -420,6 +422,9 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         shown_failures = 0
         next_count = 0.0  # the status line's next count of the jobs by state (see COUNT_SPACING)
         last_pass = time.monotonic()
+        # workers=0 starts no worker here: if none is alive either, say how to start one. Looked at
+        # once, after a worker started with this script has had time to register.
+        look_for_workers = time.monotonic() + NO_WORKER_GRACE if self.workers == 0 else None
         with Watcher([self.workspace.queue_dir], rescan=self.rescan) as watcher:
             while True:
                 with self._jobs_lock:
@@ -460,6 +465,13 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                             break
                     continue
                 self._ensure_workers()
+                if look_for_workers is not None and time.monotonic() >= look_for_workers:
+                    look_for_workers = None
+                    if not heartbeat.any_alive(self.workspace.workers_dir):
+                        line.say(
+                            f"no worker is alive on this workspace (workers=0 starts none here): start one "
+                            f"with `xpmfs worker {self.workspace.path}`; the jobs wait for it"
+                        )
                 # Let a burst of queue events (many short jobs ending) coalesce into one pass.
                 time.sleep(max(0.0, last_pass + WAIT_COALESCE - time.monotonic()))
                 watcher.wait(1.0)
