@@ -188,14 +188,11 @@ class Job:
                 dependencies = current.read_spec().dependencies
             except (OSError, CorruptedError):
                 break
-            failed = [
-                job
-                for job in (Job(self.workspace, JobRef.from_relpath(relpath)) for relpath in dependencies)
-                if job.ref not in seen and job.marker() is status.State.FAILED
-            ]
-            if not failed:
+            jobs = (Job(self.workspace, JobRef.from_relpath(relpath)) for relpath in dependencies)
+            failed = next((job for job in jobs if job.ref not in seen and job.marker() is status.State.FAILED), None)
+            if failed is None:
                 break
-            current = failed[0]
+            current = failed
             seen.add(current.ref)
         return current.stderr_path
 
