@@ -230,7 +230,9 @@ def _no_worker(ws: Workspace) -> str:
     embedded worker, and the one its experiment started exits once idle."""
     if heartbeat.any_alive(ws.workers_dir):
         return ""
-    return f"; no worker is alive to run it: start one with `xpmfs worker {ws.path}`, or re-run its experiment"
+    return (
+        f"; no worker is alive to run it: start one with `{heartbeat.start_command(ws.path)}`, or re-run its experiment"
+    )
 
 
 def _initial_state(ws: Workspace, spec: Spec) -> tuple[State, str | None]:

@@ -441,10 +441,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                     del pending[name]
                     finished[ref] = marker.value
                     if marker is State.FAILED:
-                        failure = status.read_failure(handle.job.xpm_dir)
-                        reason = failure.get("reason", "error")
-                        message = failure.get("message")
-                        failures[str(handle.path)] = f"{reason}: {message}" if message else reason
+                        failures[str(handle.path)] = status.failure_text(status.read_failure(handle.job.xpm_dir))
                         logs[str(handle.path)] = str(handle.job.failure_log())
                     else:
                         for callback in handle.task.__xpm__.completed_callbacks:
@@ -470,7 +467,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                     if not heartbeat.any_alive(self.workspace.workers_dir):
                         line.say(
                             f"no worker is alive on this workspace (workers=0 starts none here): start one "
-                            f"with `xpmfs worker {self.workspace.path}`; the jobs wait for it"
+                            f"with `{heartbeat.start_command(self.workspace.path)}`; the jobs wait for it"
                         )
                 # Let a burst of queue events (many short jobs ending) coalesce into one pass.
                 time.sleep(max(0.0, last_pass + WAIT_COALESCE - time.monotonic()))

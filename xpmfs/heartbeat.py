@@ -8,6 +8,7 @@ one left by a crashed worker goes stale and is ignored (and removed by ``xpmfs c
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -79,6 +80,11 @@ def scan(workers_dir: Path) -> list[WorkerInfo]:
             alive = pid_alive(record.pid)
         infos.append(WorkerInfo(record, Path(entry.path), age, alive))
     return infos
+
+
+def start_command(workspace: Path) -> str:
+    """The command that starts a worker on ``workspace``, quoted for a shell (for hints)."""
+    return f"xpmfs worker {shlex.quote(str(workspace))}"
 
 
 def any_alive(workers_dir: Path) -> bool:

@@ -184,6 +184,12 @@ def read_failure(xpm_dir: Path) -> dict[str, Any]:
     return record
 
 
+def failure_text(failure: dict[str, Any]) -> str:
+    """A ``failed`` marker's record (see :func:`read_failure`) in one line: ``reason: message``."""
+    reason, message = failure.get("reason", Reason.ERROR.value), failure.get("message")
+    return f"{reason}: {message}" if message else str(reason)
+
+
 class TransitionError(WorkspaceError):
     """A state change that the state machine forbids (a bug, or a job changed under our feet)."""
 

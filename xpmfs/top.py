@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -250,7 +249,7 @@ def render(frame: Frame, *, live: bool = False) -> RenderableType:
     if not any(worker.alive for worker in frame.workers):
         # Queued jobs wait for a worker: say how to start one, with this workspace's real path.
         said = "no worker alive" if frame.workers else "no worker registered"
-        parts.append(Text(f"{said} (start one: xpmfs worker {shlex.quote(str(frame.workspace))})", style="yellow"))
+        parts.append(Text(f"{said} (start one: {heartbeat.start_command(frame.workspace)})", style="yellow"))
     return Group(*parts)
 
 

@@ -669,8 +669,7 @@ class Worker:
         if marker is State.DONE:
             log.info("worker %s: done %s", self.name, job.ref)
             return
-        failure = status.read_failure(job.xpm_dir)
-        why = failure.get("reason", "error") + (f": {failure['message']}" if failure.get("message") else "")
+        why = status.failure_text(status.read_failure(job.xpm_dir))
         log.info("worker %s: failed %s (%s); see %s", self.name, job.ref, why, job.failure_log())
 
     def _hand_back(self) -> bool:
