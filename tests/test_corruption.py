@@ -26,11 +26,11 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 from conftest import Processes, wait_until
-from filelock._identity import host_name
 from output_tasks import Learn, Model, Validation
 from sample_tasks import Add, Count, Fail
 
 from xpmfs import experiment, journal, tag
+from xpmfs._compat import host_name
 from xpmfs.cli import main
 from xpmfs.job import Job
 from xpmfs.queue import JobRef

@@ -53,18 +53,16 @@ from typing import TYPE_CHECKING
 from filelock import (
     LeaseCompromise,
     LeaseSettingsMismatch,
+    OwnerRecord,
     SoftFileLease,
     Timeout,
     lock_descriptor,
     unlock_descriptor,
 )
 
-# filelock's own verdicts, which are not re-exported by its package: xpmfs must judge a marker exactly
-# as filelock does, never by a rule of its own. Pin filelock to the 4.2 series (setup.cfg) for them.
-from filelock._identity import host_name, owner_is_stale, process_start_token
-from filelock._marker import OwnerRecord, parse_marker
-from filelock._soft import read_lock_file
-
+# filelock's own verdicts, which its package does not export: xpmfs judges a marker exactly as
+# filelock does, never by a rule of its own (see xpmfs._compat for the supported versions).
+from ._compat import host_name, owner_is_stale, parse_marker, process_start_token, read_lock_file
 from .errors import FormatError, WorkspaceError
 from .workspace import DEFAULT_LEASE_DURATION, LockMode
 
@@ -84,10 +82,6 @@ _RECORD_LIMIT = 1024
 # O_NONBLOCK keeps a Linux file lease from stalling the open; O_CLOEXEC keeps the lock out of
 # exec'd children.
 _LOCAL_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-
-# The per-process table must be filelock's own hook, or expiry would silently never be proven.
-if not hasattr(SoftFileLease, "_marker_unchanged_for"):  # pragma: no cover
-    raise ImportError("xpmfs.lock needs filelock 4.2 (SoftFileLease._marker_unchanged_for is gone)")
 
 
 class LockStatus(str, Enum):
