@@ -35,7 +35,7 @@ from xpmfs.config import (
     task_outputs_of,
     typeid,
 )
-from xpmfs.errors import ConfigError, NoExperimentError, SealedError
+from xpmfs.errors import ConfigError, NoExperimentError, ReadOnlyError, SealedError
 from xpmfs.generators import PathGenerator
 
 # -- classes under test (module level: annotations are strings, some name later classes) -----
@@ -351,9 +351,11 @@ def test_bad_declarations_are_reported_on_first_use(cls, message) -> None:
 
 
 def test_field_arguments_are_checked() -> None:
-    with pytest.raises(ConfigError, match=r"^field\(\): default_factory excludes default"):
+    with pytest.raises(ConfigError, match=r"^field\(\): default and default_factory exclude each other"):
         field(default=1, default_factory=list)
-    with pytest.raises(ConfigError, match=r"^field\(\): with default=\.\.\., ignore_default must be True or False"):
+    with pytest.raises(
+        ConfigError, match=r"^field\(\): with default=\.\.\. or default_factory=\.\.\., ignore_default must be"
+    ):
         field(default=1, ignore_default=2)
 
 
@@ -404,12 +406,12 @@ class Outer(Task):
 
 def test_seal_generates_paths_and_freezes_the_tree(tmp_path: Path) -> None:
     already = Inner.C()
-    already.__xpm__.seal(tmp_path / "earlier")
+    already.__xpm__.seal()  # sealed without a job directory: nothing generated
     task = Outer.C(inner=Inner.C(), shared=already)
     task.__xpm__.seal(tmp_path / "job")
     assert task.out == tmp_path / "job" / "out" / "main.bin"
     assert task.inner.out == tmp_path / "job" / "inner.bin"
-    assert task.shared.out == tmp_path / "earlier" / "inner.bin"  # sealed before: kept
+    assert "out" not in task.shared.__xpm__.values  # sealed before: kept as it was
     assert task.jobpath == task.__taskdir__ == task.__maintaskdir__ == tmp_path / "job"
     assert task.inner.__maintaskdir__ == tmp_path / "job"
     for config in (task, task.inner):
@@ -418,6 +420,32 @@ def test_seal_generates_paths_and_freezes_the_tree(tmp_path: Path) -> None:
         task.shared = None
     with pytest.raises(SealedError, match=r"^Inner\.out: the configuration is sealed"):
         del task.inner.out
+
+
+def test_a_configuration_with_another_jobs_paths_is_refused(tmp_path: Path) -> None:
+    earlier = Inner.C()
+    earlier.__xpm__.seal(tmp_path / "earlier")  # its `out` points into that job's folder
+    with pytest.raises(ReadOnlyError, match=r"^Outer\.shared: .*generated for another job \(shared\.out\)"):
+        Outer.C(inner=Inner.C(), shared=earlier)
+    with pytest.raises(AttributeError):  # experimaestro's exception
+        Outer.C(inner=earlier)
+    # Built before `earlier` was sealed: refused when the task is sealed.
+    fresh = Inner.C()
+    task = Outer.C(inner=Inner.C(), shared=fresh)
+    fresh.__xpm__.seal(tmp_path / "other")
+    with pytest.raises(ReadOnlyError, match=r"^Outer\.shared: holds paths generated for another job"):
+        task.__xpm__.seal(tmp_path / "job")
+
+
+def test_ignore_generated_accepts_another_jobs_paths(tmp_path: Path) -> None:
+    class Loader(Config):
+        inner: Param[Inner] = field(ignore_generated=True)
+
+    earlier = Inner.C()
+    earlier.__xpm__.seal(tmp_path / "earlier")
+    loader = Loader.C(inner=earlier)
+    loader.__xpm__.seal(tmp_path / "job")
+    assert loader.inner.out == tmp_path / "earlier" / "inner.bin"
 
 
 def test_seal_without_a_job_directory_generates_nothing() -> None:

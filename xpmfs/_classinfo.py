@@ -16,6 +16,7 @@ import ast
 import copy
 import enum
 import inspect
+import logging
 import re
 import sys
 import textwrap
@@ -23,9 +24,12 @@ import threading
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Optional, TypeVar
 
-from . import _types
+from . import _generics, _types
+from ._annotation import FieldAnnotation
 from .errors import ConfigError
 from .generators import Generator
 
@@ -56,6 +60,7 @@ class Kind(str, enum.Enum):
 @dataclass(frozen=True)
 class _Marker:
     kind: Kind
+    is_data: bool = False
 
     def __repr__(self) -> str:
         return f"xpmfs.{self.kind.name.capitalize()}"
@@ -73,6 +78,22 @@ Option = Meta
 Constant = Annotated[T, _Marker(Kind.CONSTANT)]
 """``version: Constant[int] = 2``: fixed by the class, always part of the identifier."""
 
+DataPath = Annotated[Path, _Marker(Kind.META, is_data=True)]
+"""``weights: DataPath``: a path to data that belongs with the configuration; never hashed."""
+
+OptionalDataPath = Annotated[Optional[Path], _Marker(Kind.META, is_data=True)]  # noqa: UP045 (a runtime type)
+"""``weights: OptionalDataPath``: :data:`DataPath` or ``None``."""
+
+
+class help(FieldAnnotation):  # noqa: N801 (experimaestro's spelling)
+    """``Param[Annotated[int, help("number of epochs")]]``: the field's help text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def annotate(self, options: dict[str, Any]) -> None:
+        options["help"] = self.text
+
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -81,6 +102,8 @@ class FieldSpec:
     default: Any = MISSING
     default_factory: Callable[..., Any] | None = None
     ignore_default: bool = False
+    ignore_generated: bool = False
+    overrides: bool = False
 
 
 def field(
@@ -88,6 +111,8 @@ def field(
     default: Any = MISSING,
     default_factory: Callable[..., Any] | None = None,
     ignore_default: Any = MISSING,
+    ignore_generated: bool = False,
+    overrides: bool = False,
 ) -> Any:
     """Declare a field's default.
 
@@ -96,25 +121,31 @@ def field(
       default ``v``, not hashed while the value equals ``v`` (what a bare ``x: Param[int] = v`` does);
     - ``field(default_factory=PathGenerator("out.txt"))``: generated when the task is sealed for its
       job directory, never hashed; any other callable is called (without arguments) to build a
-      default when the configuration is created, like a dataclass's ``default_factory``.
+      default when the configuration is created, like a dataclass's ``default_factory``; with
+      ``ignore_default=True`` the value is not hashed while it equals what the factory builds;
+    - ``ignore_generated=True``: accepted for experimaestro (it only silences experimaestro's
+      reproducibility warning about generated values; xpmfs never hashes them anyway);
+    - ``overrides=True``: this field knowingly re-declares a field of a parent class (no warning).
     """
-    if default_factory is not None and (default is not MISSING or ignore_default is not MISSING):
-        raise ConfigError("field()", "default_factory excludes default and ignore_default", "give only one of them")
+    where = "field()"
+    if default_factory is not None and default is not MISSING:
+        raise ConfigError(where, "default and default_factory exclude each other", "give only one of them")
     if default_factory is not None and not callable(default_factory):
-        raise ConfigError("field()", f"default_factory must be callable, got {default_factory!r}")
-    if default is MISSING:
-        if ignore_default is MISSING:
-            return FieldSpec(default_factory=default_factory)
-        return FieldSpec(default=ignore_default, ignore_default=True)
+        raise ConfigError(where, f"default_factory must be callable, got {default_factory!r}")
+    extra = {"ignore_generated": bool(ignore_generated), "overrides": bool(overrides)}
+    if default is MISSING and default_factory is None:
+        if ignore_default is MISSING or isinstance(ignore_default, bool):
+            return FieldSpec(**extra)
+        return FieldSpec(default=ignore_default, ignore_default=True, **extra)
     if ignore_default is MISSING:
-        return FieldSpec(default=default)
+        ignore_default = False
     if not isinstance(ignore_default, bool):
         raise ConfigError(
-            "field()",
-            f"with default=..., ignore_default must be True or False, got {ignore_default!r}",
+            where,
+            f"with default=... or default_factory=..., ignore_default must be True or False, got {ignore_default!r}",
             "write field(ignore_default=VALUE) or field(default=VALUE, ignore_default=True)",
         )
-    return FieldSpec(default=default, ignore_default=ignore_default)
+    return FieldSpec(default=default, default_factory=default_factory, ignore_default=ignore_default, **extra)
 
 
 class Field:
@@ -127,14 +158,20 @@ class Field:
         "default",
         "factory",
         "generator",
+        "generic",
         "hash_prefix",
         "hint",
+        "ignore_generated",
         "ignored",
+        "is_data",
         "kind",
         "name",
+        "options",
+        "overrides",
         "owner",
         "required",
         "skip_none",
+        "value_checker",
     )
 
     def __init__(
@@ -150,7 +187,21 @@ class Field:
         factory: Callable[[], Any] | None,
         generator: Generator | None,
         required: bool,
+        factory_default: Any = MISSING,
+        options: Mapping[str, Any] | None = None,
+        overrides: bool = False,
+        ignore_generated: bool = False,
+        is_data: bool = False,
     ) -> None:
+        options = dict(options or {})
+        self.options = options
+        self.value_checker = options.get("checker")
+        """A :class:`xpmfs.checkers.Checker` from the annotation (``Choices``), or ``None``."""
+        self.overrides = overrides
+        self.ignore_generated = ignore_generated
+        self.is_data = is_data
+        self.generic = _generics.has_typevars(hint)
+        """Whether values bind type variables (``Param[T]``, ``Param[Holder[T]]``)."""
         self.name = name
         self.owner = owner  # the class that declared (or last overrode) the field
         self.kind = kind
@@ -160,20 +211,27 @@ class Field:
         self.factory = factory
         self.generator = generator
         self.required = required
-        self._help: str | None = None
+        self._help: str | None = options.get("help")
         constant = kind is Kind.CONSTANT
         # Meta arguments and Path parameters do not change what a task computes (experimaestro).
         self.ignored = kind is Kind.META or (kind is Kind.PARAM and _types.is_path_type(hint))
         # An absent optional is not hashed (so adding an optional field keeps old identifiers)...
         self.skip_none = not constant and not required and (default is MISSING or default is None)
         # ... nor a value equal to a default declared as ignorable.
-        no_default = default is MISSING or default is None
-        self.compare_default = MISSING if (constant or not ignore_default or no_default) else default
+        # With a factory, experimaestro builds the default once, with the class, to compare.
+        default_for_identifier = factory_default if factory is not None and default is MISSING else default
+        no_default = default_for_identifier is MISSING or default_for_identifier is None
+        self.compare_default = MISSING if (constant or not ignore_default or no_default) else default_for_identifier
         self.hash_prefix = b"\x03" + name.encode("utf-8") + b"\x05"
 
     @property
     def constant(self) -> bool:
         return self.kind is Kind.CONSTANT
+
+    @property
+    def checker(self) -> Any:
+        """The value checker given in the annotation (``Choices``), as experimaestro names it."""
+        return self.value_checker
 
     @property
     def help(self) -> str | None:
@@ -184,7 +242,8 @@ class Field:
 
     def with_default(self, owner: type, spec: FieldSpec, where: str) -> Field:
         """A copy for subclass ``owner``, which overrides the default."""
-        return _make_field(self.name, owner, self.kind, self.hint, self.check, spec, where)
+        marker = _Marker(self.kind, self.is_data)
+        return _make_field(self.name, owner, marker, self.hint, self.check, spec, where, self.options)
 
     def __repr__(self) -> str:
         default = "" if self.default is MISSING else f" = {self.default!r}"
@@ -227,8 +286,54 @@ def public_module(obj: type) -> str:
     return "__main__" if module in MAIN_MODULES else module
 
 
+class Identifier:
+    """A type-id namespace: ``ns = Identifier("my.project")``; ``__xpmid__ = ns.model`` → ``my.project.model``.
+
+    Names are lower-cased. Unlike a string ``__xpmid__``, an ``Identifier`` (or a classmethod
+    returning a name) is inherited: subclasses that do not set their own share the type id.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"Identifier(...) takes a str, got {name!r}")
+        self.name = name.lower()
+
+    def __call__(self, key: str) -> Identifier:
+        return Identifier(f"{self.name}.{key}")
+
+    def __getattr__(self, key: str) -> Identifier:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return self(key)
+
+    def __getitem__(self, key: str) -> Identifier:
+        return self(key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identifier) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Identifier, (self.name,))
+
+
 def compute_typeid(cls: type) -> str:
-    own = cls.__dict__.get("__xpmid__")  # an id is never inherited: a subclass is another type
+    raw = getattr(cls, "__xpmid__", None)
+    if isinstance(raw, Identifier):
+        return raw.name  # inherited, as experimaestro does
+    if inspect.ismethod(raw):
+        return str(raw()).lower()  # a classmethod: inherited, computed for each class
+    own = cls.__dict__.get("__xpmid__")  # a plain id is never inherited: a subclass is another type
     if own is not None:
         # Lower-cased like every type id: the reference identifiers (DESIGN.md) hash it so.
         return str(own).lower()
@@ -246,6 +351,7 @@ class ClassInfo:
     """Everything the configuration layer needs to know about one class, computed once."""
 
     __slots__ = (
+        "_xpmtype",
         "cls",
         "factories",
         "fields",
@@ -268,6 +374,7 @@ class ClassInfo:
         self.hashed = tuple(f for _, f in sorted(fields.items()) if f.generator is None)
         self.generated = tuple(f for f in fields.values() if f.generator is not None)
         self.factories = tuple(f for f in fields.values() if f.factory is not None)
+        self._xpmtype: XPMType | None = None
         self.immutable_defaults: dict[str, Any] = {}
         self.mutable_defaults: list[tuple[str, Any]] = []
         for f in fields.values():
@@ -279,11 +386,43 @@ class ClassInfo:
             else:
                 self.immutable_defaults[f.name] = f.default
 
+    @property
+    def xpmtype(self) -> XPMType:
+        if self._xpmtype is None:
+            self._xpmtype = XPMType(self)
+        return self._xpmtype
+
     def initial_values(self) -> dict[str, Any]:
         values = dict(self.immutable_defaults)
         for name, default in self.mutable_defaults:
             values[name] = copy.deepcopy(default)
         return values
+
+
+class XPMType:
+    """What experimaestro exposes as ``X.__xpmtype__``: the type id and the arguments of a class."""
+
+    def __init__(self, info: ClassInfo) -> None:
+        self.identifier = Identifier(info.typeid)
+        self.arguments: Mapping[str, Field] = MappingProxyType(info.fields)
+        self.value_type = info.cls
+        self.config_type = info.cls
+        self.basetype = info.cls
+        self.title = info.cls.__qualname__
+        self.description = inspect.cleandoc(info.cls.__doc__ or "") or None
+
+    @property
+    def task(self) -> bool:
+        """Whether the class is a task (it has an ``execute`` and a ``submit``)."""
+        return callable(getattr(self.value_type, "submit", None)) and callable(
+            getattr(self.value_type, "execute", None)
+        )
+
+    def name(self) -> str:
+        return self.identifier.name
+
+    def __repr__(self) -> str:
+        return f"<XPMType {self.identifier.name}>"
 
 
 _INFOS: dict[type, ClassInfo] = {}
@@ -352,7 +491,7 @@ def _own_fields(cls: type, inherited: Mapping[str, Field]) -> dict[str, Field]:
                     f"cannot resolve the annotation {text!r} ({type(error).__name__}: {error})",
                     f"define every name it uses at the top level of module {cls.__module__}",
                 ) from error
-        marker = _marker_of(hint)
+        marker, options = _marker_of(hint)
         if marker is None:
             continue
         inner = typing.get_args(hint)[0]
@@ -360,6 +499,9 @@ def _own_fields(cls: type, inherited: Mapping[str, Field]) -> dict[str, Field]:
         if isinstance(raw, FieldDescriptor):  # the class was resolved already (never expected)
             raw = raw.field.default
         spec = raw if isinstance(raw, FieldSpec) else FieldSpec(default=raw, ignore_default=True)
+        parent = inherited.get(name)
+        if parent is not None:
+            _check_override(parent, inner, spec, where)
         try:
             check = _types.compile_type(inner, resolve)
         except Exception as error:
@@ -368,7 +510,7 @@ def _own_fields(cls: type, inherited: Mapping[str, Field]) -> dict[str, Field]:
                 f"cannot use {inner!r} as a field type ({error})",
                 "use int, float, str, bool, Path, an Enum, a Config class, or list/dict/set/tuple/Optional of those",
             ) from error
-        own[name] = _make_field(name, cls, marker.kind, inner, check, spec, where)
+        own[name] = _make_field(name, cls, marker, inner, check, spec, where, options)
 
     # A subclass may override an inherited default without repeating the annotation.
     for name, base_field in inherited.items():
@@ -386,21 +528,77 @@ def _own_fields(cls: type, inherited: Mapping[str, Field]) -> dict[str, Field]:
     return own
 
 
-def _marker_of(hint: Any) -> _Marker | None:
+def _marker_of(hint: Any) -> tuple[_Marker | None, dict[str, Any]]:
+    """The field kind of an annotation, and the options its other metadata give (help, checker...).
+
+    ``Annotated[T, help(...)]`` without ``Param``/``Meta`` is a parameter, as in experimaestro.
+    """
     if typing.get_origin(hint) is not Annotated:
-        return None
+        return None, {}
+    marker = None
+    options: dict[str, Any] = {}
     for meta in hint.__metadata__:
         if isinstance(meta, _Marker):
-            return meta
-    return None
+            marker = meta
+        elif isinstance(meta, FieldAnnotation):
+            meta.annotate(options)
+            marker = marker or _Marker(Kind.PARAM)
+    return marker, options
+
+
+_log = logging.getLogger("xpmfs")
+
+
+def _check_override(parent: Field, hint: Any, spec: FieldSpec, where: str) -> None:
+    """A subclass re-declares ``parent``: its type must be a subtype; say so unless ``overrides=True``."""
+    if _is_subtype(hint, parent.hint) is False:
+        raise ConfigError(
+            where,
+            f"{hint!r} is not a subtype of {parent.hint!r}, the type {parent.owner.__qualname__} declares",
+            "keep the parent's type or narrow it to a subclass",
+        )
+    if not spec.overrides:
+        _log.warning(
+            "%s overrides the parameter declared by %s; write field(overrides=True) if this is intended",
+            where,
+            parent.owner.__qualname__,
+        )
+
+
+def _is_subtype(new: Any, old: Any) -> bool | None:
+    """Whether type ``new`` narrows ``old``: ``True``/``False`` when the classes tell, else ``None``."""
+    if new == old:
+        return True
+    new_origin = typing.get_origin(new) or new
+    old_origin = typing.get_origin(old) or old
+    if not (isinstance(new_origin, type) and isinstance(old_origin, type)):
+        return None
+    if not issubclass(new_origin, old_origin):
+        return False
+    new_args, old_args = typing.get_args(new), typing.get_args(old)
+    if new_args and len(new_args) == len(old_args):
+        for a, b in zip(new_args, old_args, strict=True):
+            if _is_subtype(a, b) is False:
+                return False
+    return True
 
 
 def _make_field(
-    name: str, owner: type, kind: Kind, hint: Any, check: _types.Checker, spec: FieldSpec, where: str
+    name: str,
+    owner: type,
+    marker: _Marker,
+    hint: Any,
+    check: _types.Checker,
+    spec: FieldSpec,
+    where: str,
+    options: Mapping[str, Any] | None = None,
 ) -> Field:
+    kind = marker.kind
+    options = dict(options or {})
     default = spec.default
-    generator = spec.default_factory if isinstance(spec.default_factory, Generator) else None
-    factory = spec.default_factory if generator is None else None
+    factory_spec = spec.default_factory or options.get("generator")
+    generator = factory_spec if isinstance(factory_spec, Generator) else None
+    factory = factory_spec if generator is None else None
     if default is None and not _types.allows_none(hint):
         # ``x: Param[int] = None`` means "optional": accept None for it.
         check = _types.UnionChecker((check,), optional=True)
@@ -411,6 +609,10 @@ def _make_field(
             raise ConfigError(error.where, error.problem, "fix the default value in the class") from None
     if kind is Kind.CONSTANT and (default is MISSING or default is None):
         raise ConfigError(where, "a Constant needs a value", f"write `{name}: Constant[...] = VALUE`")
+    factory_default = MISSING
+    if factory is not None and spec.ignore_default and kind is not Kind.META:
+        # experimaestro calls the factory once, with the class, to know which value to leave out.
+        factory_default = check(factory(), f"{where} (default_factory)")
     required = default is MISSING and factory is None and generator is None and not _types.allows_none(hint)
     return Field(
         name=name,
@@ -423,6 +625,11 @@ def _make_field(
         factory=factory,
         generator=generator,
         required=required,
+        factory_default=factory_default,
+        options=options,
+        overrides=spec.overrides,
+        ignore_generated=spec.ignore_generated,
+        is_data=marker.is_data,
     )
 
 

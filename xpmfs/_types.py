@@ -283,6 +283,18 @@ class UnionChecker(Checker):
         return " | ".join(names)
 
 
+class Array:
+    """``Param[Array(int)]``: experimaestro's older spelling of ``Param[list[int]]`` (same checks, same hash)."""
+
+    __slots__ = ("type",)
+
+    def __init__(self, item_type: Any) -> None:
+        self.type = item_type
+
+    def __repr__(self) -> str:
+        return f"Array({self.type!r})"
+
+
 _SIMPLE: dict[Any, Checker] = {
     int: IntChecker(),
     float: FloatChecker(),
@@ -312,6 +324,8 @@ def compile_type(hint: Any, resolve: Resolve) -> Checker:
         return simple
     if isinstance(hint, typing.TypeVar):
         return ANY
+    if isinstance(hint, Array):
+        return ListChecker(compile_type(hint.type, resolve))
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Annotated:

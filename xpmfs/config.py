@@ -18,13 +18,19 @@ the task whose output the configuration is, init tasks, tags, and the experiment
 from __future__ import annotations
 
 import contextvars
+import copy as _copy
+import functools
+import logging
 import reprlib
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from . import _generics
+from . import identifier as _identifier
 from ._classinfo import (
     MISSING,
     ClassInfo,
@@ -33,10 +39,11 @@ from ._classinfo import (
     Meta,
     Option,
     Param,
+    XPMType,
     class_info,
     field,
 )
-from .errors import ConfigError, NoExperimentError, SealedError
+from .errors import ConfigError, NoExperimentError, ReadOnlyError, SealedError
 from .generators import PathGenerator
 
 if TYPE_CHECKING:
@@ -47,16 +54,38 @@ C = TypeVar("C", bound="Config")
 # -- tags ----------------------------------------------------------------------------------
 
 
-class TaggedValue:
-    """A value wrapped by :func:`tag`: stored as the value, and recorded as a tag of its field."""
+_log = logging.getLogger("xpmfs")
 
-    __slots__ = ("value",)
+
+def _caller(depth: int) -> str:
+    """``file:line`` of the code ``depth`` frames above the caller (where a tag was written)."""
+    try:
+        frame = sys._getframe(depth + 1)
+    except ValueError:
+        return "?"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+class TaggedValue:
+    """A value wrapped by :func:`tag` and/or :func:`stop_tags`; the field stores the value itself."""
+
+    __slots__ = ("source", "stop_tags", "tagged", "value")
 
     def __init__(self, value: Any) -> None:
         self.value = value
+        self.tagged = False
+        self.stop_tags = False
+        self.source = "?"
+
+    @staticmethod
+    def ensure(value: Any) -> TaggedValue:
+        return value if isinstance(value, TaggedValue) else TaggedValue(value)
 
     def __repr__(self) -> str:
-        return f"tag({self.value!r})"
+        text = repr(self.value)
+        if self.tagged:
+            text = f"tag({text})"
+        return f"stop_tags({text})" if self.stop_tags else text
 
 
 def tag(value: Any) -> Any:
@@ -64,7 +93,41 @@ def tag(value: Any) -> Any:
 
     Tags label results (``tags(cfg)``, job listings); they never change an identifier.
     """
-    return TaggedValue(value)
+    wrapped = TaggedValue.ensure(value)
+    wrapped.tagged = True
+    wrapped.source = _caller(1)
+    return wrapped
+
+
+def stop_tags(value: Any) -> Any:
+    """``X.C(sub=stop_tags(cfg))``: the tags of ``cfg`` (and below) do not reach ``X``'s tags.
+
+    Also ``task.submit(init_tasks=[stop_tags(init)])``. It never changes an identifier; it
+    combines with :func:`tag` in either order.
+    """
+    wrapped = TaggedValue.ensure(value)
+    wrapped.stop_tags = True
+    return wrapped
+
+
+class TagDict(dict):  # type: ignore[type-arg]
+    """The tags of a configuration: sorted by name, read-only and hashable (a dict key, a set member)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        items = dict(*args, **kwargs)
+        super().__init__(sorted(items.items()))
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a TagDict is read-only; build a new one with TagDict({**old, name: value})")
+
+    __setitem__ = __delitem__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TagDict, (dict(self),))
 
 
 # -- per-instance state ----------------------------------------------------------------------
@@ -77,17 +140,23 @@ class ConfigInfo:
         "cls_info",
         "completed_callbacks",
         "config",
+        "config_of",
         "dynamic",
+        "generated",
         "identifier_cache",
         "init_tasks",
+        "is_instance",
         "job",
         "jobpath",
         "main_jobpath",
         "meta",
         "output_watchers",
+        "own_tags",
         "sealed",
-        "tags",
+        "stop_tags",
+        "tag_sources",
         "task",
+        "typevars",
         "values",
     )
 
@@ -99,7 +168,20 @@ class ConfigInfo:
         self.task: Task | None = None
         """The task this configuration is an output of (set by ``dep``); ``None`` otherwise."""
         self.init_tasks: tuple[LightweightTask, ...] = ()
-        self.tags: dict[str, Any] = {}
+        self.own_tags: dict[str, Any] = {}
+        """Tags set on this configuration (:meth:`tags` collects the tree's)."""
+        self.tag_sources: dict[str, str] = {}
+        """Where each own tag was written (``file:line``), for conflict warnings."""
+        self.stop_tags: set[str | int] = set()
+        """Field names, and ``id()`` of init tasks, whose tags do not reach this configuration."""
+        self.typevars: dict[Any, type] = {}
+        """What this instance bound the type variables of its generic class to."""
+        self.generated = False
+        """Sealed with paths generated for a job folder (its own or its fields')."""
+        self.config_of: Config | None = None
+        """For an object built by ``cfg.instance(keep=True)``: ``cfg``."""
+        self.is_instance = False
+        """Built by ``cfg.instance()`` (``__post_init__`` has run)."""
         self.job: Any = None
         """The experiment layer's handle for a submitted task."""
         self.meta: bool | None = None
@@ -153,19 +235,40 @@ class ConfigInfo:
                 "the configuration is sealed (it was submitted) and cannot change",
                 "build a new one with .C(...)",
             )
-        tagged = isinstance(value, TaggedValue)
-        if tagged:
-            value = value.value
+        wrapped = value if isinstance(value, TaggedValue) else None
+        if wrapped is not None:
+            value = wrapped.value
         if f.generator is not None:
-            raise ConfigError(where, f"is generated ({f.generator!r}) when the task is submitted", f"do not set {name}")
+            raise ReadOnlyError(
+                where, f"is generated ({f.generator!r}) when the task is submitted", f"do not set {name}"
+            )
         value = f.check(value, where)
+        if f.value_checker is not None and value is not None and not f.value_checker.check(value):
+            raise ConfigError(where, f"{value!r} is not allowed: expected {f.value_checker}")
         if f.constant and value != f.default:
-            raise ConfigError(
+            raise ReadOnlyError(
                 where, f"is a constant ({f.default!r}) and cannot be set to {value!r}", f"do not set {name}"
             )
+        if not f.ignore_generated and _carries_generated(value):
+            raise ReadOnlyError(
+                where,
+                "the configuration given holds paths generated for another job "
+                f"({', '.join(_generated_paths(value, name))})",
+                "build a new configuration, or declare the field with field(ignore_generated=True)",
+            )
+        if f.generic:
+            bindings = dict(self.typevars)
+            _generics.bind(bindings, f.hint, value, where)
+            self.typevars = bindings
         self.values[name] = value
-        if tagged:
-            self.tags[name] = value
+        self.stop_tags.discard(name)
+        if wrapped is not None:
+            if wrapped.stop_tags:
+                self.stop_tags.add(name)
+            if wrapped.tagged:
+                if isinstance(value, Config):
+                    raise ConfigError(where, "tag() takes a plain value (int, float, str, bool), not a configuration")
+                self.add_tag(name, value, wrapped.source)
 
     def set_loaded(self, name: str, value: Any) -> None:
         """Store a value read back from a serialized tree (sealed or generated fields included)."""
@@ -192,8 +295,13 @@ class ConfigInfo:
             return AttributeError(f"{self.where(name)} is generated when the task is submitted; it is not set yet")
         return AttributeError(f"{self.where(name)} is not set")
 
-    def add_tag(self, name: str, value: Any) -> None:
-        self.tags[name] = value
+    def add_tag(self, name: str, value: Any, source: str = "?") -> None:
+        self.own_tags[name] = value
+        self.tag_sources[name] = source
+
+    def tags(self) -> TagDict:
+        """The tags of this configuration and of everything below it (see :func:`tags`)."""
+        return tags(self.config)
 
     def set_meta(self, meta: bool | None) -> None:
         if self.sealed:
@@ -203,22 +311,41 @@ class ConfigInfo:
         self.meta = meta
 
     def set_init_tasks(self, init_tasks: Iterable[LightweightTask]) -> None:
-        tasks = tuple(init_tasks)
         name = type(self.config).__qualname__
-        for i, task in enumerate(tasks):
+        stopped: set[int] = set()
+        tasks_list = []
+        for i, given in enumerate(init_tasks):
+            task = given
+            if isinstance(given, TaggedValue):
+                if given.tagged:
+                    raise ConfigError(
+                        f"{name}.submit(init_tasks[{i}])",
+                        "an init task cannot be tagged (a tag needs a parameter name)",
+                        "tag one of its parameters instead, or use stop_tags(init_task)",
+                    )
+                if given.stop_tags:
+                    stopped.add(id(given.value))
+                task = given.value
             if not isinstance(task, LightweightTask):
                 raise ConfigError(
                     f"{name}.submit(init_tasks[{i}])",
                     f"expected a LightweightTask, got {task!r} ({type(task).__name__})",
                     "init tasks are LightweightTask configurations",
                 )
-        if tasks == self.init_tasks:
+            tasks_list.append(task)
+        tasks = tuple(tasks_list)
+        if len(tasks) == len(self.init_tasks) and all(a is b for a, b in zip(tasks, self.init_tasks, strict=True)):
+            self._stop_init_tags(stopped)
             return
         if self.sealed:
             raise SealedError(
                 f"{name}.submit()", "the task was submitted with other init tasks", "build a new task with .C(...)"
             )
         self.init_tasks = tasks
+        self._stop_init_tags(stopped)
+
+    def _stop_init_tags(self, stopped: set[int]) -> None:
+        self.stop_tags = {key for key in self.stop_tags if isinstance(key, str)} | stopped
 
     # -- lifecycle --
 
@@ -241,10 +368,19 @@ class ConfigInfo:
         self.jobpath = path
         _seal(self.config, self.config, path, set())
 
+    def post_init(self) -> None:
+        """Run ``__post_init__`` over the tree, children first (see :func:`post_init`)."""
+        post_init(self.config)
+
     def set_jobpath(self, jobpath: Path) -> None:
         """Tell a loaded task where its job directory is (the job runner calls this)."""
         self.jobpath = Path(jobpath)
         _set_main_jobpath(self.config, self.config, self.jobpath, set())
+
+    @property
+    def identifier(self) -> _identifier.ConfigIdentifier:
+        """The identifier, as experimaestro exposes it: ``.all`` is the 32-byte digest."""
+        return _identifier.ConfigIdentifier(self.digest())
 
     def digest(self) -> bytes:
         """The 32-byte identifier (cached once sealed)."""
@@ -299,6 +435,14 @@ def _validate(config: Config, trail: str, seen: set[int]) -> None:
 def _seal(config: Config, root: Config, jobpath: Path | None, seen: set[int]) -> None:
     seen.add(id(config))
     info = config.__xpm__
+    fields = info.cls_info.fields
+    for name, value in info.values.items():
+        if not fields[name].ignore_generated and _carries_generated(value):
+            raise ReadOnlyError(
+                info.where(name),
+                f"holds paths generated for another job ({', '.join(_generated_paths(value, name))})",
+                "build a new configuration for this task, or declare the field with field(ignore_generated=True)",
+            )
     producer = info.task
     if producer is not None and producer is not root:
         # Another task's output: its generated values belong in that task's directory.
@@ -307,13 +451,47 @@ def _seal(config: Config, root: Config, jobpath: Path | None, seen: set[int]) ->
         for f in info.cls_info.generated:
             if f.name not in info.values:
                 info.values[f.name] = f.check(f.generator(config, jobpath), info.where(f.name))  # type: ignore[misc]
+                info.generated = info.generated or not f.ignore_generated
     if config is not root and info.main_jobpath is None:
         info.main_jobpath = root.__xpm__.jobpath
     for child in _children(config):
         if id(child) in seen or child.__xpm__.sealed or isinstance(child, Task):
             continue
         _seal(child, root, jobpath, seen)
+    # Generated paths below make this configuration one that belongs to this job too.
+    for name, value in info.values.items():
+        if not fields[name].ignore_generated and any(
+            c.__xpm__.generated for c in _configs_in(value) if not isinstance(c, Task)
+        ):
+            info.generated = True
     info.sealed = True
+
+
+def _carries_generated(value: Any) -> bool:
+    """Whether ``value`` holds a configuration sealed with another job's generated paths.
+
+    Such a configuration cannot be given to a new configuration (experimaestro's rule): its paths
+    point into the job it was sealed for. Task outputs (``dep``) and tasks are exempt.
+    """
+    return any(c.__xpm__.generated and c.__xpm__.task is None and not isinstance(c, Task) for c in _configs_in(value))
+
+
+def _generated_paths(value: Any, trail: str, seen: set[int] | None = None) -> list[str]:
+    """``field.sub.path`` of each generated value inside ``value`` (for the error message)."""
+    seen = set() if seen is None else seen
+    found: list[str] = []
+    for child in _configs_in(value):
+        if id(child) in seen:
+            continue
+        seen.add(id(child))
+        info = child.__xpm__
+        for f in info.cls_info.generated:
+            if f.name in info.values:
+                found.append(f"{trail}.{f.name}")
+        for name, inner in info.values.items():
+            if info.cls_info.fields[name].generator is None:
+                found.extend(_generated_paths(inner, f"{trail}.{name}", seen))
+    return found or [trail]
 
 
 def _set_main_jobpath(config: Config, root: Config, jobpath: Path, seen: set[int]) -> None:
@@ -323,6 +501,76 @@ def _set_main_jobpath(config: Config, root: Config, jobpath: Path, seen: set[int
     for child in _children(config):
         if id(child) not in seen and not isinstance(child, Task):
             _set_main_jobpath(child, root, jobpath, seen)
+
+
+def _instance(config: Config, objects: dict[int, Any], keep: bool) -> Any:
+    found = objects.get(id(config))
+    if found is not None:
+        return found
+    cls = type(config)
+    source = config.__xpm__
+    obj = cls.__new__(cls)
+    info = ConfigInfo(obj, source.cls_info)
+    obj.__xpm__ = info
+    objects[id(config)] = obj  # before the values: cycles come back to it
+    for name, value in source.values.items():
+        info.values[name] = _instance_value(value, objects, keep)
+    info.init_tasks = tuple(_instance(t, objects, keep) for t in source.init_tasks)
+    info.task = source.task
+    info.own_tags = dict(source.own_tags)
+    info.tag_sources = dict(source.tag_sources)
+    info.meta = source.meta
+    info.jobpath = source.jobpath
+    info.main_jobpath = source.main_jobpath
+    info.typevars = dict(source.typevars)
+    info.is_instance = True
+    if keep:
+        info.config_of = config
+        obj.__dict__["__config__"] = config
+    obj.__post_init__()
+    return obj
+
+
+def _instance_value(value: Any, objects: dict[int, Any], keep: bool) -> Any:
+    if isinstance(value, Config):
+        return _instance(value, objects, keep)
+    if isinstance(value, list):
+        return [_instance_value(x, objects, keep) for x in value]
+    if isinstance(value, tuple):
+        return tuple(_instance_value(x, objects, keep) for x in value)
+    if isinstance(value, dict):
+        return {k: _instance_value(v, objects, keep) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return type(value)(_instance_value(x, objects, keep) for x in value)
+    return _copy.copy(value) if isinstance(value, Path) else value
+
+
+def post_init(config: Config) -> None:
+    """Call ``__post_init__`` on every configuration of the tree, children first, each once.
+
+    The job runner does this on the task it loaded, so that state derived from the fields exists
+    in the job (experimaestro builds the job's objects this way).
+    """
+    done: set[int] = set()
+
+    def visit(current: Config) -> None:
+        done.add(id(current))
+        for child in _children(current):
+            if id(child) not in done:
+                visit(child)
+        current.__post_init__()
+
+    visit(config)
+
+
+class _ClassProperty:
+    """A read-only attribute computed from the class (on the class and on its instances)."""
+
+    def __init__(self, get: Callable[[type], Any]) -> None:
+        self.get = get
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        return self.get(owner)
 
 
 # -- configurations --------------------------------------------------------------------------
@@ -355,8 +603,72 @@ class Config:
 
     def tag(self: C, name: str, value: Any) -> C:
         """Add tag ``name=value`` (it does not change the identifier)."""
-        self.__xpm__.add_tag(name, value)
+        self.__xpm__.add_tag(name, value, _caller(1))
         return self
+
+    def tags(self) -> TagDict:
+        """The tags of this configuration and everything below it (:func:`xpmfs.tags`)."""
+        return tags(self)
+
+    def __post_init__(self) -> None:
+        """Override to derive state from the fields; runs in the job, and on :meth:`instance` objects.
+
+        Like experimaestro, it is not called by ``.C()`` in the experiment: there the object is a
+        configuration being built, whose fields may still change.
+        """
+
+    def instance(self: C, context: Any = None, *, objects: dict[int, Any] | None = None, keep: bool = True) -> C:
+        """An object built from this configuration, as the job would see it: ``__post_init__`` has run.
+
+        Nested configurations are built first (each once: sharing and cycles are kept; pass the
+        same ``objects`` dict to share them across calls). With ``keep`` the object remembers
+        this configuration (``obj.xpmconfig``, ``obj.__config__``).
+        """
+        return _instance(self, {} if objects is None else objects, keep)
+
+    @property
+    def xpmconfig(self: C) -> C:
+        """The configuration an :meth:`instance` object was built from (a configuration: itself)."""
+        info = self.__xpm__
+        if info.config_of is not None:
+            return info.config_of  # type: ignore[return-value]
+        if info.is_instance:
+            raise AttributeError(
+                f"Object of type {type(self).__qualname__} has no configuration tracked; "
+                "build it with instance(keep=True)"
+            )
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        """Same class and same values (same identifier once both are sealed), as in experimaestro."""
+        if not isinstance(other, Config):
+            return NotImplemented
+        if type(self) is not type(other):
+            return False
+        mine, theirs = self.__xpm__, other.__xpm__
+        if mine.sealed and theirs.sealed:
+            return mine.digest() == theirs.digest()
+        return self is other or mine.values == theirs.values
+
+    def __hash__(self) -> int:
+        info = self.__xpm__
+        if not info.sealed:
+            raise TypeError(
+                f"unhashable: {type(self).__qualname__} is not sealed; "
+                "use sealed_set(...) to build a set of configurations"
+            )
+        return hash(info.digest())
+
+    @classmethod
+    def __getxpmtype__(cls) -> XPMType:
+        """The class's type information: ``identifier``, ``arguments``, ``value_type``..."""
+        return class_info(cls).xpmtype
+
+    __xpmtype__ = _ClassProperty(lambda cls: class_info(cls).xpmtype)
+    """Same as :meth:`__getxpmtype__`, on the class and its instances."""
+
+    XPMConfig = _ClassProperty(lambda cls: cls)
+    """experimaestro's configuration class of ``X``: in xpmfs, ``X`` itself."""
 
     def register_task_output(self, method: Callable[..., Any], **kwargs: Any) -> None:
         """Announce a dynamic output while the task runs: ``method(dep, **kwargs)`` builds it.
@@ -408,6 +720,39 @@ class Config:
             return f"<{type(self).__qualname__} (not initialised)>"
         values = ", ".join(f"{k}={v!r}" for k, v in info.values.items())
         return f"{type(self).__qualname__}.C({values})"
+
+
+class InstanceConfig(Config):
+    """A configuration whose object identity counts: two equal ones used side by side are two things.
+
+    ``Main.C(m1=sm, m2=sm)`` (one object twice) and ``Main.C(m1=sm1, m2=sm2)`` (two equal objects)
+    get different identifiers: the second distinct object with the same identifier met while
+    hashing is written with its rank (see spec/identifiers.md, tag ``0d``).
+    """
+
+    __xpm_instance__: ClassVar[bool] = True
+
+
+def initializer(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a method so that it runs once per object; later calls return its first result."""
+    attribute = f"_xpm_initialized_{method.__name__}"
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if attribute not in self.__dict__:
+            self.__dict__[attribute] = method(self, *args, **kwargs)
+        return self.__dict__[attribute]
+
+    return wrapper
+
+
+def config_only(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a method as meant for configurations, not job objects (documentation only in xpmfs).
+
+    In experimaestro the configuration and the job's object are two classes; in xpmfs they are
+    one, so the method stays available on both.
+    """
+    return method
 
 
 class LightweightTask(Config):
@@ -638,24 +983,80 @@ def dependencies(config: Config, init_tasks: Iterable[Config] = ()) -> list[Task
     return list(found.values())
 
 
-def tags(config: Config) -> dict[str, Any]:
-    """All tags of the tree, producing tasks included; a configuration's tags override its children's."""
-    collected: dict[str, Any] = {}
+def tags(config: Config) -> TagDict:
+    """All tags of the tree, producing tasks included; a configuration's tags override its children's.
+
+    Values wrapped in :func:`stop_tags` (fields or init tasks) are not visited. When two parts of
+    the tree give one tag different values, the one nearer the root (or met last) wins, with a
+    warning naming both places.
+    """
+    collected: dict[str, tuple[Any, str]] = {}
     seen: set[int] = set()
 
     def visit(current: Config) -> None:
         seen.add(id(current))
         info = current.__xpm__
-        nested = list(_children(current))
+        stopped = info.stop_tags
+        nested: list[Config] = []
+        for name, value in info.values.items():
+            if name not in stopped:
+                nested.extend(_configs_in(value))
+        nested.extend(t for t in info.init_tasks if id(t) not in stopped)
         if info.task is not None:
             nested.append(info.task)
         for child in nested:
             if id(child) not in seen:
                 visit(child)
-        collected.update(info.tags)
+        for name, value in info.own_tags.items():
+            source = info.tag_sources.get(name, "?")
+            if name in collected and collected[name][0] != value:
+                old_value, old_source = collected[name]
+                _log.warning(
+                    "Tag %r has conflicting values in %s: %r (set at %s) and %r (set at %s); using %r",
+                    name,
+                    type(config).__qualname__,
+                    old_value,
+                    old_source,
+                    value,
+                    source,
+                    value,
+                )
+            collected[name] = (value, source)
 
     visit(config)
-    return collected
+    return TagDict({name: value for name, (value, _) in collected.items()})
+
+
+def tagspath(config: Config) -> str:
+    """The tags as a path component: ``"epochs=100_lr=0.001"`` (sorted; ``/`` in text becomes ``-``)."""
+
+    def text(value: Any) -> Any:
+        return value.replace("/", "-") if isinstance(value, str) else value
+
+    return "_".join(f"{text(name)}={text(value)}" for name, value in tags(config).items())
+
+
+def copyconfig(config: C, **values: Any) -> C:
+    """A new, unsealed configuration of the same class, with ``config``'s values and then ``values``.
+
+    Generated values are left out (the copy generates its own when submitted); tags, the task
+    whose output ``config`` was, and init tasks are not copied.
+    """
+    info = config.__xpm__
+    merged = {name: value for name, value in info.values.items() if info.cls_info.fields[name].generator is None}
+    merged.update(values)
+    return type(config)(**merged)
+
+
+def sealed_set(*elements: Any) -> set[Any]:
+    """A ``set`` of configurations (and plain values): each configuration is sealed first.
+
+    A sealed configuration hashes by its identifier, so equal configurations are one member.
+    """
+    for element in elements:
+        if isinstance(element, Config):
+            element.__xpm__.seal()
+    return set(elements)
 
 
 def setmeta(config: C, meta: bool | None = True) -> C:
@@ -728,9 +1129,6 @@ def submit_hooks(config: Config) -> list[SubmitHook]:
     return list(_unique_hooks(hooks))
 
 
-# Imported last: xpmfs.identifier needs Config, defined above.
-from . import identifier as _identifier
-
 __all__ = [
     "MISSING",
     "Config",
@@ -738,6 +1136,7 @@ __all__ = [
     "Constant",
     "DependentMarker",
     "Field",
+    "InstanceConfig",
     "LightweightTask",
     "Meta",
     "Option",
@@ -746,18 +1145,27 @@ __all__ = [
     "PathGenerator",
     "ResumableTask",
     "SubmitHook",
+    "TagDict",
+    "TaggedValue",
     "Task",
+    "config_only",
+    "copyconfig",
     "dependencies",
     "field",
     "fields_of",
+    "initializer",
+    "post_init",
     "reset_submit_handler",
+    "sealed_set",
     "set_output_handler",
     "set_remaining_time_provider",
     "set_submit_handler",
     "setmeta",
+    "stop_tags",
     "submit_hooks",
     "tag",
     "tags",
+    "tagspath",
     "task_outputs_of",
     "typeid",
 ]

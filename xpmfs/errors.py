@@ -39,15 +39,24 @@ class _Located(Error):
         return f"{message}; {self.fix}" if self.fix else message
 
 
-class ConfigError(_Located, TypeError):
-    """A configuration was built or changed with bad input; ``where`` is ``Class.field`` (or ``Class``)."""
+class ConfigError(_Located, TypeError, ValueError):
+    """A configuration was built or changed with bad input; ``where`` is ``Class.field`` (or ``Class``).
+
+    Both a ``TypeError`` and a ``ValueError``: experimaestro raises either for a bad value, and an
+    ``except`` written for experimaestro must catch it.
+    """
+
+
+class ReadOnlyError(ConfigError, AttributeError):
+    """A field that cannot take this value here: a ``Constant``, a generated field, or a value holding
+    another job's generated paths. Also an ``AttributeError``, as experimaestro raises."""
 
 
 class OptionError(_Located, ValueError):
     """An option given to an xpmfs function is out of range: ``where`` names it."""
 
 
-class SealedError(ConfigError):
+class SealedError(ReadOnlyError):
     """A submitted (sealed) configuration was changed."""
 
 

@@ -8,8 +8,12 @@ an identifier.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ._annotation import FieldAnnotation
 
 
 class Generator:
@@ -23,19 +27,65 @@ class Generator:
         return self.generate(config, jobpath)
 
 
-class PathGenerator(Generator):
-    """A path inside the job directory: ``jobpath / name``."""
+class DirectoryContext:
+    """Where values are generated: a job directory (``path``) and the job's name (``name``).
 
-    def __init__(self, name: str | Path) -> None:
+    ``cfg.__xpm__.seal(DirectoryContext(folder))`` seals a configuration as if for a job in
+    ``folder`` (handy in tests); it is path-like, so it can stand wherever a job path is taken.
+    The name is the last part of the task's type id, which the job folder's parent is named after
+    (``jobs/<typeid>/<jobid>``), as in the job's ``<name>.out``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], name: str | None = None) -> None:
+        self._path = Path(path)
+        self._name = name
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def currentpath(self) -> Path:
+        return self._path
+
+    @property
+    def name(self) -> str:
+        if self._name is not None:
+            return self._name
+        return self._path.parent.name.rsplit(".", 1)[-1] or self._path.name
+
+    def __fspath__(self) -> str:
+        return str(self._path)
+
+    def __repr__(self) -> str:
+        return f"DirectoryContext({str(self._path)!r})"
+
+
+NameFunction = Callable[[DirectoryContext, Any], "str | os.PathLike[str]"]
+
+
+class PathGenerator(Generator):
+    """A path inside the job directory: ``jobpath / name``.
+
+    ``name`` may also be a function ``(context, config) -> name`` (experimaestro's form), called
+    with a :class:`DirectoryContext`; :func:`STDOUT` and :func:`STDERR` are two such functions.
+    """
+
+    def __init__(self, name: str | os.PathLike[str] | NameFunction = "") -> None:
+        if callable(name):
+            self.name: Path | NameFunction = name
+            return
         if Path(name).is_absolute():
             raise ValueError(f"PathGenerator({str(name)!r}): the name must be relative to the job directory")
         self.name = Path(name)
 
     def generate(self, config: Any, jobpath: Path) -> Path:
+        if callable(self.name):
+            return Path(jobpath) / self.name(DirectoryContext(jobpath), config)
         return Path(jobpath) / self.name
 
     def __repr__(self) -> str:
-        return f"PathGenerator({str(self.name)!r})"
+        name = getattr(self.name, "__name__", None) if callable(self.name) else str(self.name)
+        return f"PathGenerator({name!r})" if not callable(self.name) else f"PathGenerator({name})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PathGenerator) and other.name == self.name
@@ -44,4 +94,28 @@ class PathGenerator(Generator):
         return hash((PathGenerator, self.name))
 
 
-__all__ = ["Generator", "PathGenerator"]
+def STDOUT(context: DirectoryContext, config: Any) -> str:
+    """``PathGenerator(STDOUT)``: the job's standard output file, ``<name>.out``."""
+    return f"{context.name}.out"
+
+
+def STDERR(context: DirectoryContext, config: Any) -> str:
+    """``PathGenerator(STDERR)``: the job's standard error file, ``<name>.err``."""
+    return f"{context.name}.err"
+
+
+class pathgenerator(FieldAnnotation):  # noqa: N801 (experimaestro's spelling)
+    """``out: Annotated[Path, pathgenerator("out.txt")]``: a generated path, as a type annotation.
+
+    The same as ``out: Meta[Path] = field(default_factory=PathGenerator("out.txt"))`` except that
+    the field is a ``Param`` unless declared ``Meta`` (generated values are never hashed anyway).
+    """
+
+    def __init__(self, name: str | os.PathLike[str] | NameFunction) -> None:
+        self.generator = PathGenerator(name)
+
+    def annotate(self, options: dict[str, Any]) -> None:
+        options["generator"] = self.generator
+
+
+__all__ = ["STDERR", "STDOUT", "DirectoryContext", "Generator", "PathGenerator", "pathgenerator"]

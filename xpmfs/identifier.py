@@ -28,9 +28,20 @@ except ImportError:  # pragma: no cover - depends on the Python version
     except ImportError:
         from hashlib import sha256
 
+from typing import TYPE_CHECKING
+
 from ._classinfo import MISSING, public_module
-from .config import Config
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import Config
+
+
+def _is_config(value: Any) -> bool:
+    # Configurations are recognised by their class flag, so that this module needs no import of
+    # xpmfs.config (which uses it).
+    return getattr(type(value), "__xpm_config__", False) is True
+
 
 OBJECT = b"\x00"
 INT = b"\x01"
@@ -45,7 +56,7 @@ DICT = b"\x09"
 ENUM = b"\x0a"
 CYCLE = b"\x0b"
 INIT_TASKS = b"\x0c"
-INSTANCE = b"\x0d"  # reserved by experimaestro (InstanceConfig); never written
+INSTANCE = b"\x0d"  # rank of a distinct InstanceConfig equal to one met before
 SET = b"\x0e"
 
 _int64 = struct.Struct(">q").pack
@@ -53,13 +64,25 @@ _float64 = struct.Struct(">d").pack
 
 
 class _Trail:
-    """The configurations being hashed, outermost first, to detect references back up (cycles)."""
+    """The configurations being hashed, outermost first, to detect references back up (cycles).
 
-    __slots__ = ("depth_of", "looped")
+    It also numbers the distinct :class:`~xpmfs.config.InstanceConfig` objects met with the same
+    digest, in the order the whole computation meets them.
+    """
+
+    __slots__ = ("depth_of", "instances", "looped")
 
     def __init__(self) -> None:
         self.depth_of: dict[int, int] = {}
         self.looped: list[bool] = []  # looped[i]: the digest at depth i depends on a back-reference
+        self.instances: dict[bytes, list[int]] = {}
+
+    def instance_rank(self, config: Config, digest: bytes) -> int:
+        """0 for the first object with this digest, 1 for the second distinct one..."""
+        seen = self.instances.setdefault(digest, [])
+        if id(config) not in seen:
+            seen.append(id(config))
+        return seen.index(id(config))
 
     def back_reference(self, config: Config) -> int | None:
         depth = self.depth_of.get(id(config))
@@ -68,6 +91,32 @@ class _Trail:
         for i in range(depth, len(self.looped)):
             self.looped[i] = True
         return len(self.looped) - depth
+
+
+class ConfigIdentifier:
+    """A configuration's identifier as experimaestro exposes it (``cfg.__xpm__.identifier``)."""
+
+    __slots__ = ("all",)
+
+    def __init__(self, digest: bytes) -> None:
+        self.all = digest
+        """The 32-byte digest."""
+
+    @property
+    def main(self) -> bytes:
+        return self.all
+
+    def hex(self) -> str:
+        return self.all.hex()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConfigIdentifier) and other.all == self.all
+
+    def __hash__(self) -> int:
+        return hash(self.all)
+
+    def __repr__(self) -> str:
+        return f"<identifier {self.all.hex()}>"
 
 
 def digest(config: Config) -> bytes:
@@ -115,7 +164,7 @@ def _config_stream(config: Config, out: list[bytes], trail: _Trail) -> None:
     for f in cls_info.hashed:  # sorted by name; generated fields excluded
         value = values.get(f.name, MISSING)
         # A Meta (or Path) value is skipped, unless it is a configuration explicitly marked meta=False.
-        if f.ignored and not (isinstance(value, Config) and value.__xpm__.meta is False):
+        if f.ignored and not (_is_config(value) and value.__xpm__.meta is False):
             continue
         if value is MISSING:
             if f.required:
@@ -130,7 +179,7 @@ def _config_stream(config: Config, out: list[bytes], trail: _Trail) -> None:
         default = f.compare_default
         if default is not MISSING and default == _without_meta(value):
             continue
-        if isinstance(value, Config) and value.__xpm__.meta:
+        if _is_config(value) and value.__xpm__.meta:
             continue
         out.append(f.hash_prefix)
         _value(value, out, trail, info.where(f.name))
@@ -141,7 +190,7 @@ def _config_stream(config: Config, out: list[bytes], trail: _Trail) -> None:
 
 
 def _is_meta(value: Any) -> bool:
-    return isinstance(value, Config) and bool(value.__xpm__.meta)
+    return _is_config(value) and bool(value.__xpm__.meta)
 
 
 def _without_meta(value: Any) -> Any:
@@ -194,13 +243,18 @@ def _value(value: Any, out: list[bytes], trail: _Trail, where: str) -> None:
         for key, item in items:
             _value(key, out, trail, where)
             _value(item, out, trail, where)
-    elif isinstance(value, Config):
+    elif _is_config(value):
         out.append(OBJECT)
         distance = trail.back_reference(value)
         if distance is not None:
             out.append(CYCLE + _int64(distance))
         else:
-            out.append(_digest(value, trail))
+            nested = _digest(value, trail)
+            out.append(nested)
+            if getattr(type(value), "__xpm_instance__", False):
+                rank = trail.instance_rank(value, nested)
+                if rank > 0:
+                    out.append(INSTANCE + _int64(rank))
     elif isinstance(value, PurePath):
         raise ConfigError(
             where,
@@ -211,4 +265,4 @@ def _value(value: Any, out: list[bytes], trail: _Trail, where: str) -> None:
         raise ConfigError(where, f"cannot hash a value of type {type(value).__qualname__}: {value!r}")
 
 
-__all__ = ["digest", "identifier"]
+__all__ = ["ConfigIdentifier", "digest", "identifier"]

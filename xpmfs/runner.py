@@ -230,6 +230,7 @@ def _execute(job: Job, spec: Spec) -> None:
     task: Any = from_dict(spec.config)
     _verify(job, spec, task)
     task.__xpm__.set_jobpath(job.path)
+    task.__xpm__.post_init()  # __post_init__ runs in the job, children first (experimaestro)
     install_writer(job, task)
     for init_task in task.__xpm__.init_tasks:
         init_task.execute()

@@ -95,9 +95,9 @@ class _Encoder:
             record["task"] = self.ref(info.task)
         if info.init_tasks:
             record["init_tasks"] = [self.ref(task) for task in info.init_tasks]
-        if info.tags:
+        if info.own_tags:
             where = f"{cls.__qualname__} tag"
-            record["tags"] = {name: self.value(value, f"{where} {name}") for name, value in info.tags.items()}
+            record["tags"] = {name: self.value(value, f"{where} {name}") for name, value in info.own_tags.items()}
         if info.meta is not None:
             record["meta"] = info.meta
         if info.sealed:
@@ -209,7 +209,7 @@ def _fill(config: Config, record: dict[str, Any], decoder: _Decoder) -> None:
     if "init_tasks" in record:
         info.set_init_tasks(decoder.object(n, f"{name} init_tasks") for n in record["init_tasks"])
     for tag_name, raw in record.get("tags", {}).items():
-        info.tags[tag_name] = decoder.value(raw, f"{name} tag {tag_name}")
+        info.own_tags[tag_name] = decoder.value(raw, f"{name} tag {tag_name}")
     if "meta" in record:
         if record["meta"] not in (True, False, None):
             raise ConfigError(f"{name} meta", f"expected true, false or null, got {record['meta']!r}")
