@@ -87,8 +87,6 @@ VECTORS = {
     ),
     "factory-always": (FacAlways.C, "af45d98221d5322785a0fd8c49d3c9d72c102f76ea4813adcb98427ae29c1873"),
     "instance-shared": (_shared, "12a94cb20f2b4397805a25817bc847ff24314284545e52843bb20a86b12d51d6"),
-        "12a94cb20f2b4397805a25817bc847ff24314284545e52843bb20a86b12d51d6",
-    ),
     "instance-separate": (
         lambda: Main.C(m1=Sub.C(), m2=Sub.C()),
         "e61884cd7fb06d756e1a55fe940182a9bb3e8916f3255f044cdc8b2c849bc9e9",
