@@ -270,3 +270,14 @@ def test_a_tagged_init_task_is_refused() -> None:
     main = Main.C()
     main.__xpm__.set_init_tasks([stop_tags(Init.C().tag("a", 1))])
     assert main.tags() == {}
+
+
+def test_post_init_runs_in_the_job(tmp_path: Path) -> None:
+    from compat_tasks import Scaled, WriteDerived
+
+    from xpmfs import experiment
+
+    with experiment(tmp_path / "ws", "post-init"):
+        task = WriteDerived.C(inner=Scaled.C(value=4))
+        task.submit()
+    assert task.out.read_text() == "41"

@@ -559,7 +559,7 @@ def _check_override(parent: Field, hint: Any, spec: FieldSpec, where: str) -> No
         )
     if not spec.overrides:
         _log.warning(
-            "%s overrides the parameter declared by %s; write field(overrides=True) if this is intended",
+            "%s overrides parent parameter from %s; write field(overrides=True) if this is intended",
             where,
             parent.owner.__qualname__,
         )

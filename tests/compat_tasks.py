@@ -1,0 +1,25 @@
+"""Tasks for the experimaestro-compatibility tests; importable by job runners (module level)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xpmfs import Config, Meta, Param, PathGenerator, Task, field
+
+
+class Scaled(Config):
+    value: Param[int]
+
+    def __post_init__(self) -> None:
+        self.scaled = 10 * self.value  # derived state: exists in the job, not in the experiment
+
+
+class WriteDerived(Task):
+    inner: Param[Scaled]
+    out: Meta[Path] = field(default_factory=PathGenerator("derived.txt"))
+
+    def __post_init__(self) -> None:
+        self.total = self.inner.scaled + 1  # the child's __post_init__ ran first
+
+    def execute(self) -> None:
+        self.out.write_text(str(self.total))
