@@ -8,17 +8,19 @@ On Linux, a watcher uses watchdog's inotify reader alone (``InotifyFD``, one thr
 back for each event). Its ``Observer`` would pass every event through two more threads (an
 emitter and a dispatcher) and build event objects we do not need: with a job's queue entry
 created and removed, that cost each worker and each experiment about 0.2 ms of CPU per job.
-Elsewhere (or with a watchdog without that reader), the ``Observer`` does the same job.
+Elsewhere (no inotify), the ``Observer`` does the same job.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -32,10 +34,9 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-try:
-    from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
-except Exception:  # not Linux (watchdog's inotify module needs the libc's inotify functions)
-    InotifyFD = None
+from ._compat import InotifyConstants, InotifyFD  # None where there is no inotify (not Linux)
+
+log = logging.getLogger("xpmfs.watch")
 
 # What a folder of entries (the queue) changes by: names appear, go, or are renamed. Asking
 # inotify for these alone spares every watcher the opens, writes and closes of each entry, and
@@ -48,14 +49,32 @@ _NAME_EVENTS: list[type[FileSystemEvent]] = [
     FileMovedEvent,
     DirMovedEvent,
 ]
-if InotifyFD is not None and hasattr(InotifyFD, "add_callback"):  # watchdog >= 7.1
+if InotifyFD is not None:
     _in = InotifyConstants
     _NAMED = _in.IN_CREATE | _in.IN_DELETE | _in.IN_MOVED_FROM | _in.IN_MOVED_TO
     _NAME_MASK = _NAMED | _in.IN_DELETE_SELF | _in.IN_MOVE_SELF | _in.IN_ONLYDIR
     # A heartbeat touches its record (attributes); a record is rewritten in place or replaced.
     _CONTENTS_MASK = _NAME_MASK | _in.IN_MODIFY | _in.IN_ATTRIB | _in.IN_CLOSE_WRITE
-else:
-    InotifyFD = None
+
+
+_Callback = TypeVar("_Callback", bound=Callable[..., None])
+
+
+def _never_raises(method: _Callback) -> _Callback:
+    """``method`` (of a callback holding ``_watcher``), turned into one that cannot raise.
+
+    An unexpected error is logged (once per watcher) and taken for lost events: the next wait is
+    a full rescan, which finds whatever the event was about, and the watcher lives on.
+    """
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception as error:
+            self._watcher._lose(f"error in {method.__name__} ({error!r})", error)
+
+    return guarded  # type: ignore[return-value]
 
 
 class _Inotify:
@@ -84,7 +103,11 @@ class _Inotify:
         self._reader.join(timeout)
 
     # -- watchdog's WatchCallback ------------------------------------------------------------
+    # Every method of the protocol is here, and none can raise: watchdog calls them from its
+    # dispatch thread, and an exception there ends that thread and the reader with it, for the
+    # rest of the process (the waiter would then only ever wake at its rescan deadline).
 
+    @_never_raises
     def on_event(self, event: Any) -> None:
         folder = self._folders.get(event.wd)
         if folder is None or not event.name:
@@ -94,12 +117,20 @@ class _Inotify:
         else:
             self._watcher._notify(None)  # contents: a file written to, or touched
 
+    @_never_raises
     def on_watch_deleted(self, wd: int) -> None:
         # The folder itself went (or was renamed): say so, and let the rescan find what it finds.
         self._watcher._notify(None, lost=True)
 
+    @_never_raises
     def on_queue_overflow(self) -> None:
-        self._watcher._notify(None, lost=True)  # the kernel dropped events: names are not enough
+        # The kernel dropped events (IN_Q_OVERFLOW): names are not enough, list the folders.
+        self._watcher._lose("the kernel's inotify queue overflowed (events were lost)")
+
+    @_never_raises
+    def on_events_lost(self) -> None:
+        # Called after on_queue_overflow, once every watch has recovered: the same loss.
+        self._watcher._lose("the kernel's inotify queue overflowed (events were lost)")
 
 
 class _Wake(FileSystemEventHandler):
@@ -108,6 +139,7 @@ class _Wake(FileSystemEventHandler):
     def __init__(self, watcher: Watcher) -> None:
         self._watcher = watcher
 
+    @_never_raises  # an exception would end the Observer's dispatch thread just the same
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
@@ -134,6 +166,8 @@ class Watcher:
         self._changed: set[str] | None = set() if track else None
         self._lost = False  # events were lost (or a folder went): the next wait is a full rescan
         folders = list(folders)
+        self._folders = folders
+        self._told: set[str] = set()  # what _lose has logged already (once each per watcher)
         self._backend: _Inotify | Any
         if InotifyFD is not None:
             self._backend = _Inotify(folders, self, _CONTENTS_MASK if contents else _NAME_MASK)
@@ -163,6 +197,21 @@ class Watcher:
         if lost:
             self._lost = True
         self.event.set()
+
+    def _lose(self, why: str, error: BaseException | None = None) -> None:
+        """From the watching thread: events were lost (``why``); the next wait is a full rescan.
+
+        Logged once per watcher and kind of loss: an overloaded watcher overflows again and
+        again, and each full rescan recovers. Touches nothing that can fail, so that it can be
+        the last resort of a callback that failed.
+        """
+        self._lost = True
+        self.event.set()
+        kind = why if error is None else type(error).__name__
+        if kind not in self._told:
+            self._told.add(kind)
+            folders = ", ".join(map(str, self._folders))
+            log.warning("watching %s: %s; rescanning in full (logged once)", folders, why, exc_info=error)
 
     def __enter__(self) -> Watcher:
         return self.start()
