@@ -18,7 +18,15 @@ import orjson
 from .errors import WorkspaceError
 
 TMP_PREFIX = ".tmp-"
-_SPACE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+# The write failures that say something about the file system, not about xpmfs: each becomes a
+# WorkspaceError naming the file (``os.write``'s error names none) and saying what to do.
+_WRITE_FIXES = {
+    errno.ENOSPC: "free space on that file system",
+    errno.EDQUOT: "raise your quota on that file system, or free space in it",
+    errno.EROFS: "remount that file system read-write (or check its export/mount permissions)",
+    errno.EIO: "check the disk (kernel log: dmesg) or the NFS server, then run `xpmfs check` on the workspace",
+}
 
 
 def _temp_name(path: Path | str) -> str:
@@ -31,33 +39,39 @@ def _temp_name(path: Path | str) -> str:
 def _write_temp(path: Path | str, data: bytes, *, fsync: bool) -> str:
     temp = _temp_name(path)
     try:
-        write_new(temp, data, fsync=fsync)
+        _create(temp, data, fsync=fsync, mode=0o644)
     except OSError as error:
-        raise space_error(path, error) from error
+        raise write_error(path, error) from error
     return temp
 
 
-def space_error(path: Path | str, error: OSError) -> OSError:
-    """``error`` as a :class:`WorkspaceError` naming ``path`` when the disk is full, else ``error``.
+def write_error(path: Path | str, error: OSError) -> OSError:
+    """``error``, from writing ``path``, as a :class:`WorkspaceError` naming ``path`` and the fix.
 
-    ``os.write``'s error names no file: this says which one, and what to do.
+    Only for the errors that say the file system cannot take the write (full, over quota,
+    read-only, failing: ``ENOSPC``, ``EDQUOT``, ``EROFS``, ``EIO``); any other error, and one that
+    is a :class:`WorkspaceError` already, is returned as it is. Raise the result ``from error``.
     """
-    if isinstance(error, WorkspaceError) or error.errno not in _SPACE_ERRORS:
+    fix = _WRITE_FIXES.get(error.errno) if not isinstance(error, WorkspaceError) else None
+    if fix is None:
         return error
-    return WorkspaceError(
-        Path(path),
-        f"cannot be written ({error.strerror})",
-        "free space on that file system (or raise its quota)",
-        errno=error.errno,
-    )
+    return WorkspaceError(Path(path), f"cannot be written ({error.strerror})", fix, errno=error.errno)
 
 
 def write_new(temp: Path | str, data: bytes, *, fsync: bool = False, mode: int = 0o644) -> None:
     """Create the file ``temp`` (which must not exist) holding ``data``; on failure, leave no file.
 
     Not atomic by itself: only for a name nobody reads yet (a temporary file, or a file in a
-    folder that is renamed into place once complete).
+    folder that is renamed into place once complete). A full or read-only file system raises a
+    :class:`WorkspaceError` naming ``temp`` (see :func:`write_error`).
     """
+    try:
+        _create(temp, data, fsync=fsync, mode=mode)
+    except OSError as error:
+        raise write_error(temp, error) from error
+
+
+def _create(temp: Path | str, data: bytes, *, fsync: bool, mode: int) -> None:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
@@ -70,7 +84,12 @@ def write_new(temp: Path | str, data: bytes, *, fsync: bool = False, mode: int =
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    os.close(fd)
+    try:
+        os.close(fd)  # NFS reports a failed write at close
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def write_bytes(path: Path | str, data: bytes, *, fsync: bool = False) -> None:
@@ -78,9 +97,11 @@ def write_bytes(path: Path | str, data: bytes, *, fsync: bool = False) -> None:
     temp = _write_temp(path, data, fsync=fsync)
     try:
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+        if isinstance(error, OSError):
+            raise write_error(path, error) from error
         raise
 
 
@@ -95,6 +116,8 @@ def create_bytes(path: Path | str, data: bytes) -> bool:
         os.link(temp, path)
     except FileExistsError:
         return False
+    except OSError as error:
+        raise write_error(path, error) from error
     finally:
         with contextlib.suppress(OSError):
             os.unlink(temp)

@@ -47,7 +47,11 @@ def register(workers_dir: Path, *, jobs: int, heartbeat: float) -> tuple[WorkerR
 
 
 def beat(path: Path) -> None:
-    os.utime(path)
+    """Refresh the heartbeat of the registration ``path`` (``FileNotFoundError`` if it is gone)."""
+    try:
+        os.utime(path)
+    except OSError as error:  # a read-only or failing file system: name the file and the fix
+        raise _atomic.write_error(path, error) from error
 
 
 @dataclass(frozen=True)

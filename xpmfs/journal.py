@@ -16,26 +16,60 @@ from typing import Any
 
 import orjson
 
+from . import _atomic
+
 
 class Journal:
-    """The writing end of a journal; open it in the one process that writes it."""
+    """The writing end of a journal; open it in the one process that writes it.
+
+    An append that fails (a full disk...) raises a :class:`~xpmfs.errors.WorkspaceError` naming
+    the journal, and leaves no part of its line behind for the next append to glue onto: the bytes
+    it wrote are cut off again, or, if even that fails, the next append ends that line first.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._torn = False  # the file ends mid-line: end that line before the next record
 
     def append(self, record: dict[str, Any]) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-            self._repair_torn_tail()
-        os.write(self._fd, orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            if self._fd is None:
+                self._open()
+            if self._torn:
+                self._write(b"\n")
+                self._torn = False
+            self._write(line)
+        except OSError as error:
+            raise _atomic.write_error(self.path, error) from error
 
-    def _repair_torn_tail(self) -> None:
-        # A previous writer died mid-line: end that line so the next record starts on its own.
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            # A previous writer died mid-line: end that line so the next record starts on its own.
+            size = os.fstat(fd).st_size
+            self._torn = bool(size) and os.pread(fd, 1, size - 1) != b"\n"
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _write(self, data: bytes) -> None:
+        # One write(2) for the whole line, but a full disk may take only part of it (and fail at
+        # the next call): what this call wrote is then ours alone (single writer), to cut off.
         assert self._fd is not None
-        size = os.fstat(self._fd).st_size
-        if size and os.pread(self._fd, 1, size - 1) != b"\n":
-            os.write(self._fd, b"\n")
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError:
+            if written:
+                try:
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                except OSError:
+                    self._torn = True  # not even that: the next append ends the line first
+            raise
 
     def close(self) -> None:
         if self._fd is not None:

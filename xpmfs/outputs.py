@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import journal
+from . import _atomic, journal
 from .config import Config, OutputWatcher, ResumableTask, Task, set_output_handler
 from .errors import ConfigError
 from .job import Job
@@ -47,8 +47,11 @@ def install_writer(job: Job, task: Task) -> None:
             )
         if writer is None:
             path = job.task_outputs_path
-            path.parent.mkdir(exist_ok=True)
-            writer = journal.Journal(path)
+            try:
+                path.parent.mkdir(exist_ok=True)
+            except OSError as error:
+                raise _atomic.write_error(path.parent, error) from error
+            writer = journal.Journal(path)  # its appends name the file when they fail
         writer.append({"config": owner.__identifier__(), "method": method, "kwargs": dict(kwargs), "time": time.time()})
 
     set_output_handler(handle)

@@ -37,6 +37,7 @@ from typing import IO, Any, Generic, TypeVar
 import orjson
 
 from . import _atomic
+from .errors import Error
 from .job import XPM_DIR
 
 PROGRESS_FILE = "progress.json"
@@ -158,7 +159,8 @@ class _Reporter:
                 # kill the task. Say so once, on the task's stderr (its .err file).
                 if not self._failed:
                     self._failed = True
-                    print(f"xpmfs: cannot write {self.path}: {error}", file=sys.stderr)
+                    named = error if isinstance(error, Error) else f"{self.path}: {error}"
+                    print(f"xpmfs: cannot write the progress: {named}", file=sys.stderr)
 
     def flush(self) -> None:
         """Write what is pending now, ignoring the rate limit (the process is ending)."""

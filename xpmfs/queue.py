@@ -14,6 +14,8 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import NamedTuple
 
+from . import _atomic
+
 SEPARATOR = "~"
 
 
@@ -56,19 +58,25 @@ class JobRef(NamedTuple):
 
 def add(queue_dir: Path, ref: JobRef) -> None:
     """Create the entry for ``ref`` (an empty file: creating it is atomic); no-op if it exists."""
+    path = queue_dir / ref.entry_name
     try:
-        fd = os.open(queue_dir / ref.entry_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return
+    except OSError as error:  # a full, read-only or failing file system: name the file and the fix
+        raise _atomic.write_error(path, error) from error
     os.close(fd)
 
 
 def remove(queue_dir: Path, ref: JobRef) -> None:
     """Remove the entry for ``ref``; no-op if it is gone already."""
+    path = queue_dir / ref.entry_name
     try:
-        os.unlink(queue_dir / ref.entry_name)
+        os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError as error:
+        raise _atomic.write_error(path, error) from error
 
 
 def names_in(queue_dir: Path) -> set[str]:
