@@ -134,3 +134,23 @@ class Flaky(ResumableTask):
             Path("attempted").write_text("")
             raise GracefulTimeout("first attempt stops early")
         _append(self.counter, f"{self.n} {os.getpid()} end {time.time()}")
+
+
+class Overtaken(Task):
+    """Its first run writes ``started`` in its folder, waits until the file ``gate`` exists, then ends
+    (or raises, with ``fail``); any later run ends at once."""
+
+    name: Param[str]
+    gate: Meta[str]
+    fail: Meta[bool] = False
+
+    def execute(self) -> None:
+        if os.path.exists("first-run"):
+            return
+        Path("first-run").write_text(str(os.getpid()))
+        Path("started.tmp").write_text(str(os.getpid()))
+        os.replace("started.tmp", "started")
+        while not os.path.exists(self.gate):
+            time.sleep(0.02)
+        if self.fail:
+            raise RuntimeError("the overtaken run fails")

@@ -953,3 +953,36 @@ def test_real_subprocess_smoke(workspace: Workspace) -> None:
         [*command, "ls", str(workspace.path / "nope")], capture_output=True, timeout=60, check=False
     )
     assert missing.returncode == 1 and missing.stderr.startswith(b"Error: ") and b"Traceback" not in missing.stderr
+
+
+def test_check_reports_and_settles_contradictory_outcomes_by_the_history(workspace: Workspace) -> None:
+    """What an old holder that recorded over a newer attempt left (issue 17's frozen node, before
+    fencing): ``check`` says so, and ``--fix`` keeps the newest attempt's outcome."""
+    both = make_job(workspace, State.DONE, jid("b1"))  # attempt 1, done
+    (both.xpm_dir / status.FAILED_MARKER).write_bytes((both.xpm_dir / status.STATUS_FILE).read_bytes())
+    backwards = make_job(workspace, State.RUNNING, jid("b2"), queued=False)
+    newer = status.transition(backwards.xpm_dir, State.READY, message="taken over")
+    newer = status.transition(backwards.xpm_dir, State.RUNNING, current=newer, host="node-b")  # attempt 2
+    newer = status.transition(backwards.xpm_dir, State.DONE, current=newer)
+    stale = status.Status(State.DONE, attempt=1, host="node-a", updated=time.time(), ended=time.time())
+    _atomic.write_json(backwards.xpm_dir / status.STATUS_FILE, stale.to_json())  # attempt 1 over attempt 2
+    unmarked = make_job(workspace, State.FAILED, jid("b3"))
+    (unmarked.xpm_dir / status.FAILED_MARKER).unlink()
+    _atomic.write_json(unmarked.xpm_dir / status.DONE_MARKER, {**unmarked.status().to_json(), "state": "done"})  # type: ignore[union-attr]
+
+    found = {problem.path.parent.parent.name: problem for problem in check(workspace, verify=False)}
+    assert {name: problem.kind for name, problem in found.items()} == dict.fromkeys(
+        (jid("b1"), jid("b2"), jid("b3")), "contradictory-outcome"
+    )
+    assert "both a done and a failed marker" in found[jid("b1")].message
+    assert "its done marker (attempt 2) disagrees with status.json (done, attempt 1)" in found[jid("b2")].message
+    assert "its done marker (attempt 0) disagrees with status.json (failed, attempt 0)" in found[jid("b3")].message
+
+    fixed = check(workspace, fix=True, verify=False)
+    assert all(problem.fix_applied for problem in fixed), fixed
+    assert check(workspace, verify=False) == []
+    assert both.marker() is State.DONE and not (both.xpm_dir / status.FAILED_MARKER).exists()
+    settled = backwards.status()
+    assert settled is not None and (settled.state, settled.attempt, settled.host) == (State.DONE, 2, "node-b")
+    assert json.loads((backwards.xpm_dir / status.DONE_MARKER).read_bytes())["attempt"] == 2
+    assert unmarked.marker() is State.DONE and unmarked.status().state is State.DONE  # type: ignore[union-attr]

@@ -243,6 +243,53 @@ def test_the_experiment_killed_or_interrupted_keeps_jobs_running_and_rerun_reatt
     assert len(jobs) == 3 and all((job / "__xpm__" / "done").exists() for job in jobs)
 
 
+@pytest.mark.timeout(120)
+def test_an_embedded_worker_claims_nothing_more_once_its_experiment_is_killed(
+    ws: Path, tmp_path: Path, processes: Processes
+) -> None:
+    gate = tmp_path / "gate"
+    counter = tmp_path / "counter"
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from sample_tasks import Gate
+            from xpmfs import experiment
+
+            with experiment({str(ws)!r}, "orphans", workers=1):
+                for n in range(4):
+                    Gate.C(name=f"g{{n}}", gate={str(gate)!r}, counter={str(counter)!r}).submit()
+            """
+        )
+    )
+    first = processes.start([sys.executable, str(script)], log=tmp_path / "script.log")
+    wait_until(lambda: len(_lines(counter)) == 1, timeout=60, what="the embedded worker to start a job")
+    (registration,) = (ws / "workers").iterdir()
+    worker_pid = orjson.loads(registration.read_bytes())["pid"]
+    os.kill(first.pid, signal.SIGKILL)
+    assert first.wait(timeout=30) == -signal.SIGKILL
+    # At once, not after its idle time: the next experiment must start a worker of its own.
+    wait_until(lambda: not registration.exists(), timeout=10, what="the orphaned worker to unregister")
+    gate.write_text("")  # the job it runs ends; it must claim none of the three others
+    wait_until(lambda: not _alive(worker_pid), timeout=30, what="the orphaned worker to exit")
+    assert _lines(counter) == [_lines(counter)[0], _lines(counter)[0].replace("start", "end")]
+    jobs = [
+        Job(Workspace.open(ws), JobRef.from_relpath(f"sample_tasks.gate/{p.name}"))
+        for p in (ws / "jobs" / "sample_tasks.gate").iterdir()
+    ]
+    assert sorted(str(job.marker()) for job in jobs) == sorted([str(State.DONE), "None", "None", "None"])
+    log = next((ws / "experiments" / "orphans" / "runs").glob("*/worker-*.log")).read_text()
+    assert "its experiment's process is gone; claiming no new job, finishing 1 running" in log, log
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_each_run_has_its_own_folder_even_within_one_second(ws: Path) -> None:
     # Runs are named by second and pid: a notebook running an experiment again at once (here
     # three times in a few milliseconds) must not write over the run before.

@@ -11,6 +11,7 @@ kernel then kills everything in the namespace, its job's runner included.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Processes, job_of, wait_until
-from sample_tasks import Gate, Tally
+from sample_tasks import Gate, Overtaken, Tally
 
 from xpmfs import experiment
 from xpmfs.lock import LockStatus, inspect
@@ -264,3 +265,44 @@ def test_a_frozen_node_that_lost_its_lease_kills_its_runner_when_it_wakes(
     final = job.status()
     assert job.marker() is State.DONE and final is not None and final.host == "node-b", final
     assert [what for _pid, what in _starts(counter)["f"]] == ["start", "start", "end"], "node-a's run must not end"
+
+
+@pytest.mark.parametrize("outcome", ["done", "failed"])
+def test_a_runner_whose_worker_froze_never_records_over_the_attempt_that_replaced_it(
+    can_unshare: None, shared_ws: Path, view: Path, tmp_path: Path, processes: Processes, outcome: str
+) -> None:
+    """Node A's worker freezes (its lease heartbeat stops) while its runner goes on; node B takes the
+    job over and finishes it (attempt 2). A's runner then ends its task: it must record nothing."""
+    gate = tmp_path / "gate"
+    first = Node(processes, "node-a", shared_ws)
+    wait_until(lambda: _registered(shared_ws, first), timeout=60, what="node-a to register")
+    with experiment(shared_ws, "fence", wait=False, workers=0):
+        output = Overtaken.C(name="o", gate=str(gate), fail=outcome == "failed").submit()
+    job = job_of(shared_ws, output)
+    wait_until((job.path / "started").exists, timeout=60, what="node-a to start the job")
+    worker = first.init()
+    os.kill(worker.pid, signal.SIGSTOP)  # a hung worker: its lease is not refreshed, its runner goes on
+    try:
+        Node(processes, "node-b", view)
+        wait_until(lambda: job.marker() is State.DONE, timeout=60, what="node-b to take the job over and finish it")
+        replaced = job.status()
+        assert replaced is not None and replaced.attempt == 2 and replaced.host == "node-b", replaced
+        gate.write_text("")  # node-a's runner returns from its task now, or raises
+        wait_until(
+            lambda: "is not recorded" in job.stderr_path.read_text(errors="replace"),
+            timeout=30,
+            what="node-a's runner to say it records nothing",
+        )
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert job.status() == replaced
+    assert job.marker() is State.DONE and not (job.xpm_dir / "failed").exists()
+    marked = json.loads((job.xpm_dir / "done").read_text())
+    assert (marked["attempt"], marked["host"]) == (2, "node-b")
+    said = job.stderr_path.read_text(errors="replace")
+    assert f"ended {outcome} but is not recorded: attempt 1 is no longer the job's current attempt" in said, said
+    # node-a's worker, awake again, records nothing either.
+    deadline = time.monotonic() + 3 * HEARTBEAT + 2.0
+    while time.monotonic() < deadline:
+        assert job.status() == replaced
+        time.sleep(0.1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -89,7 +91,7 @@ def test_failed_marker_holds_reason(tmp_path: Path) -> None:
     assert os.path.samefile(tmp_path / status.FAILED_MARKER, tmp_path / status.STATUS_FILE)
 
 
-def test_a_marker_survives_the_next_status_and_a_copy_replaces_a_link_that_fails(tmp_path: Path) -> None:
+def test_a_marker_survives_the_next_status_and_is_never_replaced(tmp_path: Path) -> None:
     transition(tmp_path, State.READY)
     transition(tmp_path, State.RUNNING)
     transition(tmp_path, State.DONE)
@@ -97,11 +99,31 @@ def test_a_marker_survives_the_next_status_and_a_copy_replaces_a_link_that_fails
     assert done["state"] == "done" and done["ended"] is not None
     transition(tmp_path, State.READY)  # a resubmission: the marker goes first, the status is replaced
     assert not (tmp_path / status.DONE_MARKER).exists()
-    transition(tmp_path, State.RUNNING)
-    (tmp_path / status.FAILED_MARKER).write_bytes(b"left by hand")  # link(2) fails on an existing name
-    transition(tmp_path, State.FAILED, message="boom")
-    assert status.read_failure(tmp_path)["reason"] == "error"  # the copy; a null reason reads as error
-    assert status.read_failure(tmp_path)["message"] == "boom"
+    running = transition(tmp_path, State.RUNNING)
+    for name in (status.FAILED_MARKER, status.DONE_MARKER):  # left there by someone else
+        (tmp_path / name).write_bytes(b"left by hand")
+        with pytest.raises(status.TransitionError, match="exists already"):
+            transition(tmp_path, State.FAILED, message="boom")
+        # Nothing written: the outcome marked first stands, for `xpmfs check` to report.
+        assert status.read(tmp_path) == running and (tmp_path / name).read_bytes() == b"left by hand"
+        (tmp_path / name).unlink()
+
+
+def test_a_process_whose_attempt_was_replaced_records_nothing(tmp_path: Path) -> None:
+    transition(tmp_path, State.READY)
+    mine = transition(tmp_path, State.RUNNING, host="node-a")
+    # The lease was taken over while this process was frozen: another attempt ran to its end.
+    transition(tmp_path, State.READY, current=mine, message="previous run ended without a status")
+    theirs = transition(tmp_path, State.RUNNING, host="node-b")
+    theirs = transition(tmp_path, State.DONE, current=theirs)
+    for to in (State.DONE, State.FAILED, State.READY):
+        with pytest.raises(status.Superseded, match="attempt 1 is no longer the job's current attempt") as raised:
+            transition(tmp_path, to, current=mine, fence=mine.attempt)
+        assert raised.value.current == theirs
+    assert status.read(tmp_path) == theirs and status.terminal_marker(tmp_path) is State.DONE
+    assert not (tmp_path / status.FAILED_MARKER).exists()
+    with pytest.raises(status.TransitionError, match="cannot go back"):
+        transition(tmp_path, State.READY, attempt=1)
 
 
 def test_resubmission_clears_marker_and_keeps_history(tmp_path: Path) -> None:
@@ -321,3 +343,20 @@ def test_atomic_write_leaves_no_temp(tmp_path: Path) -> None:
     assert not _atomic.create_bytes(tmp_path / "y", b"2")
     assert (tmp_path / "y").read_bytes() == b"1"
     assert sorted(os.listdir(tmp_path)) == ["x.json", "y"]
+
+
+def test_the_public_namespace_is_complete_and_lazy() -> None:
+    """Every public name resolves; ``import xpmfs`` alone loads neither the experiment's watcher
+    (watchdog) nor filelock, whose fork hooks every job forked from the warm runner would pay for."""
+    import xpmfs
+
+    assert set(xpmfs.__all__) == {*xpmfs._EXPORTS, "__version__"}
+    for name in xpmfs.__all__:
+        assert getattr(xpmfs, name) is not None, name
+    probe = "import sys, xpmfs.runner; print(sorted(m for m in ('watchdog', 'filelock') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+    # A submodule spelled like a public name never hides it, whichever is imported first.
+    code = "import xpmfs.experiment, xpmfs.cache, xpmfs.progress, xpmfs; print(xpmfs.experiment, xpmfs.progress)"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "module" not in shown, shown

@@ -2,49 +2,71 @@
 
 The names below are the public API; the seed documentation's ``from experimaestro import ...``
 examples run with ``from xpmfs import ...``.
+
+Each name is imported from its module when first used (PEP 562): ``import xpmfs``, which every job
+runner and every ``xpmfs`` command does, then loads only what it uses. A job forked from the warm
+runner must not load the experiment's watcher (watchdog, filelock): filelock's fork hooks alone
+cost every fork 0.5 ms.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-from ._classinfo import DataPath, Identifier, OptionalDataPath, help
-from ._types import Array
-from .cache import cache
-from .checkers import Choices
-from .config import (
-    Config,
-    Constant,
-    DependentMarker,
-    InstanceConfig,
-    LightweightTask,
-    Meta,
-    Option,
-    Param,
-    ResumableTask,
-    SubmitHook,
-    TagDict,
-    Task,
-    config_only,
-    copyconfig,
-    field,
-    initializer,
-    sealed_set,
-    setmeta,
-    stop_tags,
-    tag,
-    tags,
-    tagspath,
-)
-from .errors import Error, FailedExperiment, GracefulTimeout
-from .experiment import experiment
-from .generators import STDERR, STDOUT, DirectoryContext, PathGenerator, pathgenerator
-from .launchers import DirectLauncher, SlurmLauncher
-from .progress import progress, tqdm
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: Public name -> the module (under xpmfs) that defines it.
+_EXPORTS: dict[str, str] = {
+    "Config": "config",
+    "Constant": "config",
+    "DependentMarker": "config",
+    "LightweightTask": "config",
+    "Meta": "config",
+    "Option": "config",
+    "Param": "config",
+    "ResumableTask": "config",
+    "SubmitHook": "config",
+    "Task": "config",
+    "field": "config",
+    "setmeta": "config",
+    "tag": "config",
+    "tags": "config",
+    "InstanceConfig": "config",
+    "TagDict": "config",
+    "config_only": "config",
+    "copyconfig": "config",
+    "initializer": "config",
+    "sealed_set": "config",
+    "stop_tags": "config",
+    "tagspath": "config",
+    "Annotated": "_classinfo",  # typing.Annotated, as experimaestro re-exports it
+    "DataPath": "_classinfo",
+    "Identifier": "_classinfo",
+    "OptionalDataPath": "_classinfo",
+    "Path": "_classinfo",  # pathlib.Path, as experimaestro re-exports it
+    "help": "_classinfo",
+    "Array": "_types",
+    "Choices": "checkers",
+    "cache": "cache",
+    "Error": "errors",
+    "FailedExperiment": "errors",
+    "GracefulTimeout": "errors",
+    "experiment": "experiment",
+    "PathGenerator": "generators",
+    "STDERR": "generators",
+    "STDOUT": "generators",
+    "DirectoryContext": "generators",
+    "pathgenerator": "generators",
+    "DirectLauncher": "launchers",
+    "SlurmLauncher": "launchers",
+    "progress": "progress",
+    "tqdm": "progress",
+}
+
+# Spelled out for linters and type checkers; a test checks it is _EXPORTS plus __version__.
 __all__ = [
     "STDERR",
     "STDOUT",
@@ -92,3 +114,69 @@ __all__ = [
     "tagspath",
     "tqdm",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xpmfs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # next time, a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+class _Package(types.ModuleType):
+    """The import system binds each submodule as an attribute of its package once imported; where a
+    public name is spelled like its module (``cache``, ``experiment``, ``progress``), the public
+    name must win, whichever is imported first."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from pathlib import Path
+    from typing import Annotated
+
+    from ._classinfo import DataPath, Identifier, OptionalDataPath, help
+    from ._types import Array
+    from .cache import cache
+    from .checkers import Choices
+    from .config import (
+        Config,
+        Constant,
+        DependentMarker,
+        InstanceConfig,
+        LightweightTask,
+        Meta,
+        Option,
+        Param,
+        ResumableTask,
+        SubmitHook,
+        TagDict,
+        Task,
+        config_only,
+        copyconfig,
+        field,
+        initializer,
+        sealed_set,
+        setmeta,
+        stop_tags,
+        tag,
+        tags,
+        tagspath,
+    )
+    from .errors import Error, FailedExperiment, GracefulTimeout
+    from .experiment import experiment
+    from .generators import STDERR, STDOUT, DirectoryContext, PathGenerator, pathgenerator
+    from .launchers import DirectLauncher, SlurmLauncher
+    from .progress import progress, tqdm

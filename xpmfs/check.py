@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,6 +31,7 @@ from .lock import LockMode, LockStatus
 from .lock import inspect as lock_inspect
 from .queue import JobRef
 from .status import State
+from .trust import Trust
 from .workspace import Workspace
 
 #: Seconds after which an unfinished write (temp file, spec without status or entry) is a leftover.
@@ -55,6 +56,8 @@ Kind = Literal[
     "temp-folder",  # a .tmp-* job folder left by a submission that died before renaming it into place
     "stale-worker",  # a worker registration whose worker is dead
     "stale-cancel",  # a cancel request left on a job that is not running: it would kill the next run
+    "contradictory-outcome",  # both markers, a marker disagreeing with status.json, or an attempt gone back
+    "untrusted-spec",  # a job's spec.json or <name>.py owned by a user not trusted: no worker of ours runs it
 ]
 
 
@@ -83,6 +86,7 @@ def check(
     verify: bool = True,
     lease_wait: bool = True,
     notify: Callable[[str], None] | None = None,
+    trust_users: Iterable[str | int] = (),
 ) -> list[Problem]:
     """Every inconsistency of the workspace; with ``fix``, repaired where that is safe.
 
@@ -93,7 +97,12 @@ def check(
     can only be proven abandoned by watching its lease go unrefreshed for ``lease_duration``
     seconds (see :func:`xpmfs.lock.inspect`); if there are such jobs, wait that long once and look
     again. ``notify`` is told, in a sentence, before that wait.
+
+    ``trust_users``: users (names or uids) trusted besides the one running this, as a worker given
+    them with ``--trust-user`` would (xpmfs.trust): a job whose spec or script anyone else owns
+    is reported (``untrusted-spec``), never touched, and its task never imported to verify it.
     """
+    trust = Trust.of(trust_users)
     now = time.time()
     problems: list[Problem] = []
     problems += _check_workers(ws, fix)
@@ -101,7 +110,8 @@ def check(
     queued = set(queue.refs(ws.queue_dir))
     remote: list[Job] = []  # running on another host, as far as we can tell yet
     for ref in catalog.iter_refs(ws):
-        problems += _check_job(Job(ws, ref), fix, queued=ref in queued, now=now, verify=verify, remote=remote)
+        job = Job(ws, ref)
+        problems += _check_job(job, fix, queued=ref in queued, now=now, verify=verify, remote=remote, trust=trust)
     if remote and lease_wait:
         if notify is not None:
             notify(
@@ -182,7 +192,9 @@ def _finished_entry(job: Job, path: Path, fix: bool) -> list[Problem]:
 # -- jobs ------------------------------------------------------------------------------------
 
 
-def _check_job(job: Job, fix: bool, *, queued: bool, now: float, verify: bool, remote: list[Job]) -> list[Problem]:
+def _check_job(
+    job: Job, fix: bool, *, queued: bool, now: float, verify: bool, remote: list[Job], trust: Trust
+) -> list[Problem]:
     problems = _check_temp_files(job.path, fix, now) + _check_temp_files(job.xpm_dir, fix, now)
     spec: Spec | None = None
     if not job.spec_path.exists():
@@ -192,11 +204,13 @@ def _check_job(job: Job, fix: bool, *, queued: bool, now: float, verify: bool, r
             )
         return problems
     try:
-        spec = job.read_spec()
+        spec, owner = job.read_owned_spec()
     except CorruptedError as error:
         problems.append(Problem(job.spec_path, "damaged-spec", f"{error.problem}; remove the job folder by hand"))
     if spec is not None:
-        problems += _check_spec(job, spec, verify)
+        untrusted = _untrusted(job, trust, owner)
+        problems += untrusted
+        problems += _check_spec(job, spec, verify and not untrusted)  # never import code not trusted
     marker = job.marker()
     if marker is None:
         problem = _blocked_lock(job, now)
@@ -211,6 +225,10 @@ def _check_job(job: Job, fix: bool, *, queued: bool, now: float, verify: bool, r
     except CorruptedError as error:
         problems.append(_damaged_status(job, fix, error.problem))
         return problems
+    contradiction = _contradictory_outcome(job, fix)
+    if contradiction is not None:
+        problems.append(contradiction)
+        marker, current = job.marker(), job.status()
     if marker is None and current is not None and current.state is State.RUNNING:
         problem = _stale_run(job, fix, remote=remote)
         if problem is not None:
@@ -230,6 +248,30 @@ def _check_job(job: Job, fix: bool, *, queued: bool, now: float, verify: bool, r
                 f"re-run its experiment, or `xpmfs retry {job.path}`",
             )
         )
+    return problems
+
+
+def _untrusted(job: Job, trust: Trust, spec_owner: int) -> list[Problem]:
+    """The job's spec (owned by ``spec_owner``) and ``<name>.py`` if a user not trusted owns them.
+
+    A worker of the user running this (with the same ``--trust-user``) would refuse the job, which
+    therefore stays queued until someone trusted runs it: an error while the job is unfinished, a
+    warning once it has ended (nothing runs it again unless it is retried). Never touched: xpmfs
+    did not write them.
+    """
+    refusals = [trust.refusal(job.spec_path, spec_owner), trust.check(job.script_path)]
+    ended = job.marker() is not None
+    problems = []
+    for refusal in refusals:
+        if refusal is None:
+            continue
+        message = (
+            f"owned by {refusal.owner_name} (uid {refusal.owner}), whom you do not trust: "
+            + ("the job has ended; it would not run again here" if ended else "no worker of yours runs this job")
+            + f"; not touched (if you trust them: `xpmfs worker --trust-user {refusal.owner_name}`, "
+            f"and `xpmfs check --trust-user {refusal.owner_name}`)"
+        )
+        problems.append(Problem(refusal.path, "untrusted-spec", message, severity="warning" if ended else "error"))
     return problems
 
 
@@ -332,44 +374,29 @@ def _damaged_status(job: Job, fix: bool, problem: str) -> Problem:
 
 
 def _rebuild_status(job: Job) -> State:
-    """Replace a damaged ``status.json`` (lock held): ``done`` or ``failed`` per the markers, else ``ready``.
-
-    :func:`xpmfs.status.transition` reads the current status first, so the damaged file is moved
-    aside (kept for a person to look at) and the state rebuilt from "no status" through allowed
-    steps. The terminal marker stays in place all along, so every reader sees the same state.
-    """
+    """Replace a damaged ``status.json`` (lock held): moved aside (kept for a person to look at),
+    then rebuilt by :func:`xpmfs.status.settle` from the markers and the history."""
     xpm_dir = job.xpm_dir
     os.replace(xpm_dir / status.STATUS_FILE, xpm_dir / f"{status.STATUS_FILE}{DAMAGED_SUFFIX}")
-    marker = job.marker()
-    message = "status rebuilt by xpmfs check --fix"
-    if marker is State.DONE:
-        ended = _marker_time(xpm_dir / status.DONE_MARKER)
-        status.transition(xpm_dir, State.READY, message=message)
-        status.transition(xpm_dir, State.RUNNING, attempt=0, started=None, host=None, pid=None)
-        status.transition(xpm_dir, State.DONE, ended=ended, message=message)
-        return State.DONE
-    if marker is State.FAILED:
-        failure = status.read_failure(xpm_dir)
-        reason = catalog._reason(failure.get("reason"))
-        status.transition(xpm_dir, State.READY, message=message)
-        status.transition(
-            xpm_dir,
-            State.FAILED,
-            reason=reason if isinstance(reason, status.Reason) else status.Reason.ERROR,
-            message=failure.get("message") or message,
-            ended=failure.get("ended"),
-        )
-        return State.FAILED
-    status.transition(xpm_dir, State.READY, message=message)
-    return State.READY
+    return status.settle(xpm_dir, "status rebuilt by xpmfs check --fix")
 
 
-def _marker_time(path: Path) -> float | None:
-    try:
-        ended = _atomic.read_json(path).get("ended")
-    except (OSError, ValueError, AttributeError):
+def _contradictory_outcome(job: Job, fix: bool) -> Problem | None:
+    """Both markers, a marker that disagrees with ``status.json``, or an attempt that went back."""
+    found = status.outcome_problems(job.xpm_dir)
+    if not found:
         return None
-    return ended if isinstance(ended, (int, float)) else None
+    problem = "; ".join(found)
+    path = job.xpm_dir / status.STATUS_FILE
+    if not fix:
+        return Problem(path, "contradictory-outcome", f"{problem} (fix: settle it by the job's history)")
+    with locked(job) as lock:
+        if lock is None:
+            return Problem(path, "contradictory-outcome", f"{problem}; not fixed: the job's lock is held, try later")
+        state = status.settle(job.xpm_dir, "outcome settled by xpmfs check --fix")
+        if not state.terminal:
+            queue.add(job.workspace.queue_dir, job.ref)  # unfinished: it must be queued (invariant 4)
+    return Problem(path, "contradictory-outcome", f"{problem}; settled as {state.value} by the history", True)
 
 
 def _stale_cancel(job: Job, fix: bool) -> Problem | None:

@@ -79,6 +79,28 @@ def main(ctx: click.Context, debug: bool) -> None:
     )
 
 
+def _trusted_users(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    from .trust import resolve_user
+
+    for value in values:
+        try:
+            resolve_user(value)
+        except LookupError as error:
+            raise click.BadParameter(f"{error}; give a login name or a uid", ctx, param) from None
+    return values
+
+
+trust_option = click.option(
+    "--trust-user",
+    "trust_users",
+    multiple=True,
+    metavar="NAME",
+    callback=_trusted_users,
+    help="Also trust this user (login name or uid); repeatable. A worker runs only jobs whose spec "
+    "and script your user or a trusted one owns: in a shared workspace, a spec is code.",
+)
+
+
 @main.command()
 @click.argument("workspace", type=click.Path(file_okay=False))
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1), help="Jobs run at once.")
@@ -87,16 +109,40 @@ def main(ctx: click.Context, debug: bool) -> None:
     "--rescan", default=5.0, show_default=True, type=click.FloatRange(min=0.01), help="Seconds between full rescans."
 )
 @click.option("--drain", is_flag=True, help="On SIGTERM, let running jobs finish instead of handing them back.")
-def worker(workspace: str, jobs: int, idle_exit: float | None, rescan: float, drain: bool) -> None:
+@trust_option
+# An embedded worker's pipe from its experiment (xpmfs.experiment): at its end, finish and exit.
+@click.option("--lifeline", type=int, hidden=True)
+def worker(
+    workspace: str,
+    jobs: int,
+    idle_exit: float | None,
+    rescan: float,
+    drain: bool,
+    trust_users: tuple[str, ...],
+    lifeline: int | None,
+) -> None:
     """Claim and run the workspace's jobs until stopped.
+
+    Runs only jobs whose spec (and script) is owned by your user or by a --trust-user; it logs
+    any other job once and leaves it queued, untouched.
 
     \b
     Example:
         xpmfs worker ~/experiments/ws --jobs 4 --idle-exit 60
+        xpmfs worker /shared/ws --trust-user alice --trust-user bob
     """
     from .worker import run_worker
 
-    sys.exit(run_worker(workspace, jobs=jobs, idle_exit=idle_exit, rescan=rescan, drain=drain))
+    code = run_worker(
+        workspace,
+        jobs=jobs,
+        idle_exit=idle_exit,
+        rescan=rescan,
+        drain=drain,
+        trust_users=trust_users,
+        lifeline=lifeline,
+    )
+    sys.exit(code)
 
 
 @main.command()
@@ -588,7 +634,8 @@ def clean(
     is_flag=True,
     help="Shared lock mode: do not wait lease_duration to prove other hosts' running jobs abandoned.",
 )
-def check_command(workspace: str, fix: bool, no_verify: bool, no_wait: bool) -> None:
+@trust_option
+def check_command(workspace: str, fix: bool, no_verify: bool, no_wait: bool, trust_users: tuple[str, ...]) -> None:
     """Find what crashes left inconsistent in a workspace; repair it with --fix.
 
     One line per problem: `path: kind: message [fixed]`. Exit code 1 if problems remain
@@ -607,6 +654,7 @@ def check_command(workspace: str, fix: bool, no_verify: bool, no_wait: bool) -> 
         verify=not no_verify,
         lease_wait=not no_wait,
         notify=lambda message: click.echo(message, err=True),
+        trust_users=trust_users,
     )
     for problem in problems:
         click.echo(str(problem))

@@ -7,6 +7,7 @@ One root, :class:`Error`; each subclass also derives from the matching builtin s
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,28 @@ class FormatError(WorkspaceError):
 
 class CorruptedError(WorkspaceError, ValueError):
     """A file cannot be parsed, or a job's spec does not hash to its directory."""
+
+
+class UntrustedError(WorkspaceError, PermissionError):
+    """A job's code (its ``spec.json``, its ``<name>.py``) belongs to a user this process does not trust.
+
+    A spec names the modules a runner imports: running it runs its owner's code as the worker's
+    user (spec/workspace.md, "Trust"). ``path`` is the file, ``owner`` its owner's uid and
+    ``owner_name`` their name (the uid when it has none), ``trusted`` the names of the users trusted.
+    """
+
+    def __init__(self, path: str | Path, owner: int, owner_name: str, trusted: tuple[str, ...]) -> None:
+        who = f"{owner_name} (uid {owner})" if owner_name != str(owner) else f"uid {owner}"
+        super().__init__(
+            path,
+            f"is owned by {who}, and a worker runs code owned by {' or '.join(trusted)} only",
+            f"if you trust {owner_name}, start the worker with `xpmfs worker --trust-user {owner_name}`; "
+            "if not, remove the job's folder and have a trusted user submit it again",
+            errno=errno.EPERM,
+        )
+        self.owner = owner
+        self.owner_name = owner_name
+        self.trusted = trusted
 
 
 class JobNotFoundError(Error, LookupError):

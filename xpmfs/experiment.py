@@ -56,11 +56,13 @@ EMBEDDED_IDLE_EXIT = 3.0
 WORKER_CHECK_INTERVAL = 1.0  # seconds between looks for a live worker
 NO_WORKER_GRACE = 2.0  # seconds a workers=0 run waits for a worker to register before saying none is
 
-# The embedded workers this process started, until they are seen to end. They outlive their
-# experiment on purpose (jobs keep running), so no experiment waits for them; held here, a
-# finished one is reaped (not left a zombie in a long-lived notebook) and a running one is never
-# garbage-collected, which subprocess reports as a ResourceWarning.
-_embedded_workers: list[subprocess.Popen[bytes]] = []
+# The embedded workers this process started, until they are seen to end, each with the write end
+# of its lifeline: a pipe whose other end the worker reads. No experiment waits for them; held here,
+# a finished one is reaped (not left a zombie in a long-lived notebook) and a running one is never
+# garbage-collected, which subprocess reports as a ResourceWarning. When this process ends, however
+# it ends (SIGKILL too), the kernel closes the write ends: each worker then claims no new job, lets
+# its running ones finish and be recorded, and exits (xpmfs.worker, `lifeline`).
+_embedded_workers: dict[subprocess.Popen[bytes], int] = {}
 WAIT_COALESCE = 0.02  # seconds: the least time between two looks at the jobs while waiting
 # Counting the jobs by state for the status line reads the status of every unfinished one (25 µs
 # each: 0.25 s for 10,000). A count waits this many times as long as the last one took, so that
@@ -381,13 +383,29 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             "--idle-exit",
             str(EMBEDDED_IDLE_EXIT),
         ]
-        with open(log_path, "wb") as log_stream:
-            # Its own session: the worker (and the jobs it runs) outlive this script if it dies.
-            self._embedded = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log_stream, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        _embedded_workers[:] = [worker for worker in _embedded_workers if worker.poll() is None]
-        _embedded_workers.append(self._embedded)
+        lifeline, keep = os.pipe()  # neither end is inherited by other children (PEP 446)
+        command += ["--lifeline", str(lifeline)]
+        try:
+            with open(log_path, "wb") as log_stream:
+                # Its own session: a Ctrl-C meant for this script does not reach the worker's jobs.
+                self._embedded = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_stream,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(lifeline,),
+                )
+        except BaseException:
+            os.close(keep)
+            raise
+        finally:
+            os.close(lifeline)
+        for worker, end in list(_embedded_workers.items()):
+            if worker.poll() is not None:
+                os.close(end)
+                del _embedded_workers[worker]
+        _embedded_workers[self._embedded] = keep
         log.info("started an embedded worker (pid %d, %d slots), log in %s", self._embedded.pid, self.workers, log_path)
 
     # -- waiting -----------------------------------------------------------------------------
@@ -404,10 +422,12 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                     handles = list(self.jobs.values())
                 left = sum(1 for handle in handles if handle.job.marker() is None)
                 line.say(
-                    f"interrupted; {left} unfinished job(s) stay in the workspace, where workers go on with "
-                    f"them: follow them with `xpmfs ls {self.workspace.path} --experiment {self.name}`, wait "
-                    "for them by running this experiment again (what ended is not run again), stop one with "
-                    "`xpmfs kill`"
+                    f"interrupted; {left} unfinished job(s) stay in the workspace. Workers started with "
+                    "`xpmfs worker` go on with them; this script's embedded worker finishes the jobs it "
+                    "runs and claims no other once the script has ended. Follow them with "
+                    f"`xpmfs ls {self.workspace.path} --experiment {self.name}`, run the rest by running this "
+                    "experiment again (what ended is not run again) or by starting "
+                    f"`xpmfs worker {self.workspace.path}`, stop one with `xpmfs kill`"
                 )
                 raise KeyboardInterrupt from None  # its traceback from here: the wait loop's would be noise
         if failures:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import _atomic, status
+from . import _atomic, status, trust
 from .errors import CorruptedError, FormatError
 from .queue import JobRef
 from .workspace import FORMAT, Workspace
@@ -213,20 +213,17 @@ class Job:
         try:
             data = _atomic.read_bytes(path)
         except FileNotFoundError as error:
-            raise CorruptedError(
-                Path(path),
-                "is missing",
-                "re-run the experiment that submitted this job (it rewrites a damaged spec), or `xpmfs kill` it",
-            ) from error
+            raise _missing_spec(path) from error
+        return _parse_spec(path, data)
+
+    def read_owned_spec(self) -> tuple[Spec, int]:
+        """The spec and the uid that owns the very file it was read from (see :mod:`xpmfs.trust`)."""
+        path = f"{self.xpm_folder}/{SPEC_FILE}"
         try:
-            record = orjson.loads(data)
-        except orjson.JSONDecodeError as error:
-            raise CorruptedError(
-                Path(path),
-                f"is not valid JSON ({error})" if data else "is empty",
-                "re-run the experiment that submitted this job (it rewrites a damaged spec), or `xpmfs kill` it",
-            ) from error
-        return Spec.from_json(record, path)
+            data, owner = trust.read_owned(path)
+        except FileNotFoundError as error:
+            raise _missing_spec(path) from error
+        return _parse_spec(path, data), owner
 
     def status(self) -> status.Status | None:
         return status.read(self.xpm_folder)
@@ -274,7 +271,7 @@ class Job:
             shutil.rmtree(temp, ignore_errors=True)
             if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 return False
-            raise _atomic.space_error(path, error) from error
+            raise _atomic.write_error(path, error) from error
         return True
 
     def write_spec(self, spec: Spec) -> bool:
@@ -320,3 +317,18 @@ class Job:
             "from xpmfs.runner import main\n"
             "sys.exit(main(__file__))\n"
         ).encode()
+
+
+_SPEC_FIX = "re-run the experiment that submitted this job (it rewrites a damaged spec), or `xpmfs kill` it"
+
+
+def _missing_spec(path: str) -> CorruptedError:
+    return CorruptedError(Path(path), "is missing", _SPEC_FIX)
+
+
+def _parse_spec(path: str, data: bytes) -> Spec:
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise CorruptedError(Path(path), f"is not valid JSON ({error})" if data else "is empty", _SPEC_FIX) from error
+    return Spec.from_json(record, path)

@@ -39,11 +39,13 @@ ENV_LOCK_HELD = "XPMFS_LOCK_HELD"  # "1": the parent (a worker) holds the job's 
 ENV_PARENT_PID = "XPMFS_PARENT_PID"  # die when this process dies
 ENV_WORKER = "XPMFS_WORKER"  # the name of the worker that started us
 ENV_CLAIMED = "XPMFS_CLAIMED"  # when that worker claimed the job (time.time())
+ENV_ATTEMPT = "XPMFS_ATTEMPT"  # the attempt that claim starts: the runner records only for it
 ENV_JOB_DIR = "XPMFS_JOB_DIR"  # set by the runner for the task (and its subprocesses): its job folder
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
 EXIT_BUSY = 3  # someone else holds the job's lock
+EXIT_SUPERSEDED = 4  # another attempt of the job started meanwhile: this run recorded nothing
 EXIT_TIMEOUT = 75  # EX_TEMPFAIL: GracefulTimeout
 EXIT_CANCELLED = 143
 
@@ -165,6 +167,11 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
         # Cancelled (`xpmfs kill`) or failed while its SLURM job was pending: not ours to revive.
         print(f"xpmfs: job {job.path} has failed meanwhile; SLURM job {cluster_id} does not run it", file=sys.stderr)
         return EXIT_FAILED
+    attempt = (current.attempt if current is not None else 0) + 1
+    claimed_attempt = os.environ.get(ENV_ATTEMPT)
+    if claimed_attempt is not None and int(claimed_attempt) != attempt:
+        # The worker's claim was for another attempt: its lease was taken over before we started.
+        return _superseded(job, status.Superseded(job.xpm_dir / status.STATUS_FILE, int(claimed_attempt), current))
     if current is not None and current.state in (State.RUNNING, State.FAILED):
         # A previous attempt died (RUNNING with nobody holding the lock) or failed: start afresh.
         current = status.transition(
@@ -174,6 +181,7 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
         job.xpm_folder,
         State.RUNNING,
         current=current,
+        attempt=attempt,
         pid=os.getpid(),
         host=socket.gethostname(),
         worker=os.environ.get(ENV_WORKER),
@@ -256,28 +264,44 @@ def _finish(
     sys.stdout.flush()
     sys.stderr.flush()
     set_handler(signal.SIGTERM, IGNORE)  # the record must be written whole
-    if reason is Reason.TIMEOUT and spec.resumable:
-        retries = running.retry_count
-        if retries < spec.max_retries:
+    # Fenced by our attempt: a node frozen while its lease was taken over must not record over
+    # the attempt that replaced it (spec/failure-model.md).
+    try:
+        if reason is Reason.TIMEOUT and spec.resumable and running.retry_count < spec.max_retries:
             # `reason` stays as a hint in `ready` (spec/workspace.md); the queue entry and the
             # job folder (checkpoints) stay too, so a worker runs the task again where it stopped.
+            retry = running.retry_count + 1
             status.transition(
                 job.xpm_folder,
                 State.READY,
-                current=running,
-                retry_count=retries + 1,
+                fence=running.attempt,
+                retry_count=retry,
                 reason=Reason.TIMEOUT,
                 exit_code=code,
                 ended=time.time(),
-                message=f"timeout, retry {retries + 1} of {spec.max_retries}: {message}",
+                message=f"timeout, retry {retry} of {spec.max_retries}: {message}",
             )
             crash_point("retry.after-ready")
             return code
-    status.transition(job.xpm_folder, to, current=running, reason=reason, message=message, exit_code=code)
+        status.transition(job.xpm_folder, to, fence=running.attempt, reason=reason, message=message, exit_code=code)
+    except status.Superseded as superseded:
+        return _superseded(job, superseded, to)
     job.clear_cancel()
     crash_point("complete.after-marker")
     queue.remove(job.workspace.queue_dir, job.ref)
     return code
+
+
+def _superseded(job: Job, superseded: status.Superseded, outcome: State | None = None) -> int:
+    """Say, in the job's ``.err``, that this run lost the job and records nothing; its exit code."""
+    ended = f" ended {outcome.value} but" if outcome is not None else ""
+    print(
+        f"xpmfs: this run of {job.path} (pid {os.getpid()} on {socket.gethostname()}){ended} is not recorded: "
+        f"{superseded.problem}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_SUPERSEDED
 
 
 if __name__ == "__main__":

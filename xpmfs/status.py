@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from . import _atomic
+from . import _atomic, journal
 from ._crash import crash_point
 from .errors import CorruptedError, WorkspaceError
 from .journal import Journal
@@ -194,6 +194,25 @@ class TransitionError(WorkspaceError):
     """A state change that the state machine forbids (a bug, or a job changed under our feet)."""
 
 
+class Superseded(WorkspaceError):
+    """A process's attempt is no longer the job's current one: another attempt started since (a
+    frozen node whose lease was taken over). It records nothing (spec/failure-model.md, fencing)."""
+
+    def __init__(self, path: Path | str, mine: int, current: Status | None) -> None:
+        self.mine = mine
+        self.current = current
+        if current is None:
+            now = "the job has no status"
+        else:
+            where = f" on {current.host}" if current.host else ""
+            now = f"the job is at attempt {current.attempt} ({current.state.value}{where})"
+        super().__init__(
+            Path(path),
+            f"attempt {mine} is no longer the job's current attempt: {now}",
+            "nothing to do: the current attempt's outcome stands, and this one is not recorded",
+        )
+
+
 def initial(to: State) -> Status:
     """The status a new job starts in; :meth:`xpmfs.job.Job.create` writes it with the job's spec.
 
@@ -212,21 +231,37 @@ class _Unread(Enum):
 _UNREAD = _Unread.UNREAD  # ``current`` not given: read it
 
 
-def transition(xpm_dir: Path | str, to: State, *, current: Status | _Unread | None = _UNREAD, **fields: Any) -> Status:
+def transition(
+    xpm_dir: Path | str,
+    to: State,
+    *,
+    current: Status | _Unread | None = _UNREAD,
+    fence: int | None = None,
+    **fields: Any,
+) -> Status:
     """Move the job whose ``__xpm__`` folder is ``xpm_dir`` to state ``to``, and return its new status.
 
     The caller holds the job's lock. ``fields`` update the status record (``attempt``, ``pid``,
     ``reason``, ...). ``current`` is the job's status if the caller has it already, read or
     written under the same lock (the lock holder is the only writer, so it is still true); by
-    default it is read. The order of writes is what makes a crash harmless:
+    default it is read.
+
+    ``fence`` is the attempt the caller acts for (its claim named it). The status is then read
+    again just before writing, whatever ``current`` says, and :class:`Superseded` is raised, with
+    nothing written, unless the job is still at that attempt: a lease can be taken over from a
+    frozen holder, which then must not record over the attempt that replaced it.
+
+    The order of writes is what makes a crash harmless:
 
     * leaving a terminal state (resubmission): the marker goes first, so a scanner never sees a
       marker that contradicts a live state; the old status is kept in ``history.jsonl``;
     * entering a terminal state: ``status.json`` first, then the marker. A crash in between leaves
       no marker: the job looks unfinished and is run again, which is safe, never lost.
     """
-    if current is _UNREAD:
+    if current is _UNREAD or fence is not None:
         current = read(xpm_dir)
+        if fence is not None and (current.attempt if current is not None else 0) != fence:
+            raise Superseded(Path(xpm_dir, STATUS_FILE), fence, current)
     before = current.state if current else None
     if to not in _ALLOWED[before]:
         raise TransitionError(
@@ -234,6 +269,11 @@ def transition(xpm_dir: Path | str, to: State, *, current: Status | _Unread | No
             f"a job cannot go from {before.value if before else 'no status'} to {to.value}",
             "this is a bug in xpmfs, or another process changed the job; run `xpmfs check` on the workspace",
         )
+    if to.terminal and (before is None or not before.terminal):
+        # An outcome marked already stands: never write a status that its marker contradicts.
+        found = terminal_marker(xpm_dir)
+        if found is not None:
+            raise _marked_already(xpm_dir, DONE_MARKER if found is State.DONE else FAILED_MARKER, current or Status(to))
     now = time.time()
     base = current if current is not None else Status(state=to)
     if current is not None and (before.terminal or (before is State.RUNNING and not to.terminal)):
@@ -253,6 +293,8 @@ def transition(xpm_dir: Path | str, to: State, *, current: Status | _Unread | No
                 os.unlink(f"{xpm_dir}/{marker}")
             except FileNotFoundError:
                 pass
+            except OSError as error:  # a read-only or failing file system: name the file and the fix
+                raise _atomic.write_error(f"{xpm_dir}/{marker}", error) from error
         base = _replace(base, ended=None, exit_code=None, reason=None, message=None)
     if to is State.RUNNING:
         if "host" not in fields:
@@ -263,6 +305,12 @@ def transition(xpm_dir: Path | str, to: State, *, current: Status | _Unread | No
         fields.setdefault("ended", now)
     if "reason" in fields and fields["reason"] is not None:
         fields["reason"] = Reason(fields["reason"])
+    if fields.get("attempt", base.attempt) < base.attempt:
+        raise TransitionError(
+            Path(xpm_dir, STATUS_FILE),
+            f"the attempt cannot go back from {base.attempt} to {fields['attempt']}",
+            "this is a bug in xpmfs, or another process changed the job; run `xpmfs check` on the workspace",
+        )
     status = _replace(base, state=to, updated=now, **fields)
     _atomic.write_json(f"{xpm_dir}/{STATUS_FILE}", status.to_json())
     if to.terminal:
@@ -276,14 +324,33 @@ def _write_marker(xpm_dir: Path | str, status: Status) -> None:
 
     The marker is a hard link to that ``status.json``: one ``link`` call, atomic, and its content
     is the final status (``ended``, ``reason``, ``message``...). A later ``status.json`` replaces
-    the name, not the file, so the marker keeps this content. Where links fail (a marker left in
-    place, a file system without them), the marker is written as a copy instead.
+    the name, not the file, so the marker keeps this content. Where links fail (a file system
+    without them), the marker is written as a copy instead.
+
+    A marker is never replaced, and never created beside the other one: an outcome, once marked,
+    stands (only a resubmission, which removes it first, ends it). Finding one raises
+    :class:`TransitionError` and leaves both files as they are, for ``xpmfs check`` to report.
     """
-    marker = f"{xpm_dir}/{DONE_MARKER if status.state is State.DONE else FAILED_MARKER}"
+    ours, other = (DONE_MARKER, FAILED_MARKER) if status.state is State.DONE else (FAILED_MARKER, DONE_MARKER)
+    marker = f"{xpm_dir}/{ours}"
+    if os.path.lexists(f"{xpm_dir}/{other}"):
+        raise _marked_already(xpm_dir, other, status)
     try:
         os.link(f"{xpm_dir}/{STATUS_FILE}", marker)
+    except FileExistsError:
+        raise _marked_already(xpm_dir, ours, status) from None
     except OSError:
+        if os.path.lexists(marker):
+            raise _marked_already(xpm_dir, ours, status) from None
         _atomic.write_json(marker, status.to_json())
+
+
+def _marked_already(xpm_dir: Path | str, marker: str, status: Status) -> TransitionError:
+    return TransitionError(
+        Path(xpm_dir, marker),
+        f"exists already, so attempt {status.attempt} cannot be marked {status.state.value}",
+        "run `xpmfs check --fix` on the workspace: it settles the outcome by the job's history",
+    )
 
 
 def complete_interrupted(xpm_dir: Path | str, current: Status | _Unread | None = _UNREAD) -> State | None:
@@ -305,3 +372,83 @@ def _append_history(xpm_dir: Path | str, status: Status) -> None:
     # Single writer: only the lock holder appends here (and the journal ends a torn last line).
     with Journal(Path(xpm_dir, HISTORY_FILE)) as history:
         history.append(status.to_json())
+
+
+# -- repair: the one documented rebuild (`xpmfs check --fix`) ----------------------------------------
+
+
+def _record(path: str) -> Status | None:
+    """The status record in the file at ``path`` (status.json or a marker), or ``None`` if unreadable."""
+    try:
+        return Status.from_json(orjson.loads(_atomic.read_bytes(path)), path)
+    except (OSError, ValueError, CorruptedError):
+        return None
+
+
+def outcome_problems(xpm_dir: Path | str) -> list[str]:
+    """What contradicts the rule "one outcome per attempt, attempts only go up" in ``xpm_dir``.
+
+    Both markers present; a marker whose record disagrees with ``status.json`` (state or attempt);
+    ``status.json`` at an attempt lower than one its history has seen. Empty when consistent.
+    """
+    current = _record(f"{xpm_dir}/{STATUS_FILE}")
+    done, failed = (os.path.lexists(f"{xpm_dir}/{name}") for name in (DONE_MARKER, FAILED_MARKER))
+    problems = []
+    if done and failed:
+        problems.append("has both a done and a failed marker")
+    for present, name, state in ((done, DONE_MARKER, State.DONE), (failed, FAILED_MARKER, State.FAILED)):
+        marked = _record(f"{xpm_dir}/{name}") if present else None
+        if marked is not None and current is not None and (current.state, current.attempt) != (state, marked.attempt):
+            problems.append(
+                f"its {name} marker (attempt {marked.attempt}) disagrees with status.json "
+                f"({current.state.value}, attempt {current.attempt})"
+            )
+    seen = max((record.get("attempt", 0) for _, record in journal.read(Path(xpm_dir, HISTORY_FILE))), default=0)
+    if current is not None and isinstance(seen, int) and current.attempt < seen:
+        problems.append(f"status.json is at attempt {current.attempt}, but its history saw attempt {seen}")
+    return problems
+
+
+def settle(xpm_dir: Path | str, message: str) -> State:
+    """Rebuild the job's outcome from every record it has; return the state written. Lock held.
+
+    The one rebuild outside :func:`transition` (`xpmfs check --fix`, for a damaged or contradictory
+    ``status.json``): of ``status.json``, the markers and the history, the record of the highest
+    attempt wins (an ended one over one that was still running; then the later; then a marker). If it ended,
+    ``status.json`` becomes that record and its marker the only marker. If it had not ended, or
+    nothing is readable, the job is ``ready`` to run again (the caller queues it) at that attempt.
+    """
+    # Markers first: between records of one attempt that disagree, the outcome marked first stands.
+    records = [_record(f"{xpm_dir}/{name}") for name in (DONE_MARKER, FAILED_MARKER, STATUS_FILE)]
+    for _, line in journal.read(Path(xpm_dir, HISTORY_FILE)):
+        try:
+            records.append(Status.from_json(line, HISTORY_FILE))
+        except CorruptedError:
+            continue  # a damaged line says nothing
+    readable = [record for record in records if record is not None]
+    for name, state in _MARKERS:
+        # A marker is an outcome by its presence alone: one whose content is unreadable (a hard link
+        # to a status.json that was damaged) still says how the latest attempt known ended.
+        if _record(f"{xpm_dir}/{name}") is None and os.path.lexists(f"{xpm_dir}/{name}"):
+            attempt = max((record.attempt for record in readable), default=0)
+            ended = os.lstat(f"{xpm_dir}/{name}").st_mtime
+            readable.append(Status(state, attempt, updated=ended, ended=ended, message=message))
+    best = max(readable, key=lambda r: (r.attempt, r.state.terminal, r.ended or 0, r.updated), default=None)
+    keep = best.state if best is not None and best.state.terminal else None
+    for name, state in ((DONE_MARKER, State.DONE), (FAILED_MARKER, State.FAILED)):
+        marked = _record(f"{xpm_dir}/{name}")
+        if state is not keep or (marked is not None and marked.attempt != best.attempt):  # type: ignore[union-attr]
+            try:
+                os.unlink(f"{xpm_dir}/{name}")
+            except FileNotFoundError:
+                pass
+    if best is None or keep is None:
+        attempt = best.attempt if best is not None else 0
+        _atomic.write_json(
+            f"{xpm_dir}/{STATUS_FILE}", Status(State.READY, attempt, updated=time.time(), message=message).to_json()
+        )
+        return State.READY
+    _atomic.write_json(f"{xpm_dir}/{STATUS_FILE}", best.to_json())
+    if terminal_marker(xpm_dir) is None:
+        _write_marker(xpm_dir, best)
+    return best.state

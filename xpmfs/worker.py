@@ -23,19 +23,22 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from . import heartbeat, queue, status
+from . import _atomic, heartbeat, queue, status
 from ._crash import crash_point
 from ._process import kill_job_group
-from .errors import Error, WorkspaceError
+from .errors import Error, OptionError, UntrustedError, WorkspaceError
 from .job import XPM_DIR, Job, Spec
 from .launchers import DirectLauncher, SlurmError, SlurmLauncher, slurm
 from .lock import JobLock
 from .queue import JobRef
-from .runner import ENV_CLAIMED, ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER
+from .runner import ENV_ATTEMPT, ENV_CLAIMED, ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER
 from .status import Reason, State
+from .trust import Trust, resolve_user
 from .watch import Watcher
 from .workspace import Workspace
 from .zygote import ForkedProcess, Zygote
@@ -48,6 +51,12 @@ DEFAULT_HEARTBEAT = 2.0
 # or a crash may have ended it while it waited) only on a pass this many seconds after the last.
 THOROUGH_EVERY = 60.0
 RETRY_SOON = 0.02  # seconds before looking again at a job whose lock was held only briefly
+# A runner that dies before it records `running` (it could not start: a full disk, a broken
+# interpreter...) is started again after 1, 2, 4... seconds; after this many such starts in a row,
+# the job fails, saying why.
+MAX_FAILED_STARTS = 3
+FAILED_START_BACKOFF_CAP = 60.0
+STDERR_TAIL = 2000  # bytes of a runner's .err quoted when it could not start
 
 
 @dataclass
@@ -57,11 +66,23 @@ class _Running:
     lock: JobLock
     process: subprocess.Popen[bytes] | ForkedProcess
     env: dict[str, str]  # what the runner's environment adds to the worker's (see Worker._start)
+    attempt: int  # the attempt this claim starts: records are fenced by it (spec/failure-model.md)
+    idle_before: float  # the worker's idle clock when it claimed the job (see _failed_start)
     #: Set when its runner has recorded the end (this marker) and removed its queue entry: only the
     #: process's exit is left.
     ended: State | None = None
     released: bool = False  # we killed it to hand the job back
     lost: bool = False  # a peer took the lease (shared mode): the job is no longer ours to record
+
+
+@dataclass
+class _FailedStarts:
+    """A job whose runner died before recording `running`, start after start (kept in memory only:
+    a worker that restarts tries again, a bounded number of times)."""
+
+    count: int
+    retry_at: float  # time.monotonic() before which the job is not claimed again
+    idle_since: float  # the worker's idle clock before the first of them: a failing loop is idle
 
 
 @dataclass
@@ -72,6 +93,13 @@ class Worker:
     rescan: float = DEFAULT_RESCAN
     heartbeat: float = DEFAULT_HEARTBEAT
     drain: bool = False
+    #: Users (names or uids) whose jobs this worker runs besides its own user's (xpmfs.trust).
+    trust_users: tuple[str | int, ...] = ()
+    #: An embedded worker's end of its experiment's lifeline (a pipe): at its end of file, the
+    #: experiment's process is gone, and the worker claims no new job (see :meth:`_orphan`).
+    lifeline: int | None = None
+    _orphaned: bool = False  # set from the lifeline's thread
+    _unregistered: bool = False
     _running: dict[JobRef, _Running] = field(default_factory=dict)
     _specs: dict[JobRef, Spec] = field(default_factory=dict)  # specs are immutable: cache them
     _done: set[str] = field(default_factory=set)  # dependencies seen done ("<typeid>/<jobid>")
@@ -80,14 +108,18 @@ class Worker:
     _next_thorough: float = 0.0
     _pass_markers: dict[str, State | None] = field(default_factory=dict)  # dependencies' markers, this pass
     _reported: set[JobRef] = field(default_factory=set)  # damaged jobs already reported
+    _refused: set[JobRef] = field(default_factory=set)  # jobs whose code belongs to a user not trusted
     _stopping: bool = False
     _cluster_checked: bool = False  # whether _no_cluster was looked up (once: which commands exist)
     _no_cluster: str | None = None  # why this host cannot submit or follow SLURM jobs
     warm: bool = True  # fork jobs from a warm runner (xpmfs.zygote) unless a job asks to be isolated
     _retry_soon: bool = False  # a claim met a lock held only briefly: rescan without waiting for events
     _zygote: Zygote | None = None
+    _failed_starts: dict[JobRef, _FailedStarts] = field(default_factory=dict)
+    _idle_since: float = 0.0
 
     def __post_init__(self) -> None:
+        self._trust = Trust.of(self.trust_users)
         self._entries = queue.Entries(self.workspace.queue_dir)
         # Runners inherit the worker's environment as it was when the worker started: decoding
         # os.environ for every job was 6% of a busy worker's time.
@@ -100,14 +132,18 @@ class Worker:
         watcher = Watcher([self.workspace.queue_dir], rescan=self.rescan, track=True)
         self._watcher = watcher
         self._install_signal_handlers()
+        if self.lifeline is not None:
+            threading.Thread(target=self._follow_lifeline, name="xpmfs-lifeline", daemon=True).start()
         log.info("worker %s: %d slot(s) on %s", self.name, self.jobs, self.workspace.path)
         next_beat = 0.0
-        idle_since = time.monotonic()
+        self._idle_since = time.monotonic()
         try:
             with watcher:
                 full = due = True
                 while True:
                     self._reap()
+                    if self._orphaned and not self._unregistered:
+                        self._orphan(record_path)
                     if self._stopping:
                         if not self._hand_back():
                             break
@@ -115,9 +151,9 @@ class Worker:
                         # Even with every slot taken: SLURM jobs need no slot, only a submission.
                         busy = self._schedule(full)
                         if self._running or busy:
-                            idle_since = time.monotonic()
+                            self._idle_since = time.monotonic()
                     elif self._running:
-                        idle_since = time.monotonic()
+                        self._idle_since = time.monotonic()
                     now = time.monotonic()
                     if now >= next_beat:
                         self._beat(record_path)
@@ -126,21 +162,24 @@ class Worker:
                         self.idle_exit is not None
                         and not self._running
                         and not self._stopping
-                        and now - idle_since >= self.idle_exit
+                        and now - self._idle_since >= self.idle_exit
                     ):
                         log.info("worker %s: idle for %.1fs, exiting", self.name, self.idle_exit)
                         break
                     wait_for = next_beat - now
                     if self.idle_exit is not None and not self._running:
-                        wait_for = min(wait_for, max(0.01, idle_since + self.idle_exit - now))
+                        wait_for = min(wait_for, max(0.01, self._idle_since + self.idle_exit - now))
                     retry = self._retry_soon
                     if retry:
                         self._retry_soon = False
                         wait_for = min(wait_for, RETRY_SOON)
+                    restart_at = min((failed.retry_at for failed in self._failed_starts.values()), default=None)
+                    if restart_at is not None:
+                        wait_for = min(wait_for, restart_at - now)
                     full = watcher.wait(max(0.0, wait_for))
                     # A heartbeat timeout alone changes nothing on disk: scan only when something
                     # happened (an event, a child's end), a retry is due, or a full rescan is.
-                    due = full or watcher.woken or retry
+                    due = full or watcher.woken or retry or (restart_at is not None and time.monotonic() >= restart_at)
         finally:
             if self._zygote is not None:
                 self._zygote.close()
@@ -148,6 +187,10 @@ class Worker:
                 os.unlink(record_path)
             except FileNotFoundError:
                 pass
+            except OSError as error:
+                # Read-only, failing: the record goes stale (`xpmfs check --fix` removes it). The
+                # error that ends the worker, if one does, is what to report, not this one.
+                log.warning("worker %s: cannot remove %s (%s)", self.name, record_path, error.strerror)
         return 0
 
     # -- signals -------------------------------------------------------------------------------
@@ -166,6 +209,32 @@ class Worker:
         """Ask the worker to stop (thread-safe)."""
         self._stopping = True
         self._watcher.wake()
+
+    def _follow_lifeline(self) -> None:
+        assert self.lifeline is not None
+        try:
+            while os.read(self.lifeline, 512):
+                pass  # nobody writes: only the end of file (every write end closed) matters
+        except OSError:
+            pass  # a bad descriptor is as good as a closed one
+        self._orphaned = True
+        self._watcher.wake()
+
+    def _orphan(self, record_path: Path) -> None:
+        """The experiment that started this embedded worker is gone (any exit, SIGKILL included):
+        claim nothing more, let the running jobs finish and be recorded, then exit. The registration
+        goes at once, so the next experiment starts a worker of its own instead of waiting for this
+        one (spec/workspace.md, "Embedded workers")."""
+        log.info(
+            "worker %s: its experiment's process is gone; claiming no new job, finishing %d running",
+            self.name,
+            len(self._running),
+        )
+        self._stopping = self.drain = self._unregistered = True
+        try:
+            os.unlink(record_path)
+        except FileNotFoundError:
+            pass
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -221,6 +290,9 @@ class Worker:
         """Start, submit or note the job of queue entry ``name``; 1 if it keeps this worker busy."""
         if ref in self._running:
             return 0
+        failed_starts = self._failed_starts.get(ref)
+        if failed_starts is not None and time.monotonic() < failed_starts.retry_at:
+            return 0  # its runner could not start: not again before its back-off ends (idle till then)
         blocker = self._waiting.get(name)
         if blocker is not None and not self._thorough:
             if self._dependency_marker(blocker) is None:
@@ -270,8 +342,14 @@ class Worker:
         """Drop what is cached about jobs whose entry is gone, once that is most of the cache."""
         if len(self._specs) > 2 * len(self._entries) + 64:
             self._specs = {ref: spec for ref, spec in self._specs.items() if ref.entry_name in self._entries.names()}
+        if self._failed_starts and len(self._failed_starts) > len(self._entries):
+            self._failed_starts = {
+                ref: failed for ref, failed in self._failed_starts.items() if ref.entry_name in self._entries.names()
+            }
         if len(self._waiting) > 2 * len(self._entries) + 64:
             self._waiting = {name: rel for name, rel in self._waiting.items() if name in self._entries.names()}
+        if len(self._refused) > 2 * len(self._entries) + 64:
+            self._refused = {ref for ref in self._refused if ref.entry_name in self._entries.names()}
 
     def _report(self, job: Job, error: Error) -> None:
         if job.ref not in self._reported:
@@ -279,10 +357,15 @@ class Worker:
             log.error("worker %s: skipping job %s: %s", self.name, job.ref, error)
 
     def _spec(self, job: Job) -> Spec | None:
+        """The job's spec if it can be read and its owner is trusted (cached: specs are immutable)."""
         spec = self._specs.get(job.ref)
         if spec is None:
+            if job.ref in self._refused and not self._thorough:
+                return None  # a chown makes no event: looked at again on thorough passes only
             try:
-                spec = job.read_spec()
+                # The owner of the very file read: what the worker takes from the spec (the
+                # interpreter, the environment, the import path) is then the owner's.
+                spec, owner = job.read_owned_spec()
             except WorkspaceError as error:
                 # A spec still being written has no file yet; anything else (damage, a newer
                 # format) is reported once, and the job left alone.
@@ -290,8 +373,28 @@ class Worker:
                     self._reported.add(job.ref)
                     log.error("worker %s: skipping job: %s", self.name, error)
                 return None
+            refusal = self._trust.refusal(job.spec_path, owner)
+            if refusal is not None:
+                self._refuse(job, refusal)
+                return None
+            self._refused.discard(job.ref)
             self._specs[job.ref] = spec
         return spec
+
+    def _untrusted(self, job: Job) -> UntrustedError | None:
+        """Why the job's code must not run, by the owners of its spec and ``<name>.py`` as they are
+        now; asked under the job's lock, just before it is started or submitted (spec/workspace.md,
+        "Trust")."""
+        return self._trust.check(job.spec_path) or self._trust.check(job.script_path)
+
+    def _refuse(self, job: Job, refusal: UntrustedError) -> None:
+        """Leave a job whose code belongs to a user not trusted as it is (state, queue entry), and say
+        so once."""
+        self._refused.add(job.ref)
+        self._specs.pop(job.ref, None)
+        if job.ref not in self._reported:
+            self._reported.add(job.ref)
+            log.error("worker %s: refusing job %s: %s", self.name, job.ref, refusal)
 
     def _dependencies(self, spec: Spec, *, fresh: bool = False) -> State | tuple[State, str]:
         """``READY``, ``WAITING``, or ``(FAILED, which)`` when a dependency failed.
@@ -349,6 +452,12 @@ class Worker:
         claimed = time.time()
         crash_point("claim.after-lock")
         try:
+            refusal = self._untrusted(job)
+            if refusal is not None:
+                # Replaced since the scan read it (or its script is not trusted): change nothing.
+                lock.release()
+                self._refuse(job, refusal)
+                return
             # Everything may have changed between the scan and the claim: look again under the lock.
             if job.marker() is not None:
                 queue.remove(self.workspace.queue_dir, job.ref)
@@ -382,12 +491,12 @@ class Worker:
                     current=current,
                     message=f"previous run (pid {current.pid} on {current.host}) ended without a status",
                 )
-            self._start(job, spec, lock, claimed)
+            self._start(job, spec, lock, claimed, (current.attempt if current is not None else 0) + 1)
         except BaseException:
             lock.release()
             raise
 
-    def _start(self, job: Job, spec: Spec, lock: JobLock, claimed: float) -> None:
+    def _start(self, job: Job, spec: Spec, lock: JobLock, claimed: float, attempt: int) -> None:
         # The runner's environment is the worker's with these on top (the warm runner is sent
         # only these: it started with the worker's environment).
         env = {
@@ -396,9 +505,10 @@ class Worker:
             ENV_PARENT_PID: str(os.getpid()),
             ENV_WORKER: self.name,
             ENV_CLAIMED: repr(claimed),
+            ENV_ATTEMPT: str(attempt),
         }
         process = self._fork_warm(job, spec, env) or self._start_fresh(job, spec, env)
-        self._running[job.ref] = _Running(job, spec, lock, process, env)
+        self._running[job.ref] = _Running(job, spec, lock, process, env, attempt, self._idle_since)
         crash_point("claim.after-spawn")
         log.info("worker %s: started %s", self.name, job.ref)
 
@@ -406,7 +516,7 @@ class Worker:
         """Start the job's runner as a new interpreter, ``python <name>.py``, with ``env`` added to
         the worker's environment."""
         mode = "ab" if spec.resumable else "wb"
-        with open(job.stdout_path, mode) as out, open(job.stderr_path, mode) as err:
+        with _open_output(job.stdout_path, mode) as out, _open_output(job.stderr_path, mode) as err:
             process = subprocess.Popen(
                 [spec.python, str(job.script_path)],
                 cwd=job.path,
@@ -481,6 +591,10 @@ class Worker:
             return  # another worker is submitting it, or its runner started
         claimed = time.time()
         try:
+            refusal = self._untrusted(job)
+            if refusal is not None:
+                self._refuse(job, refusal)  # the batch script would run code of a user not trusted
+                return
             # Everything may have changed between the scan and the claim: look again under the lock.
             if job.marker() is not None or status.complete_interrupted(job.xpm_dir) is not None:
                 queue.remove(self.workspace.queue_dir, job.ref)
@@ -633,23 +747,44 @@ class Worker:
         job = running.job
         if running.ended is not None:
             # _finishing saw its marker, then its entry gone; under our lock neither comes back.
+            self._failed_starts.pop(job.ref, None)
             self._log_end(job, running.ended)
+            return
+        current = job.status()
+        attempt = current.attempt if current is not None else 0
+        if attempt > running.attempt or (
+            attempt == running.attempt and current is not None and current.worker != self.name
+        ):
+            # Another attempt started since our claim (a lease taken over while this node was
+            # frozen): its outcome is its own, and ours is not recorded (spec/failure-model.md).
+            log.warning(
+                "worker %s: %s: attempt %d was superseded by attempt %d; nothing recorded",
+                self.name,
+                job.ref,
+                running.attempt,
+                attempt,
+            )
             return
         marker = job.marker()
         if marker is not None:
             queue.remove(self.workspace.queue_dir, job.ref)  # the runner may have died just before this
             self._log_end(job, marker)
             return
-        current = job.status()
         marker = status.complete_interrupted(job.xpm_dir, current)
         if marker is not None:
             queue.remove(self.workspace.queue_dir, job.ref)  # the runner died between status and marker
             self._log_end(job, marker)
             return
+        if attempt < running.attempt:
+            # The runner died before it recorded `running`: it never started the task.
+            if not running.released:
+                self._failed_start(running, code, current)
+            return
+        self._failed_starts.pop(job.ref, None)
         if running.released:
             if current is not None and current.state is State.RUNNING:
                 message = f"handed back by worker {self.name}"
-                status.transition(job.xpm_dir, State.READY, current=current, message=message)
+                status.transition(job.xpm_dir, State.READY, fence=running.attempt, message=message)
             return
         if current is not None and current.state is State.READY:
             return  # the runner asked for a retry (resumable timeout); the queue entry stays
@@ -659,9 +794,53 @@ class Worker:
             reason, message = Reason.ERROR, f"runner killed by signal {-code}"
         else:
             reason, message = Reason.ERROR, f"runner exited with code {code} without a status; see {job.stderr_path}"
-        status.transition(job.xpm_dir, State.FAILED, current=current, reason=reason, message=message, exit_code=code)
+        status.transition(
+            job.xpm_dir, State.FAILED, fence=running.attempt, reason=reason, message=message, exit_code=code
+        )
         crash_point("reap.after-failed")
         queue.remove(self.workspace.queue_dir, job.ref)
+        self._log_end(job, State.FAILED)
+
+    def _failed_start(self, running: _Running, code: int, current: status.Status | None) -> None:
+        """A runner that died before recording `running`: back off, then fail the job after
+        :data:`MAX_FAILED_STARTS` such starts in a row, saying why (its exit and its .err)."""
+        job = running.job
+        previous = self._failed_starts.get(job.ref)
+        count = previous.count + 1 if previous is not None else 1
+        idle_since = previous.idle_since if previous is not None else running.idle_before
+        delay = min(2.0 ** (count - 1), FAILED_START_BACKOFF_CAP)
+        # Before anything is written: should writing fail too (a full disk), the back-off holds.
+        self._failed_starts[job.ref] = _FailedStarts(count, time.monotonic() + delay, idle_since)
+        self._idle_since = idle_since  # a job that cannot start keeps no worker busy
+        how = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
+        tail = _tail(job.stderr_path)
+        said = f"; its stderr ends with:\n{tail}" if tail else f"; {job.stderr_path} says nothing"
+        if count < MAX_FAILED_STARTS:
+            log.error(
+                "worker %s: the runner of %s did not start (%s; try %d of %d, next in %.0fs)%s",
+                self.name,
+                job.ref,
+                how,
+                count,
+                MAX_FAILED_STARTS,
+                delay,
+                said,
+            )
+            return
+        last = tail.rsplit("\n", 1)[-1] if tail else "no message"
+        message = f"the runner never started ({count} tries; the last: {how}: {last}); see {job.stderr_path}"
+        status.transition(
+            job.xpm_dir,
+            State.FAILED,
+            current=current,
+            fence=running.attempt - 1,
+            reason=Reason.ERROR,
+            message=message,
+            exit_code=code,
+        )
+        queue.remove(self.workspace.queue_dir, job.ref)
+        del self._failed_starts[job.ref]
+        log.error("worker %s: %s%s", self.name, message, said)
         self._log_end(job, State.FAILED)
 
     def _log_end(self, job: Job, marker: State) -> None:
@@ -683,7 +862,8 @@ class Worker:
 
     def _beat(self, record_path: Path) -> None:
         try:
-            heartbeat.beat(record_path)
+            if not self._unregistered:
+                heartbeat.beat(record_path)
         except FileNotFoundError:
             # Someone cleaned our registration (`xpmfs check --fix` thought us dead): register again.
             heartbeat.register(self.workspace.workers_dir, jobs=self.jobs, heartbeat=self.heartbeat)
@@ -697,6 +877,27 @@ def _same_python(python: str) -> bool:
     """Whether ``python`` (a spec's interpreter) is the one running this worker (asked per job)."""
     # Not samefile(): a venv's python is a symlink to the base interpreter, with other packages.
     return os.path.abspath(python) == os.path.abspath(sys.executable)
+
+
+def _open_output(path: Path, mode: str) -> IO[bytes]:
+    """A job's ``.out``/``.err`` opened for its runner; a full or read-only disk names the file."""
+    try:
+        return open(path, mode)  # the caller's `with` closes it
+    except OSError as error:
+        raise _atomic.write_error(path, error) from error
+
+
+def _tail(path: Path) -> str:
+    """The last lines of the file at ``path`` (at most :data:`STDERR_TAIL` bytes), stripped; "" if none."""
+    try:
+        with open(path, "rb") as stream:
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(max(0, size - STDERR_TAIL))
+            data = stream.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", "replace").strip().splitlines()
+    return "\n".join(lines[1:] if size > STDERR_TAIL and len(lines) > 1 else lines)
 
 
 def _kill_group(pid: int | None, signum: int) -> None:
@@ -715,9 +916,24 @@ def run_worker(
     idle_exit: float | None = None,
     rescan: float = DEFAULT_RESCAN,
     drain: bool = False,
+    trust_users: Iterable[str | int] = (),
+    lifeline: int | None = None,
 ) -> int:
-    """Open the workspace at ``path`` (it must exist) and work on it; return the exit code."""
+    """Open the workspace at ``path`` (it must exist) and work on it; return the exit code.
+
+    ``trust_users``: users (login names or uids) whose jobs it runs besides its own user's
+    (xpmfs.trust); ``OptionError`` for a name no account has.
+    """
     workspace = Workspace.open(path)
     if jobs < 1:
         raise WorkspaceError(path, f"--jobs must be at least 1, not {jobs}", "give a positive number of job slots")
-    return Worker(workspace, jobs=jobs, idle_exit=idle_exit, rescan=rescan, drain=drain).run()
+    users = tuple(trust_users)
+    for user in users:
+        try:
+            resolve_user(user)
+        except LookupError as error:
+            raise OptionError("trust_users", str(error), "name an existing user, or give a uid") from None
+    worker = Worker(
+        workspace, jobs=jobs, idle_exit=idle_exit, rescan=rescan, drain=drain, trust_users=users, lifeline=lifeline
+    )
+    return worker.run()
