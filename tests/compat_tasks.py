@@ -23,3 +23,23 @@ class WriteDerived(Task):
 
     def execute(self) -> None:
         self.out.write_text(str(self.total))
+
+
+class CatchesCancel(Task):
+    """Sends itself SIGTERM, catches TaskCancelled as experimaestro allows, and returns."""
+
+    out: Meta[Path] = field(default_factory=PathGenerator("caught.txt"))
+
+    def execute(self) -> None:
+        import os
+        import signal
+        import time
+
+        from xpmfs import TaskCancelled
+
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        except Exception as error:  # TaskCancelled is an Exception, as in experimaestro
+            assert isinstance(error, TaskCancelled)
+            self.out.write_text(error.message)

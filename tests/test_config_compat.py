@@ -281,3 +281,18 @@ def test_post_init_runs_in_the_job(tmp_path: Path) -> None:
         task = WriteDerived.C(inner=Scaled.C(value=4))
         task.submit()
     assert task.out.read_text() == "41"
+
+
+def test_task_cancelled_is_an_exception_and_catching_it_does_not_make_the_job_done(tmp_path: Path) -> None:
+    from compat_tasks import CatchesCancel
+    from conftest import job_of
+
+    from xpmfs import FailedExperiment, TaskCancelled, experiment, status
+
+    assert issubclass(TaskCancelled, Exception)
+    with pytest.raises(FailedExperiment), experiment(tmp_path / "ws", "cancel"):
+        task = CatchesCancel.C()
+        task.submit()
+    assert task.out.read_text() == "Job cancelled by SIGTERM"
+    job = job_of(tmp_path / "ws", task)
+    assert status.read_failure(job.xpm_dir)["reason"] == "cancelled"

@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "Error": "errors",
     "FailedExperiment": "errors",
     "GracefulTimeout": "errors",
+    "TaskCancelled": "errors",
     "experiment": "experiment",
     "PathGenerator": "generators",
     "STDERR": "generators",
@@ -96,6 +97,7 @@ __all__ = [
     "SubmitHook",
     "TagDict",
     "Task",
+    "TaskCancelled",
     "__version__",
     "cache",
     "config_only",
@@ -175,7 +177,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         tags,
         tagspath,
     )
-    from .errors import Error, FailedExperiment, GracefulTimeout
+    from .errors import Error, FailedExperiment, GracefulTimeout, TaskCancelled
     from .experiment import experiment
     from .generators import STDERR, STDOUT, DirectoryContext, PathGenerator, pathgenerator
     from .launchers import DirectLauncher, SlurmLauncher

@@ -168,6 +168,25 @@ class GracefulTimeout(Error):
         return self.message
 
 
+class TaskCancelled(Error):
+    """Raised inside a running task when its job is cancelled (SIGTERM: ``xpmfs kill``, ``scancel``).
+
+    An ``Exception``, as in experimaestro: a task may catch it to clean up before it is killed
+    (SLURM waits ``KillWait`` seconds after SIGTERM). Catching it does not undo the cancellation:
+    the job still ends ``failed`` with reason ``cancelled`` (or ``timeout`` when SLURM's time
+    limit sent the signal). ``remaining_time`` is the estimated time before SIGKILL in seconds,
+    ``None`` when unknown.
+    """
+
+    def __init__(self, message: str = "Task cancelled by signal", remaining_time: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.remaining_time = remaining_time
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class SettingsError(WorkspaceError, ValueError):
     """The user's settings file (``settings.yaml``) cannot be read, or one of its fields is wrong.
 

@@ -22,7 +22,7 @@ from ._crash import crash_point
 from ._process import IGNORE, die_with_parent, set_handler
 from .cache import set_root as set_cache_root  # not `from . import cache`: xpmfs.cache is the decorator
 from .config import typeid
-from .errors import CorruptedError, GracefulTimeout
+from .errors import CorruptedError, GracefulTimeout, TaskCancelled
 from .job import Job, Spec
 from .outputs import install_writer
 from .progress import flush as flush_progress
@@ -50,16 +50,17 @@ EXIT_TIMEOUT = 75  # EX_TEMPFAIL: GracefulTimeout
 EXIT_CANCELLED = 143
 
 
-class Cancelled(BaseException):
-    """Raised in the task's thread when the runner receives SIGTERM (``xpmfs kill``)."""
-
+Cancelled = TaskCancelled  # raised in the task's thread when the runner receives SIGTERM (``xpmfs kill``)
 
 _task_running = False  # SIGTERM interrupts the task only: never our own record-keeping
+_cancelled = False  # a task may catch TaskCancelled (an Exception) and return: still cancelled
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
+    global _cancelled
     if _task_running:
-        raise Cancelled()
+        _cancelled = True
+        raise TaskCancelled("Job cancelled by SIGTERM")
     # Arrived after the task returned or raised: its outcome stands; nothing to interrupt.
 
 
@@ -203,6 +204,8 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
             _execute(job, spec)
         finally:
             _task_running = False
+        if _cancelled:
+            raise TaskCancelled("Job cancelled by SIGTERM")  # the task caught it and returned
     except Cancelled:
         if cluster_id is not None:
             set_handler(signal.SIGTERM, IGNORE)  # a second SIGTERM must not cut the question short
