@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 
 import pytest
 
-from xpmfs import Config, DataPath, Identifier, InstanceConfig, Param, field, stop_tags, tag
+from xpmfs import Config, DataPath, Identifier, InstanceConfig, Param, deprecate, field, stop_tags, tag
 
 NS = Identifier("test.ns")
 T = TypeVar("T")
@@ -67,6 +67,53 @@ class Gen(Config, Generic[T]):
     x: Param[T]
 
 
+class DepNew(Config):
+    __xpmid__ = "test.deprecate.vec.new"
+    values: Param[list[int]]
+
+
+@deprecate(DepNew)
+class DepOld(Config):
+    __xpmid__ = "test.deprecate.vec.old"
+    value: Param[int]
+
+    def __convert__(self) -> DepNew:
+        return DepNew.C(values=[self.value])
+
+
+class DepBase(Config):
+    __xpmid__ = "test.deprecate.vec.base"
+    x: Param[int]
+
+
+@deprecate
+class DepLegacy(DepBase):
+    __xpmid__ = "test.deprecate.vec.legacy"
+
+
+class DepOuter(Config):
+    __xpmid__ = "test.deprecate.vec.outer"
+    inner: Param[Config]
+
+
+@deprecate(DepNew, replace=True)
+class DepReplaced(Config):
+    __xpmid__ = "test.deprecate.vec.replaced"
+    value: Param[int]
+
+    def __convert__(self) -> DepNew:
+        return DepNew.C(values=[self.value])
+
+
+class DepValues(Config):
+    __xpmid__ = "test.deprecate.vec.attribute"
+    values: Param[list[int]] = field(default=[], ignore_default=True)
+
+    @deprecate
+    def value(self, x: int) -> None:
+        self.values = [x]
+
+
 def _shared() -> Main:
     sub = Sub.C()
     return Main.C(m1=sub, m2=sub)
@@ -101,6 +148,38 @@ VECTORS = {
     ),
     "generic-int": (lambda: Gen.C(x=1), "36304a40b4a8eb47f42f8edf27c2357603cdd068982e22eb2f5f8a6da1740804"),
     "generic-str": (lambda: Gen.C(x="a"), "5e0ce49b3e207bb3d8d0ce9236e5073caa4b94ad36b30992ba071d4ab070f7ed"),
+    "deprecated-convert": (
+        lambda: DepOld.C(value=42),
+        "1cf4b171389385ee45f13124bba9e9f0663b8a6e4088948bbe48ee74b95149d1",
+    ),
+    "deprecated-target": (
+        lambda: DepNew.C(values=[42]),
+        "1cf4b171389385ee45f13124bba9e9f0663b8a6e4088948bbe48ee74b95149d1",
+    ),
+    "deprecated-legacy": (
+        lambda: DepLegacy.C(x=1),
+        "e9652e7a78246f7d1cf59d11b48bb0fd9584ebd9eed0f6ae560c8521452f6344",
+    ),
+    "deprecated-legacy-base": (
+        lambda: DepBase.C(x=1),
+        "e9652e7a78246f7d1cf59d11b48bb0fd9584ebd9eed0f6ae560c8521452f6344",
+    ),
+    "deprecated-nested": (
+        lambda: DepOuter.C(inner=DepOld.C(value=7)),
+        "6f30025e23902d1627f1dff71de9e1dceefc769b36e25b91f77b4ed082d27fc1",
+    ),
+    "deprecated-nested-target": (
+        lambda: DepOuter.C(inner=DepNew.C(values=[7])),
+        "6f30025e23902d1627f1dff71de9e1dceefc769b36e25b91f77b4ed082d27fc1",
+    ),
+    "deprecated-replace": (
+        lambda: DepReplaced.C(value=3),
+        "bfa6fcc0ac771d2659b5640dea97f511a1364ec30d2bd8c06cf9b705c76b01ee",
+    ),
+    "deprecated-attribute": (
+        lambda: DepValues.C(value=5),
+        "288dfb03f9eb592afa5af9a76b29a9812691ab73d182d4aead68b014f5c26018",
+    ),
 }
 
 
@@ -133,3 +212,43 @@ def test_a_second_distinct_instance_config_carries_its_rank() -> None:
 def test_stop_tags_datapath_and_ignore_generated_leave_identifiers_alone() -> None:
     assert Holder.C(inner=stop_tags(NsA.C(x=3))).__identifier__() == Holder.C(inner=NsA.C(x=3)).__identifier__()
     assert Data.C(x=1, path=Path("/a")).__identifier__() == Data.C(x=1, path=Path("/b")).__identifier__()
+
+
+def test_deprecation_keeps_the_original_type_id_and_replace_converts() -> None:
+    xpmtype = DepOld.__xpmtype__
+    assert xpmtype.deprecated and xpmtype.identifier == Identifier("test.deprecate.vec.new")
+    assert xpmtype._deprecated_identifier == Identifier("test.deprecate.vec.old")
+    assert xpmtype._deprecation is not None and xpmtype._deprecation.target is DepNew
+    assert DepLegacy.__xpmtype__._deprecation.target is DepBase  # type: ignore[union-attr]
+    old = DepOld.C(value=1)
+    assert type(old) is DepOld and old.value == 1
+    replaced = DepReplaced.C(value=3)
+    assert type(replaced) is DepNew and replaced.values == [3]
+    assert type(replaced._deprecated_from) is DepReplaced and replaced._deprecated_from.value == 3
+    assert DepNew.C(values=[1])._deprecated_from is None
+
+
+def test_a_deprecated_parameter_is_a_setter(caplog: pytest.LogCaptureFixture) -> None:
+    values = DepValues.C()
+    values.value = 4  # type: ignore[method-assign,assignment]
+    assert values.values == [4] and "Parameter value is deprecated" in caplog.text
+    with pytest.raises(AttributeError, match="deprecated parameter"):
+        _ = values.value
+
+
+def test_setting_a_parameter_only_the_replaced_class_had_warns_and_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Extra(Config):
+        __xpmid__ = "test.deprecate.extra"
+        value: Param[int]
+        extra: Param[str] = field(default="x", ignore_default=True)
+
+        def __convert__(self) -> DepNew:
+            return DepNew.C(values=[self.value])
+
+    deprecate(DepNew, replace=True)(Extra)
+    result = Extra.C(value=1)
+    result.extra = "y"  # type: ignore[attr-defined]
+    assert "extra" in caplog.text and "deprecated" in caplog.text
+    assert "extra" not in result.__dict__

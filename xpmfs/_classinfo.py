@@ -353,6 +353,7 @@ class ClassInfo:
     __slots__ = (
         "_xpmtype",
         "cls",
+        "deprecation",
         "factories",
         "fields",
         "generated",
@@ -370,6 +371,8 @@ class ClassInfo:
         self.fields = fields
         self.typeid = compute_typeid(cls)
         self.typeid_bytes = self.typeid.encode("utf-8")
+        self.deprecation: DeprecationInfo | None = None
+        """Set by :meth:`XPMType.deprecate` (``@deprecate``): the type id is then the target's."""
         # Identifier order: by name; generated fields never count.
         self.hashed = tuple(f for _, f in sorted(fields.items()) if f.generator is None)
         self.generated = tuple(f for f in fields.values() if f.generator is not None)
@@ -399,17 +402,34 @@ class ClassInfo:
         return values
 
 
+@dataclass(frozen=True)
+class DeprecationInfo:
+    """How a deprecated class relates to the class that replaces it (``@deprecate``)."""
+
+    original_identifier: Identifier
+    """The class's own type id before it was deprecated (what jobs made with it are filed under)."""
+    target: type
+    """The class that replaces it: its type id is now the deprecated class's."""
+    replace: bool = False
+    """Whether ``.C(...)`` returns the converted configuration (``__convert__()``) right away."""
+
+
 class XPMType:
     """What experimaestro exposes as ``X.__xpmtype__``: the type id and the arguments of a class."""
 
     def __init__(self, info: ClassInfo) -> None:
-        self.identifier = Identifier(info.typeid)
+        self._info = info
         self.arguments: Mapping[str, Field] = MappingProxyType(info.fields)
         self.value_type = info.cls
         self.config_type = info.cls
         self.basetype = info.cls
         self.title = info.cls.__qualname__
         self.description = inspect.cleandoc(info.cls.__doc__ or "") or None
+
+    @property
+    def identifier(self) -> Identifier:
+        """The type id (the target's once the class is deprecated)."""
+        return Identifier(self._info.typeid)
 
     @property
     def task(self) -> bool:
@@ -420,6 +440,50 @@ class XPMType:
 
     def name(self) -> str:
         return self.identifier.name
+
+    def getArgument(self, name: str) -> Field:  # experimaestro spells it so
+        """The field ``name`` (a ``KeyError`` if the class has none)."""
+        return self._info.fields[name]
+
+    @property
+    def _deprecation(self) -> DeprecationInfo | None:
+        return self._info.deprecation
+
+    @property
+    def deprecated(self) -> bool:
+        """Whether the class was deprecated (``@deprecate``)."""
+        return self._info.deprecation is not None
+
+    @property
+    def _deprecated_identifier(self) -> Identifier | None:
+        deprecation = self._info.deprecation
+        return None if deprecation is None else deprecation.original_identifier
+
+    def deprecate(self, target: type | None = None, replace: bool = False) -> None:
+        """Deprecate the class in favour of ``target`` (default: its only base class).
+
+        From now on the class's type id is the target's; with a ``__convert__()`` method, its
+        identifier is the identifier of the configuration ``__convert__`` returns.
+        """
+        info = self._info
+        where = info.cls.__qualname__
+        if info.deprecation is not None:
+            raise ConfigError(where, "is deprecated already")
+        if target is None:
+            bases = [b for b in info.cls.__bases__ if b is not typing.Generic]
+            if len(bases) != 1 or not is_config_class(bases[0]):
+                raise ConfigError(
+                    where,
+                    "a class deprecated without a target must have exactly one base class (the new one)",
+                    "write @deprecate(NewClass) and define __convert__()",
+                )
+            target = bases[0]
+        elif not is_config_class(target):
+            raise ConfigError(where, f"cannot deprecate in favour of {target!r}: not a configuration class")
+        original = Identifier(info.typeid)
+        info.deprecation = DeprecationInfo(original, target, bool(replace))
+        info.typeid = class_info(target).typeid
+        info.typeid_bytes = info.typeid.encode("utf-8")
 
     def __repr__(self) -> str:
         return f"<XPMType {self.identifier.name}>"
@@ -671,6 +735,7 @@ __all__ = [
     "MISSING",
     "ClassInfo",
     "Constant",
+    "DeprecationInfo",
     "Field",
     "FieldDescriptor",
     "FieldSpec",

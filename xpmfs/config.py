@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import copy as _copy
 import functools
+import inspect
 import logging
 import reprlib
 import sys
@@ -509,7 +510,7 @@ def _instance(config: Config, objects: dict[int, Any], keep: bool) -> Any:
         return found
     cls = type(config)
     source = config.__xpm__
-    obj = cls.__new__(cls)
+    obj = object.__new__(cls)
     info = ConfigInfo(obj, source.cls_info)
     obj.__xpm__ = info
     objects[id(config)] = obj  # before the values: cycles come back to it
@@ -583,14 +584,47 @@ class Config:
     __xpm_hooks__: ClassVar[tuple[SubmitHook, ...]] = ()
     __xpm__: ConfigInfo
 
+    _deprecated_from: Config | None = None
+    """For a configuration built by a class deprecated with ``replace=True``: that configuration."""
+
+    def __new__(cls, *args: Any, **values: Any) -> Any:
+        deprecation = class_info(cls).deprecation
+        if deprecation is None or not deprecation.replace:
+            return object.__new__(cls)
+        # @deprecate(New, replace=True): build the old configuration, hand back its conversion.
+        old = object.__new__(cls)
+        old.__init__(**values)
+        converted = old.__convert__()  # type: ignore[attr-defined]
+        converted.__dict__["_deprecated_from"] = old
+        return converted
+
     def __init__(self, **values: Any) -> None:
+        if "__xpm__" in self.__dict__:
+            return  # a configuration converted by __new__ (deprecated with replace=True)
         info = ConfigInfo(self, class_info(type(self)))
         self.__xpm__ = info
         for name, value in values.items():
+            if name not in info.cls_info.fields:
+                attribute = getattr(type(self), name, None)
+                if isinstance(attribute, DeprecatedAttribute):
+                    attribute.__set__(self, value)
+                    continue
             info.set(name, value)
         for f in info.cls_info.factories:
             if f.name not in info.values:
                 info.values[f.name] = f.check(f.factory(), info.where(f.name))  # type: ignore[misc]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        old = self.__dict__.get("_deprecated_from")
+        if old is not None and name not in self.__xpm__.cls_info.fields and name in old.__xpm__.cls_info.fields:
+            _log.warning(
+                "Attribute '%s' was in deprecated config %s but is not in %s. The value is being discarded.",
+                name,
+                old.__xpm__.cls_info.deprecation.original_identifier,  # type: ignore[union-attr]
+                self.__xpm__.cls_info.typeid,
+            )
+            return
+        object.__setattr__(self, name, value)
 
     @classmethod
     def C(cls: type[C], **values: Any) -> C:
@@ -731,6 +765,71 @@ class InstanceConfig(Config):
     """
 
     __xpm_instance__: ClassVar[bool] = True
+
+
+class DeprecatedAttribute:
+    """A deprecated parameter: ``@deprecate`` on a method ``old(self, value)`` that sets the new ones.
+
+    ``X.C(old=v)`` and ``cfg.old = v`` call the method (with a warning); the name is not a field,
+    so it never enters an identifier.
+    """
+
+    def __init__(self, setter: Callable[[Any, Any], None]) -> None:
+        self.setter = setter
+        self.name = setter.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        raise AttributeError(f"{type(obj).__qualname__}.{self.name} is a deprecated parameter: it can only be set")
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        _log.warning("Parameter %s is deprecated", self.name)
+        self.setter(obj, value)
+
+
+def deprecate(target: Any = None, *, replace: bool = False) -> Any:
+    """Deprecate a configuration class, or a parameter (experimaestro's ``@deprecate``).
+
+    - ``@deprecate`` on ``class Old(New)``: ``Old`` gets ``New``'s type id (same identifiers);
+    - ``@deprecate(New)`` on a class with a ``__convert__()`` returning a ``New`` configuration:
+      ``Old``'s identifier is the identifier of what ``__convert__`` returns;
+    - ``@deprecate(New, replace=True)``: ``Old.C(...)`` returns the converted ``New`` configuration
+      (``_deprecated_from`` keeps the ``Old`` one);
+    - ``@deprecate`` on a method ``old(self, value)``: ``old`` becomes a write-only parameter that
+      calls the method (see :class:`DeprecatedAttribute`).
+    """
+    if inspect.isfunction(target):
+        return DeprecatedAttribute(target)
+    if isinstance(target, type):
+        bases = target.__bases__
+        if (
+            not replace
+            and len(bases) == 1
+            and bases[0] not in (Config, Task)
+            and isinstance(bases[0], type)
+            and issubclass(bases[0], Config)
+        ):
+            target.__getxpmtype__().deprecate()  # type: ignore[attr-defined]
+            return target  # @deprecate on class Old(New)
+        new = target
+
+        def deprecate_class(old: type[C]) -> type[C]:
+            old.__getxpmtype__().deprecate(new, replace)
+            return old
+
+        return deprecate_class
+    if target is None:
+
+        def deprecate_legacy(old: type[C]) -> type[C]:
+            old.__getxpmtype__().deprecate(None, replace)
+            return old
+
+        return deprecate_legacy
+    raise ConfigError("deprecate()", f"cannot deprecate {target!r}", "decorate a configuration class or a method")
 
 
 def initializer(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -1135,6 +1234,7 @@ __all__ = [
     "ConfigInfo",
     "Constant",
     "DependentMarker",
+    "DeprecatedAttribute",
     "Field",
     "InstanceConfig",
     "LightweightTask",
@@ -1151,6 +1251,7 @@ __all__ = [
     "config_only",
     "copyconfig",
     "dependencies",
+    "deprecate",
     "field",
     "fields_of",
     "initializer",

@@ -153,6 +153,12 @@ def _digest(config: Config, trail: _Trail) -> bytes:
 
 def _config_stream(config: Config, out: list[bytes], trail: _Trail) -> None:
     info = config.__xpm__
+    if info.cls_info.deprecation is not None:
+        convert = getattr(config, "__convert__", None)
+        if convert is not None:
+            # A deprecated class is hashed as what it converts to (experimaestro's @deprecate).
+            _config_stream(convert(), out, trail)
+            return
     out.append(OBJECT)
     producer = info.task
     if producer is not None and producer is not config:

@@ -166,7 +166,7 @@ def from_dict(data: Any) -> Config:
             raise ConfigError(_type_name(record["type"]), "is not a Config class")
         if record["id"] in instances:
             raise ConfigError(_type_name(record["type"]), f"object id {record['id']} is used twice")
-        instance = cls.__new__(cls)
+        instance = object.__new__(cls)
         instance.__xpm__ = ConfigInfo(instance, class_info(cls))
         instances[record["id"]] = instance
 
