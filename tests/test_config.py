@@ -164,10 +164,40 @@ def test_values_are_validated_and_normalised() -> None:
     model = Model.C(rate=1, data="/data/x", color=Color.BLUE)
     assert model.rate == 1.0 and type(model.rate) is float
     assert model.data == Path("/data/x")
-    boxes = Containers.C(ints=(1, 2), labels=["a", "a"], pair=[1, "x"], many=[1, 2.5], either="s", mode="slow")
+    boxes = Containers.C(ints=[1, 2], labels={"a"}, pair=[1, "x"], many=[1, 2.5], either="s", mode="slow")
     assert boxes.ints == [1, 2] and boxes.labels == {"a"} and boxes.pair == (1, "x") and boxes.many == (1.0, 2.5)
     assert boxes.either == "s" and boxes.mode == "slow"
     assert Containers.C(either=3.0).either == 3  # an integral float is an int, as in experimaestro
+
+
+@pytest.mark.parametrize(
+    ("hint", "given", "stored"),
+    [
+        (int, True, 1),
+        (int, 1.0, 1),
+        (int, " 5 ", 5),
+        (int, "5.0", 5),
+        (int, b"5", 5),
+        (float, 1, 1.0),
+        (float, True, 1.0),
+        (float, "1.5", 1.5),
+        (bool, 1, True),
+        (bool, 0.0, False),
+        (bool, "false", False),
+        (bool, "Yes", True),
+        (list[int], [1.0, "2"], [1, 2]),
+        (set[int], {"1"}, {1}),
+        (dict[str, int], {"a": "2"}, {"a": 2}),
+        (tuple[int, str], ["1", "a"], (1, "a")),
+        (float | int, 1, 1.0),  # left to right: the first option that accepts the value wins
+        (int | str, "1", 1),
+        (bool | int, 2, 2),
+    ],
+)
+def test_values_are_coerced_as_experimaestro_does(hint: Any, given: Any, stored: Any) -> None:
+    holder = type("Holder", (Config,), {"__annotations__": {"x": Param[hint]}})  # a hint from a variable
+    value = holder.C(x=given).x
+    assert value == stored and type(value) is type(stored)
 
 
 def test_given_lists_are_copied() -> None:
@@ -180,13 +210,15 @@ def test_given_lists_are_copied() -> None:
 @pytest.mark.parametrize(
     ("cls", "name", "value", "expected", "given"),
     [
-        (Model, "hidden", "3", "expected int", "'3' (str)"),
-        (Model, "hidden", True, "expected int", "True (bool)"),
+        (Model, "hidden", "3.5", "expected int", "'3.5' (str)"),
+        (Model, "hidden", [1], "expected int", "[1] (list)"),
         (Model, "hidden", 2.5, "expected int", "2.5 (float)"),
         (Model, "rate", "x", "expected float", "'x' (str)"),
-        (Model, "rate", False, "expected float", "False (bool)"),
+        (Model, "rate", None, "expected float", "None (NoneType)"),
         (Model, "name", 3, "expected str", "3 (int)"),
-        (Model, "bias", 1, "expected bool", "1 (int)"),
+        (Model, "bias", 2, "expected bool", "2 (int)"),
+        (Containers, "ints", (1, 2), "expected list[int]", "(1, 2) (tuple)"),
+        (Containers, "labels", ["a"], "expected set[str]", "['a'] (list)"),
         (Model, "color", "red", "expected Color (one of Color.RED, Color.BLUE)", "'red' (str)"),
         (Model, "data", 3, "expected Path | None", "3 (int)"),
         (ModelLearn, "model", Containers.C(), "expected Model", "Containers.C("),

@@ -93,7 +93,7 @@ def test_help_annotation_and_array() -> None:
         sizes: Param[Array(int)]  # type: ignore[valid-type]
 
     assert fields_of(Documented)["epochs"].help == "number of passes"
-    assert Documented.C(epochs=1, sizes=(1, 2)).sizes == [1, 2]
+    assert Documented.C(epochs=1, sizes=[1, 2]).sizes == [1, 2]
     with pytest.raises(TypeError):
         Documented.C(epochs=1, sizes=["a"])
 

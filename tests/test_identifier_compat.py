@@ -114,6 +114,15 @@ class DepValues(Config):
         self.values = [x]
 
 
+class Coerce(Config):
+    __xpmid__ = "test.vec.Coerce"
+    i: Param[int]
+    f: Param[float]
+    b: Param[bool]
+    fi: Param[float | int]
+    istr: Param[int | str]
+
+
 def _shared() -> Main:
     sub = Sub.C()
     return Main.C(m1=sub, m2=sub)
@@ -175,6 +184,18 @@ VECTORS = {
     "deprecated-replace": (
         lambda: DepReplaced.C(value=3),
         "bfa6fcc0ac771d2659b5640dea97f511a1364ec30d2bd8c06cf9b705c76b01ee",
+    ),
+    "coerced": (
+        lambda: Coerce.C(i=True, f=1, b="false", fi=1, istr="1"),
+        "112e8c8ae9014173e2b023c5854456a2c1f025e9da99c7401441e6c4fbdc6b17",
+    ),
+    "coerced-plain": (
+        lambda: Coerce.C(i=1, f=1.0, b=False, fi=1.0, istr=1),
+        "112e8c8ae9014173e2b023c5854456a2c1f025e9da99c7401441e6c4fbdc6b17",
+    ),
+    "coerced-text": (
+        lambda: Coerce.C(i="5", f="1.5", b="yes", fi=2, istr="x"),
+        "d68c6127b21b80dc5d77d67a5dd938eae1e372bcffd16cffba6d49e3b025b149",
     ),
     "deprecated-attribute": (
         lambda: DepValues.C(value=5),

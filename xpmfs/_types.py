@@ -14,6 +14,7 @@ import enum
 import numbers
 import operator
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -58,19 +59,43 @@ class AnyChecker(Checker):
         return "Any"
 
 
+_INT_TEXT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*(?:\.0*)?")
+_TRUE_TEXT = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE_TEXT = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+def _text(value: Any) -> str | None:
+    """``value`` as text when it is ``str`` or ASCII ``bytes`` (experimaestro parses both)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
 class IntChecker(Checker):
+    """experimaestro's (pydantic's lax) int: ``True`` is 1, ``3.0`` is 3, ``"5"`` is 5; ``1.5`` is refused."""
+
     __slots__ = ()
 
     def __call__(self, value: Any, where: str) -> Any:
         if type(value) is int:
             return value
-        if isinstance(value, bool):
-            # bool is an int to Python, but passing True for a count is almost always a mistake.
-            raise self.fail(value, where)
         if isinstance(value, int):
-            return value  # an IntEnum member keeps its identity (it hashes as an int anyway)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)  # experimaestro accepts 3.0 for an int; identifiers stay the same
+            return int(value)  # bool, IntEnum: stored (and hashed) as a plain int
+        if isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+            raise self.fail(value, where)
+        text = _text(value)
+        if text is not None:
+            text = text.strip()
+            if _INT_TEXT.fullmatch(text):
+                return int(text.split(".", 1)[0])
+            raise self.fail(value, where)
         if hasattr(value, "__index__"):  # numpy integers
             return operator.index(value)
         raise self.fail(value, where)
@@ -80,14 +105,22 @@ class IntChecker(Checker):
 
 
 class FloatChecker(Checker):
+    """experimaestro's (pydantic's lax) float: ints and bools convert, and so does numeric text."""
+
     __slots__ = ()
 
     def __call__(self, value: Any, where: str) -> Any:
         if type(value) is float:
             return value
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise self.fail(value, where)
-        return float(value)  # stored as float so 1 and 1.0 give one identifier
+        if isinstance(value, numbers.Real):
+            return float(value)  # stored as float so 1 and 1.0 give one identifier
+        text = _text(value)
+        if text is not None:
+            try:
+                return float(text)
+            except ValueError:
+                raise self.fail(value, where) from None
+        raise self.fail(value, where)
 
     def describe(self) -> str:
         return "float"
@@ -106,11 +139,22 @@ class StrChecker(Checker):
 
 
 class BoolChecker(Checker):
+    """experimaestro's (pydantic's lax) bool: also 0/1 (int or float) and "true"/"false", "yes"/"no"..."""
+
     __slots__ = ()
 
     def __call__(self, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        text = _text(value)
+        if text is not None:
+            lowered = text.lower()
+            if lowered in _TRUE_TEXT:
+                return True
+            if lowered in _FALSE_TEXT:
+                return False
         raise self.fail(value, where)
 
     def describe(self) -> str:
@@ -179,8 +223,8 @@ class ListChecker(Checker):
         self.item = item
 
     def __call__(self, value: Any, where: str) -> Any:
-        if not isinstance(value, (list, tuple)):
-            raise self.fail(value, where)
+        if not isinstance(value, list):
+            raise self.fail(value, where)  # a tuple is refused, as experimaestro does
         check = self.item
         return [check(x, f"{where}[{i}]") for i, x in enumerate(value)]
 
@@ -195,8 +239,8 @@ class SetChecker(Checker):
         self.item = item
 
     def __call__(self, value: Any, where: str) -> Any:
-        if not isinstance(value, (set, frozenset, list, tuple)):
-            raise self.fail(value, where)
+        if not isinstance(value, set):
+            raise self.fail(value, where)  # a list or a frozenset is refused, as experimaestro does
         check = self.item
         return {check(x, f"{where}[{x!r}]") for x in value}
 
@@ -262,10 +306,8 @@ class UnionChecker(Checker):
             if self.optional:
                 return None
             raise self.fail(value, where)
-        # An exact-type match first, so that ``int | float`` keeps 1 an int and 1.5 a float.
-        for option in self.options:
-            if isinstance(option, InstanceChecker) and isinstance(value, option.cls):
-                return value
+        # Left to right, the first option that accepts the value wins (experimaestro's rule): so
+        # ``float | int`` stores 1 as 1.0, and ``int | str`` stores "1" as 1.
         errors = []
         for option in self.options:
             try:
