@@ -232,6 +232,55 @@ def test_generic_type_variables_are_bound_per_instance() -> None:
         Holder.C(held=Pair.C(x=1, y=2), other="s")
 
 
+class GenPair(Config, Generic[T]):
+    x: Param[T]
+    y: Param[T]
+
+
+Bounded = TypeVar("Bounded", bound=Inner)
+
+
+class BoundHolder(Config, Generic[Bounded]):
+    x: Param[Bounded]
+
+
+class Converter(Config, Generic[T]):
+    pass
+
+
+class IntConverter(Converter[int]):
+    pass
+
+
+class StrConverter(Converter[str]):
+    pass
+
+
+def test_a_configuration_given_for_a_type_variable_brings_its_bindings() -> None:
+    with pytest.raises(TypeError, match="bound to GenPair"):
+        GenPair.C(x=GenPair.C(x=1, y=2), y=GenPair.C(x=3, y=4))  # T is GenPair, and int inside
+    GenPair.C(x=Inner.C(value=1), y=Inner.C(value=2))  # a non-generic value brings nothing
+
+
+def test_a_type_variable_s_bound_is_checked() -> None:
+    class Child(Inner):
+        pass
+
+    holder = BoundHolder.C(x=Child.C(value=1))
+    holder.x = Inner.C(value=2)
+    with pytest.raises(TypeError, match="declared bound"):
+        BoundHolder.C(x=Outer.C(inner=Inner.C(value=1)))
+
+
+def test_a_class_that_fixes_type_arguments_must_fit_the_field() -> None:
+    class Uses(Config):
+        converter: Param[Converter[str | list[str]]]
+
+    Uses.C(converter=StrConverter.C())  # str is a member of the union
+    with pytest.raises(TypeError, match="int is not compatible"):
+        Uses.C(converter=IntConverter.C())
+
+
 def test_pathgenerator_annotation_and_stdout(tmp_path: Path) -> None:
     class Job(Config):
         out: Annotated[Path, pathgenerator("result.json")]

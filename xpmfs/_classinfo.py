@@ -229,6 +229,11 @@ class Field:
         return self.kind is Kind.CONSTANT
 
     @property
+    def type(self) -> _types.Checker:
+        """The field's type, as xpmfs checks values against it (``describe()`` spells it)."""
+        return self.check
+
+    @property
     def checker(self) -> Any:
         """The value checker given in the annotation (``Choices``), as experimaestro names it."""
         return self.value_checker

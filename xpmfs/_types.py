@@ -59,6 +59,18 @@ class AnyChecker(Checker):
         return "Any"
 
 
+class TypeVarChecker(AnyChecker):
+    """A field typed by a type variable (``x: Param[T]``): any value; the instance binds ``T`` (see _generics)."""
+
+    __slots__ = ("typevar",)
+
+    def __init__(self, typevar: typing.TypeVar) -> None:
+        self.typevar = typevar
+
+    def describe(self) -> str:
+        return str(self.typevar)
+
+
 _INT_TEXT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*(?:\.0*)?")
 _TRUE_TEXT = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE_TEXT = frozenset({"0", "off", "f", "false", "n", "no"})
@@ -365,7 +377,7 @@ def compile_type(hint: Any, resolve: Resolve) -> Checker:
     if simple is not None:
         return simple
     if isinstance(hint, typing.TypeVar):
-        return ANY
+        return TypeVarChecker(hint)
     if isinstance(hint, Array):
         return ListChecker(compile_type(hint.type, resolve))
     origin = typing.get_origin(hint)

@@ -130,6 +130,7 @@ ALIASES = {
     "ConfigMixin": "Config",  # experimaestro's base of configuration objects; xpmfs has one class
     "ConfigInformation": "ConfigInfo",  # cfg.__xpm__
     "Argument": "Field",  # a declared field
+    "TypeVarType": "TypeVarChecker",  # the type of a field typed by a type variable (.typevar)
 }
 
 # Names of later issues or not wanted: they resolve to a placeholder that fails when used, so a
@@ -155,7 +156,6 @@ OUT_OF_SCOPE = {
     "IntType",
     "StrType",
     "TupleType",
-    "TypeVarType",
     "UnionType",
     "SetInfo",
     "ConfigWalk",
