@@ -345,3 +345,14 @@ def test_task_cancelled_is_an_exception_and_catching_it_does_not_make_the_job_do
     assert task.out.read_text() == "Job cancelled by SIGTERM"
     job = job_of(tmp_path / "ws", task)
     assert status.read_failure(job.xpm_dir)["reason"] == "cancelled"
+
+
+def test_a_configuration_can_be_tagged_and_tag_sources_are_kept() -> None:
+    inner = Inner.C(value=tag(3))
+    outer = Outer.C(inner=stop_tags(tag(inner)))
+    assert outer.tags() == {"inner": inner}  # the tag is the configuration; its own tags stop
+    outer.x = tag(5)
+    value, source = outer.__xpm__._tags["x"]
+    assert value == 5 and source.startswith(__file__) and source.rsplit(":", 1)[1].isdigit()
+    outer.tag("name", "run")
+    assert outer.__xpm__._tags["name"][0] == "run" and __file__ in outer.__xpm__._tags["name"][1]

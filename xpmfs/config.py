@@ -92,7 +92,8 @@ class TaggedValue:
 def tag(value: Any) -> Any:
     """``X.C(lr=tag(0.1))`` sets ``lr`` to 0.1 and tags the configuration ``lr=0.1``.
 
-    Tags label results (``tags(cfg)``, job listings); they never change an identifier.
+    Tags label results (``tags(cfg)``, job listings); they never change an identifier. The value
+    may be a configuration (``stop_tags(tag(cfg))``: the tag is ``cfg`` itself, its own tags stop).
     """
     wrapped = TaggedValue.ensure(value)
     wrapped.tagged = True
@@ -267,9 +268,7 @@ class ConfigInfo:
             if wrapped.stop_tags:
                 self.stop_tags.add(name)
             if wrapped.tagged:
-                if isinstance(value, Config):
-                    raise ConfigError(where, "tag() takes a plain value (int, float, str, bool), not a configuration")
-                self.add_tag(name, value, wrapped.source)
+                self.add_tag(name, value, wrapped.source)  # a configuration too: stop_tags(tag(cfg))
 
     def set_loaded(self, name: str, value: Any) -> None:
         """Store a value read back from a serialized tree (sealed or generated fields included)."""
@@ -303,6 +302,11 @@ class ConfigInfo:
     def tags(self) -> TagDict:
         """The tags of this configuration and of everything below it (see :func:`tags`)."""
         return tags(self.config)
+
+    @property
+    def _tags(self) -> dict[str, tuple[Any, str]]:
+        """This configuration's own tags and where each was set: ``{name: (value, "file:line")}``."""
+        return {name: (value, self.tag_sources.get(name, "?")) for name, value in self.own_tags.items()}
 
     def set_meta(self, meta: bool | None) -> None:
         if self.sealed:
