@@ -356,3 +356,27 @@ def test_a_configuration_can_be_tagged_and_tag_sources_are_kept() -> None:
     assert value == 5 and source.startswith(__file__) and source.rsplit(":", 1)[1].isdigit()
     outer.tag("name", "run")
     assert outer.__xpm__._tags["name"][0] == "run" and __file__ in outer.__xpm__._tags["name"][1]
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted", "matches"),
+    [
+        (0.0001, "1e-4", True),
+        (0.0001, "0.0001", True),
+        (0.0001, "0.001", False),
+        (3.0, "3", True),
+        (3, "3.0", True),
+        (True, "true", True),
+        (True, "1", False),
+        (1, "true", False),
+        ("1e-4", "1e-4", True),  # a text tag compares as text
+        ("1e-4", "0.0001", False),
+        ([1, 2], "[1,2]", True),
+        (None, "null", True),
+        (0.1, "x", False),
+    ],
+)
+def test_tag_filters_compare_values(value: object, wanted: str, matches: bool) -> None:
+    from xpmfs._tagvalue import tag_matches
+
+    assert tag_matches(value, wanted) is matches

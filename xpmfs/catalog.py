@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from . import journal, queue, status
+from ._tagvalue import tag_matches
 from .errors import CorruptedError, JobNotFoundError, WorkspaceError
 from .experiment import JOURNAL_FILE
 from .job import Job, Spec
@@ -275,7 +276,8 @@ def list_jobs(
 ) -> list[JobInfo]:
     """The workspace's jobs, sorted by type then id, filtered by state, experiment and tags.
 
-    ``tags`` match as text (see :func:`tag_text`): ``{"lr": "0.1"}`` selects jobs tagged ``lr=0.1``.
+    ``tags`` match by value (see :func:`xpmfs._tagvalue.tag_matches`): ``{"lr": "1e-4"}`` selects jobs
+    tagged ``lr=0.0001``.
     ``state="unknown"`` selects jobs whose state cannot be read. ``brief``: done jobs come without
     their ``status.json`` (see :func:`job_info`).
     """
@@ -297,7 +299,7 @@ def list_jobs(
             continue
         if tags:
             have = membership.tags if membership is not None else {}
-            if any(key not in have or tag_text(have[key]) != value for key, value in tags.items()):
+            if any(key not in have or not tag_matches(have[key], value) for key, value in tags.items()):
                 continue
         info = job_info(Job(ws, ref), membership, queued=ref in queued, brief=brief)
         if wanted_state is not None and info.label != wanted_state:
