@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -80,6 +81,20 @@ class Processes:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def fill_disk(path: Path) -> None:
+    """Take every free byte of ``path``'s file system (the last page's too) with the file ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for chunk in (65536, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+    finally:
+        os.close(fd)
 
 
 def job_of(ws: Path, output: Any) -> Job:

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from conftest import Processes, job_of, wait_until
+from conftest import Processes, fill_disk, job_of, wait_until
 from sample_tasks import Add, Count, Gate
 
 from xpmfs import Error, experiment
@@ -384,23 +384,10 @@ def test_submitting_on_a_full_disk_fails_clearly_and_leaves_the_workspace_consis
     assert (job / "__xpm__" / "done").exists() and (job / "result.txt").read_text() == "7"
 
 
-def _fill(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        for chunk in (65536, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * chunk)
-            except OSError as error:
-                assert error.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-
-
 def test_the_full_disk_error_names_the_workspace(small_disk: Path) -> None:
     ws = small_disk / "ws"
     with experiment(ws, "full", wait=False, workers=0):
-        _fill(small_disk / "filler")
+        fill_disk(small_disk / "filler")
         try:
             with pytest.raises(OSError) as raised:
                 Add.C(x=8).submit()
@@ -414,7 +401,7 @@ def test_a_failed_experiment_run_on_a_full_disk_releases_its_lock(small_disk: Pa
     ws = small_disk / "ws"
     filler = small_disk / "filler"
     with pytest.raises(OSError), experiment(ws, "full", wait=False, workers=0):
-        _fill(filler)
+        fill_disk(filler)
         Add.C(x=9).submit()
     filler.unlink()
     with experiment(ws, "full", wait=False, workers=0):

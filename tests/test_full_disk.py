@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Processes, job_of, wait_until
+from conftest import Processes, fill_disk, job_of, wait_until
 from sample_tasks import Add
 
 from xpmfs import _atomic, experiment, heartbeat, queue, status
@@ -61,20 +61,6 @@ def _remount_read_only(path: Path) -> None:
         pytest.skip(f"cannot remount {path} read-only: {result.stderr.decode().strip()}")
 
 
-def _fill(path: Path) -> None:
-    """Take every free byte of ``path``'s file system (the last page's too)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        for chunk in (65536, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * chunk)
-            except OSError as error:
-                assert error.errno == errno.ENOSPC, error
-    finally:
-        os.close(fd)
-
-
 def _temp_files(folder: Path) -> list[Path]:
     return list(folder.rglob(f"{_atomic.TMP_PREFIX}*"))
 
@@ -91,7 +77,7 @@ def test_a_journal_append_on_a_full_disk_names_the_file_and_leaves_no_part_of_it
         # Most of a page: the next record needs a page the full disk does not have, so the
         # kernel takes the part that fits and refuses the rest (a short write, then ENOSPC).
         journal.append({"pad": "x" * 4000})
-        _fill(disk / "filler")
+        fill_disk(disk / "filler")
         before = path.read_bytes()
         with pytest.raises(WorkspaceError) as raised:
             journal.append({"pad": "y" * 300})
@@ -135,7 +121,7 @@ def test_an_atomic_write_on_a_full_disk_leaves_the_old_file_and_no_temporary_one
     disk = mount(tmp_path / "disk")
     target = disk / "status.json"
     _atomic.write_json(target, {"state": "ready"})
-    _fill(disk / "filler")
+    fill_disk(disk / "filler")
     with pytest.raises(WorkspaceError) as raised:
         _atomic.write_json(target, {"state": "running", "pad": "x" * 8192})
     assert raised.value.errno == errno.ENOSPC and raised.value.path == target
@@ -175,7 +161,7 @@ def test_a_worker_that_cannot_write_one_jobs_files_names_them_and_serves_the_oth
     shutil.copytree(aside, stale_job.path, dirs_exist_ok=True)
     shutil.rmtree(aside)
     filler = stale_job.path / ".filler"
-    _fill(filler)
+    fill_disk(filler)
 
     worker = processes.worker(ws, rescan=0.3)
     history = stale_job.xpm_dir / status.HISTORY_FILE
@@ -215,7 +201,7 @@ def test_a_worker_that_cannot_write_its_own_registration_exits_with_the_file_and
     registered = wait_until(lambda: list((ws / "workers").glob("*.json")), what="the worker to register")
     (record,) = registered  # type: ignore[misc]
     if refusal == "full":
-        _fill(disk / "filler")
+        fill_disk(disk / "filler")
         # Gone, as when `xpmfs check --fix` takes a worker for dead: it registers again. (Renamed,
         # not removed: that would free the page the new registration needs.)
         record.rename(disk / "gone")
