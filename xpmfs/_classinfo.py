@@ -13,6 +13,7 @@ value and ``cfg.epochs = 3`` is validated.
 from __future__ import annotations
 
 import ast
+import builtins
 import copy
 import enum
 import inspect
@@ -245,7 +246,7 @@ class Field:
             self._help = field_docs(self.owner).get(self.name, "")
         return self._help or None
 
-    def with_default(self, owner: type, spec: FieldSpec, where: str) -> Field:
+    def with_default(self, owner: builtins.type, spec: FieldSpec, where: str) -> Field:
         """A copy for subclass ``owner``, which overrides the default."""
         marker = _Marker(self.kind, self.is_data)
         return _make_field(self.name, owner, marker, self.hint, self.check, spec, where, self.options)

@@ -597,7 +597,7 @@ class Config:
             return object.__new__(cls)
         # @deprecate(New, replace=True): build the old configuration, hand back its conversion.
         old = object.__new__(cls)
-        old.__init__(**values)
+        Config.__init__(old, **values)
         converted = old.__convert__()  # type: ignore[attr-defined]
         converted.__dict__["_deprecated_from"] = old
         return converted
