@@ -493,7 +493,11 @@ Stream = Literal["out", "err"]
 
 def log_path(job: Job, stream: Stream = "out") -> Path:
     """The file holding the job's standard output (``out``) or error (``err``)."""
-    return job.stderr_path if stream == "err" else job.stdout_path
+    path = job.stderr_path if stream == "err" else job.stdout_path
+    if job.adopted and not path.exists():
+        # Adopted from experimaestro and not run by xpmfs since: experimaestro's <name>.out/.err.
+        return Path(f"{job.folder}/{job.name}.{stream}")
+    return path
 
 
 def read_log(
@@ -569,7 +573,7 @@ def last_line(path: Path) -> str | None:
 def last_log_line(job: Job) -> str | None:
     """The last line the job printed: from ``<name>.out`` or ``<name>.err``, whichever changed last."""
     candidates = []
-    for path in (job.stdout_path, job.stderr_path):
+    for path in (log_path(job, "out"), log_path(job, "err")):
         try:
             candidates.append((path.stat().st_mtime_ns, path))
         except OSError:

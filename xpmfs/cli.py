@@ -170,6 +170,26 @@ def init(workspace: str, lock_mode: str | None, lease: float | None) -> None:
     click.echo(f"{ws.path}: workspace ready (lock mode {ws.lock_mode.value}{lease_text})")
 
 
+@main.command()
+@click.argument("workspace", type=click.Path(file_okay=False, exists=True))
+@click.option("--dry-run", is_flag=True, help="Say what would be done (jobs by state, problems); change nothing.")
+def adopt(workspace: str, dry_run: bool) -> None:
+    """Take over an experimaestro workspace in place, so its finished jobs are found again.
+
+    Adds xpmfs's files (.xpmfs/, each job's __xpm__/, the experiments' jobs.jsonl) and changes
+    none of experimaestro's. Done jobs stay done, failed ones failed; unfinished ones become
+    runnable again; jobs experimaestro is running are left to it. Safe to interrupt and run
+    again; a second run changes nothing. See spec/adopt.md.
+    """
+    from .adopt import adopt as adopt_workspace
+    from .adopt import progress_bar
+
+    with progress_bar(sys.stderr) as progress:
+        report = adopt_workspace(workspace, dry_run=dry_run, progress=progress)
+    for line in report.lines():
+        click.echo(line)
+
+
 # -- shared options and helpers ----------------------------------------------------------------
 
 _STATE_CHOICES = [state.value for state in State] + ["unknown"]

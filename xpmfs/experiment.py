@@ -300,6 +300,10 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             queue.add(self.workspace.queue_dir, job.ref)
         else:
             # Known already (a re-run, another experiment, a crash half-way through a submission).
+            if not job.spec_path.exists() and os.path.exists(f"{job.folder}/params.json"):
+                from .adopt import adopt_for_submission  # not at the top: xpmfs.adopt imports this module
+
+                adopt_for_submission(job, spec)  # experimaestro made this folder: adopt it first (spec/adopt.md)
             if not job.write_spec(spec):
                 self._repair_spec(job, spec)
             job.write_script(sys.executable)
@@ -318,11 +322,17 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         return task_outputs_of(task)
 
     def _repair_spec(self, job: Job, spec: Spec) -> None:
-        """Replace an existing spec that cannot be read: this experiment knows its right content."""
+        """Replace an existing spec that cannot be read: this experiment knows its right content.
+        So does a spec that `xpmfs adopt` wrote from experimaestro's params.json (spec/adopt.md)."""
+        from .adopt import is_provisional  # not at the top: xpmfs.adopt imports this module
+
         try:
             job.read_spec()
         except CorruptedError as error:
             log.warning("%s; replacing it with the spec this experiment submits", error)
+            job.replace_spec(spec)
+            return
+        if is_provisional(job):
             job.replace_spec(spec)
 
     def _enqueue(self, job: Job, spec: Spec) -> None:

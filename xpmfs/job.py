@@ -38,6 +38,17 @@ SPEC_FILE = "spec.json"
 LOCK_FILE = "lock"
 CANCEL_FILE = "cancel"
 TASK_OUTPUTS = ".experimaestro/task-outputs.jsonl"  # the path the seed documents
+#: Prefix of a job folder being removed: renamed first, then deleted, so no half job is visible.
+TRASH_PREFIX = ".trash-"
+#: How long a command waits for a job's lock held briefly (a worker's claim, an experiment
+#: enqueueing) before concluding that the job is being run.
+LOCK_WAIT = 1.0
+_LOCK_POLL = 0.02
+#: Written by ``xpmfs adopt`` in a job folder that experimaestro created (spec/adopt.md). There,
+#: ``<name>.py``, ``.out``, ``.err`` (and ``.sh``) are experimaestro's and are never written: xpmfs's
+#: own files are named ``<name>.xpmfs.py``, ``<name>.xpmfs.out``...
+ADOPTED_FILE = "adopted.json"
+ADOPTED_STEM = ".xpmfs"
 
 
 def task_name(typeid: str) -> str:
@@ -118,7 +129,7 @@ class Job:
     first use (three ``Path`` joins cost ~5 µs, a tenth of what ``xpmfs ls`` spends on a job).
     """
 
-    __slots__ = ("_path", "_xpm_dir", "folder", "name", "ref", "workspace", "xpm_folder")
+    __slots__ = ("_path", "_stem", "_xpm_dir", "folder", "name", "ref", "workspace", "xpm_folder")
 
     def __init__(self, workspace: Workspace, ref: JobRef) -> None:
         self.workspace = workspace
@@ -129,6 +140,7 @@ class Job:
         """Its ``__xpm__`` folder as a string (:attr:`xpm_dir` is the same as a ``Path``)."""
         self._path: Path | None = None
         self._xpm_dir: Path | None = None
+        self._stem: str | None = None
         self.name = task_name(ref.typeid)
 
     @property
@@ -163,12 +175,27 @@ class Job:
         return self.xpm_dir / CANCEL_FILE
 
     @property
+    def adopted(self) -> bool:
+        """Whether experimaestro created this folder and xpmfs adopted it (its ``<name>.*`` are not ours)."""
+        return os.path.exists(f"{self.xpm_folder}/{ADOPTED_FILE}")
+
+    @property
+    def stem(self) -> str:
+        """``<folder>/<name>``, which xpmfs's script and streams are named after; in an adopted folder
+        ``<folder>/<name>.xpmfs``, so that experimaestro's own ``<name>.py``/``.out``/``.err`` stay as
+        they are. Looked up once per object (one ``stat``)."""
+        if self._stem is None:
+            self._stem = f"{self.folder}/{self.name}" + (ADOPTED_STEM if self.adopted else "")
+        return self._stem
+
+    @property
     def script_path(self) -> Path:
-        return self.path / f"{self.name}.py"
+        return Path(f"{self.stem}.py")
 
     @property
     def batch_script_path(self) -> Path:
-        return self.path / f"{self.name}.sh"
+        return Path(f"{self.stem}.sh")
+
 
     @property
     def stdout_path(self) -> Path:
@@ -199,7 +226,7 @@ class Job:
     @property
     def output_files(self) -> tuple[str, str]:
         """The job's ``<name>.out`` and ``<name>.err``, as strings (a worker sends them per job)."""
-        stem = f"{self.folder}/{self.name}"
+        stem = self.stem
         return f"{stem}.out", f"{stem}.err"
 
     @property

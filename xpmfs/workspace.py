@@ -96,11 +96,16 @@ class Workspace:
         create: bool = False,
         lock_mode: LockMode | str | None = None,
         lease_duration: float | None = None,
+        experimaestro_ok: bool = False,
     ) -> Workspace:
         """Open the workspace at ``path``; with ``create``, make it first if it does not exist.
 
         ``lock_mode`` (and ``lease_duration``) must match what the workspace records, since every
         process of a workspace has to lock the same way; ``None`` takes what is recorded.
+
+        An experimaestro workspace that was not adopted (spec/adopt.md) is refused, with nothing
+        written, naming ``xpmfs adopt``; only the adoption itself (``experimaestro_ok``) creates
+        the format file there.
         """
         root = Path(path).expanduser().absolute()
         wanted = LockMode(lock_mode) if lock_mode is not None else None
@@ -116,6 +121,8 @@ class Workspace:
             )
         format_file = root / DOT_DIR / FORMAT_FILE
         if not format_file.exists():
+            if not experimaestro_ok and root.is_dir():
+                _refuse_experimaestro(root)
             if not create:
                 if root.is_dir() and any(root.iterdir()):
                     raise WorkspaceError(
@@ -193,6 +200,19 @@ class Workspace:
                 f"set it back to the value every process used (the default is {DEFAULT_LEASE_DURATION})",
             )
         return cls(root, mode, float(lease))
+
+
+def _refuse_experimaestro(root: Path) -> None:
+    """Raise if ``root`` is an experimaestro workspace: xpmfs must not write there before adopting it."""
+    from .experimaestro_layout import is_workspace  # only reached when the format file is missing
+
+    if is_workspace(root):
+        raise WorkspaceError(
+            root,
+            "is an experimaestro workspace, not (yet) an xpmfs one",
+            f"adopt it first: `xpmfs adopt {root}` (see what it would do with `xpmfs adopt --dry-run {root}`); "
+            "adoption only adds files, and finished jobs are found again",
+        )
 
 
 def _valid_lease(value: object) -> bool:
