@@ -175,7 +175,7 @@ def test_message_rules_and_experimaestro_keywords(job_dir: Path) -> None:
     progress_module.flush()
     assert reported(job_dir, fraction=0.2, message="loading")
     xpmfs.progress(0.3, desc="training")  # experimaestro's name for the message
-    xpmfs.progress(0.9, "inner loop", level=1)  # nested levels are accepted, not recorded
+    xpmfs.progress(0.9, level=1, desc="inner loop")  # nested levels are accepted, not recorded
     progress_module.flush()
     assert reported(job_dir, fraction=0.3, message="training")
     xpmfs.progress(1.5, "")  # clamped; "" clears the message
@@ -203,6 +203,30 @@ def test_outside_a_job_it_warns_once_and_writes_nothing(
             pass
     assert caught == [] and writes == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_experimaestros_signature(job_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``progress(value, level=0, desc=None, console=False)``, positionally and by keyword."""
+    xpmfs.progress(value=0.25, desc="warm-up")
+    progress_module.flush()
+    assert reported(job_dir, fraction=0.25, message="warm-up")
+    xpmfs.progress(0.5, 0, "train", True)  # all four positionally; console also prints
+    progress_module.flush()
+    assert reported(job_dir, fraction=0.5, message="train")
+    assert capsys.readouterr().err == "xpmfs: progress [0] train 50.0%\n"
+    xpmfs.progress(0.75, 1, "inner", console=True)  # a nested level prints, and is not recorded
+    progress_module.flush()
+    assert reported(job_dir, fraction=0.5, message="train")
+    assert capsys.readouterr().err == "xpmfs: progress [1] inner 75.0%\n"
+    xpmfs.progress(fraction=0.8, message="xpmfs keywords")  # the names of xpmfs 0.1
+    progress_module.flush()
+    assert reported(job_dir, fraction=0.8, message="xpmfs keywords")
+    with pytest.raises(TypeError, match="whole number"):
+        xpmfs.progress(0.5, -1)
+    with pytest.raises(TypeError, match="whole number"):
+        xpmfs.progress(0.5, "description", desc="description again")
+    with pytest.raises(TypeError, match="not both"):
+        xpmfs.progress(0.5, fraction=0.6)
 
 
 def test_a_vanished_job_folder_does_not_kill_the_task(job_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

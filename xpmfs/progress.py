@@ -220,30 +220,51 @@ def _check_fraction(fraction: float | None) -> float | None:
 
 
 def progress(
-    fraction: float | None,
-    message: str | None = None,
-    *,
-    level: int = 0,
+    value: float | None = None,
+    level: int | str = 0,
     desc: str | None = None,
+    console: bool = False,
+    *,
+    message: str | None = None,
+    fraction: float | None = None,
 ) -> None:
-    """Report the running task's progress: ``fraction`` between 0 and 1, and an optional message.
+    """Report the running task's progress: ``value`` between 0 and 1, and an optional description.
 
-    Cheap enough to call on every step: the value is recorded and written to
-    ``__xpm__/progress.json`` at most every :data:`MIN_INTERVAL` seconds, the latest value always
-    within that time. ``message=None`` keeps the previous message (``""`` clears it). ``desc`` is
-    a synonym of ``message`` and ``level`` (nested loops) is accepted for experimaestro
-    compatibility: only level 0 is recorded. Outside an xpmfs job it warns once and does nothing.
+    experimaestro's signature, ``progress(value, level=0, desc=None, console=False)``. Cheap
+    enough to call on every step: the value is recorded and written to ``__xpm__/progress.json``
+    at most every :data:`MIN_INTERVAL` seconds, the latest value always within that time.
+    ``desc=None`` keeps the previous description (``""`` clears it); ``message`` is a synonym of
+    ``desc`` and ``fraction`` of ``value``, and a string in second place is the description
+    (``progress(0.5, "epoch 3")``, xpmfs's first spelling). Only level 0, the outermost loop, is
+    recorded; deeper levels (nested loops) are accepted and not written. ``console=True`` also
+    prints the report on standard error (the job's ``.err``). Outside an xpmfs job it warns once
+    and does nothing.
     """
-    value = _check_fraction(fraction)
+    if isinstance(level, str):
+        if desc is not None or message is not None:
+            raise TypeError("progress(): the level must be a whole number (the description is desc=...)")
+        message = level
+        level = 0
+    if fraction is not None:
+        if value is not None:
+            raise TypeError("progress(): give the value or fraction=, not both")
+        value = fraction
+    if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+        raise TypeError(f"progress(): the level must be a whole number, 0 or more, not {level!r}")
+    if message is not None and desc is not None and message != desc:
+        raise TypeError("progress(): give desc= or message=, not both")
+    text = desc if desc is not None else message
+    checked = _check_fraction(value)
+    if console:
+        percent = "-" if checked is None else f"{checked * 100:.1f}%"
+        print(f"xpmfs: progress [{level}] {text or ''} {percent}".replace("  ", " "), file=sys.stderr, flush=True)
     if level:
         return
-    if desc is not None and message is None:
-        message = desc
     reporter = _current()
     if reporter is None:
         _warn_outside("progress")
         return
-    reporter.report(value, message, keep_message=message is None)
+    reporter.report(checked, text, keep_message=text is None)
 
 
 def flush() -> None:
