@@ -67,13 +67,21 @@ class _Followed:
 
 @dataclass
 class OutputFollower:
-    """Follows the task-outputs journals of watched jobs and runs callbacks in its own thread."""
+    """Follows the task-outputs journals of watched jobs and runs callbacks in its own thread.
+
+    :meth:`drain` is how ``experiment.wait()`` knows that no callback is pending: each call asks
+    for a *round*, a run of passes begun after the call, until a pass finds nothing new. Events
+    written before the call are then handled, and the callbacks they called have returned (with
+    whatever they submitted in the experiment's jobs).
+    """
 
     poll: float = 0.2
     _followed: list[_Followed] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
-    _idle: threading.Event = field(default_factory=threading.Event)
+    _rounds: threading.Condition = field(default_factory=threading.Condition)
+    _asked: int = 0  # the last round drain() asked for
+    _done: int = 0  # the last round the thread completed
     _stop: bool = False
     _thread: threading.Thread | None = None
     errors: list[BaseException] = field(default_factory=list)
@@ -93,14 +101,17 @@ class OutputFollower:
         self._wake.set()
 
     def drain(self) -> None:
-        """Return once every event written so far has been handled (call after jobs ended)."""
-        if self._thread is None:
+        """Return once every event written before this call has been handled, and its callbacks
+        have returned (call after the jobs ended)."""
+        thread = self._thread
+        if thread is None:
             return
-        self._idle.clear()
-        self._wake.set()
-        while not self._idle.wait(0.5):
-            if not self._thread.is_alive():
-                return
+        with self._rounds:
+            self._asked += 1
+            wanted = self._asked
+            self._wake.set()
+            while self._done < wanted and thread.is_alive():
+                self._rounds.wait(0.5)
 
     def stop(self) -> None:
         self._stop = True
@@ -110,11 +121,15 @@ class OutputFollower:
 
     def _run(self) -> None:
         while not self._stop:
-            self._wake.clear()
-            self._idle.clear()
+            with self._rounds:
+                # Every round asked for so far began before the passes below: they complete it.
+                round_ = self._asked
+                self._wake.clear()
             while self._pass():
                 pass
-            self._idle.set()
+            with self._rounds:
+                self._done = round_
+                self._rounds.notify_all()
             self._wake.wait(self.poll)
 
     def _pass(self) -> bool:
