@@ -409,14 +409,14 @@ def test_the_status_line_counts_less_often_when_counting_is_dear(
 
     monkeypatch.setattr(StatusLine, "due", lambda self: True)  # as eager as a terminal can be
     looked = []
-    state = experiment_module.JobHandle.state
+    state = experiment_module.JobHandle.current_state
 
     def slow_state(handle: object) -> State:
         looked.append(handle)
         time.sleep(0.002)  # a status read on a busy file system
         return state(handle)
 
-    monkeypatch.setattr(experiment_module.JobHandle, "state", slow_state)
+    monkeypatch.setattr(experiment_module.JobHandle, "current_state", slow_state)
     processes.worker(ws, jobs=2)
     with experiment(ws, "many", workers=0):
         for x in range(30):

@@ -66,6 +66,7 @@ _EXPORTS: dict[str, str] = {
     "SlurmLauncher": "launchers",
     "progress": "progress",
     "tqdm": "progress",
+    "RunMode": "runmode",
 }
 
 # Spelled out for linters and type checkers; a test checks it is _EXPORTS plus __version__.
@@ -94,6 +95,7 @@ __all__ = [
     "Path",
     "PathGenerator",
     "ResumableTask",
+    "RunMode",
     "SlurmLauncher",
     "SubmitHook",
     "TagDict",
@@ -185,3 +187,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from .generators import STDERR, STDOUT, DirectoryContext, PathGenerator, pathgenerator
     from .launchers import DirectLauncher, SlurmLauncher
     from .progress import progress, tqdm
+    from .runmode import RunMode

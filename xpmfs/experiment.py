@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,11 @@ from .job import Job, Spec
 from .journal import Journal
 from .outputs import OutputFollower
 from .queue import JobRef
-from .settings import launcher_for, max_retries_for
+from .runmode import Listing, RunMode, state_label
+from .runmode import effective as effective_run_mode
+from .runmode import parse as parse_run_mode
+from .settings import DEFAULT_MAX_RETRIES, WorkspaceSettings, resolve_workspace
+from .settings import load as load_settings
 from .status import State
 from .watch import Watcher
 from .workspace import LockMode, Workspace
@@ -87,7 +92,14 @@ class JobHandle:
     def path(self) -> Path:
         return self.job.path
 
+    @property
     def state(self) -> State:
+        """The job's state now, read from the workspace (a property, as experimaestro's ``job.state``).
+
+        A job not written yet (a dry run) is ``waiting``."""
+        return self.current_state()
+
+    def current_state(self) -> State:
         marker = self.job.marker()
         if marker is not None:
             return marker
@@ -98,42 +110,69 @@ class JobHandle:
 class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) context manager
     """Run an experiment in workspace ``workspace`` under ``name``.
 
+    ``workspace``: a folder, the id of a workspace in settings.yaml, or a
+    :class:`~xpmfs.settings.WorkspaceSettings` (see :func:`xpmfs.settings.resolve_workspace`);
+    experimaestro's name for it, ``env=``, is accepted too.
     ``workers``: job slots of the embedded worker started when no worker is alive
     (``None``: one per core; ``0``: never start one, and say so while waiting if no worker is
     alive after ``NO_WORKER_GRACE`` seconds). ``wait``: wait for the jobs on exit.
     ``launcher``: the launcher of tasks submitted without one (default: the workspace's in
-    settings.yaml, else direct).
+    settings.yaml, else direct). ``run_mode``: :class:`~xpmfs.runmode.RunMode` (normal, generate
+    only, dry run). experimaestro 2.7's other options are accepted: see :data:`IGNORED_OPTIONS`.
     """
 
     _stack: list[experiment] = []
 
     def __init__(
         self,
-        workspace: str | os.PathLike[str],
-        name: str,
+        workspace: str | os.PathLike[str] | WorkspaceSettings | None = None,
+        name: str | None = None,
         *,
         wait: bool = True,
         workers: int | None = None,
         lock_mode: LockMode | str | None = None,
         rescan: float = 2.0,
         launcher: Any = None,
+        run_mode: RunMode | str | None = None,
+        env: str | os.PathLike[str] | WorkspaceSettings | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        token: str | None = None,
+        wait_for_quit: bool = False,
+        register_signals: bool = True,
+        project_paths: Any = None,
+        dirty_git: Any = "warn",
+        no_db: bool = False,
+        no_environmental_impact: bool = False,
     ) -> None:
+        if workspace is not None and env is not None:
+            raise TypeError("experiment() got the workspace twice: as its first argument and as env=")
+        workspace = workspace if workspace is not None else env
+        if workspace is None or name is None:
+            raise TypeError("experiment() needs a workspace and a name: experiment(workspace, name)")
+        _warn_ignored(host=host, port=port, token=token, wait_for_quit=wait_for_quit, dirty_git=dirty_git)
+        # register_signals, project_paths, no_db, no_environmental_impact: nothing to do (see IGNORED_OPTIONS).
+        self.run_mode = parse_run_mode(run_mode, "experiment(run_mode=...)")
+        root, self.settings = resolve_workspace(workspace)
         if not name or "/" in name or name.startswith("."):
             raise WorkspaceError(
-                Path(workspace) / "experiments" / name,
+                root / "experiments" / name,
                 f"{name!r} is not a valid experiment name",
                 "use a plain name without '/' that does not start with '.'",
             )
         if workers is not None and workers < 0:
             raise OptionError("experiment(workers=...)", f"must be 0 or more, not {workers}", "0 starts no worker")
-        self.workspace = Workspace.open(workspace, create=True, lock_mode=lock_mode)
+        self.workspace = _open_workspace(root, lock_mode, self.run_mode)
         self.name = name
         self.wait_on_exit = wait
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.rescan = rescan
-        self.launcher = launcher if launcher is not None else launcher_for(self.workspace.path)
+        entry = self.settings
+        self.launcher = launcher if launcher is not None else (entry.launcher if entry is not None else None)
         # Read once, like the launcher: settings edited during a run apply to the next one.
-        self.max_retries = max_retries_for(self.workspace.path)
+        self.max_retries = entry.max_retries if entry is not None else DEFAULT_MAX_RETRIES
+        # The jobs' environment: settings' global env, the workspace's env, then setenv().
+        self._environ: dict[str, str] = load_settings().environment_for(entry)
         self.path = self.workspace.experiment_path(name)
         self.jobs: dict[JobRef, JobHandle] = {}
         self._lock: JobLock | None = None
@@ -142,8 +181,29 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self._next_worker_check = 0.0
         self._jobs_lock = threading.Lock()  # callbacks submit from the outputs thread
         self._outputs = OutputFollower()
+        self._listing: Listing | None = None  # the jobs a dry or generate-only submission showed
         self._token: Any = None
         self.run_id = ""
+
+    def setenv(self, name: str, value: str | os.PathLike[str], override: bool = True) -> None:
+        """Give ``name=value`` to the environment of the jobs submitted from now on.
+
+        It wins over settings.yaml's ``env`` (global and the workspace's); with ``override=False``
+        a variable already set there or by an earlier ``setenv`` keeps its value (experimaestro's
+        rule). A job's environment is part of its spec, written when it is first submitted.
+        """
+        if not isinstance(name, str) or not name or "=" in name:
+            raise OptionError("experiment.setenv(name=...)", f"{name!r} is not an environment variable name")
+        text = os.fspath(value) if isinstance(value, os.PathLike) else value
+        if not isinstance(text, str):
+            raise OptionError(f"experiment.setenv({name!r}, ...)", f"the value must be a string, not {value!r}")
+        if override or name not in self._environ:
+            self._environ[name] = text
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """The environment (a copy) that jobs submitted now get, before their submit hooks'."""
+        return dict(self._environ)
 
     # -- context -----------------------------------------------------------------------------
 
@@ -152,6 +212,16 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         from .config import set_submit_handler
         from .lock import JobLock  # not at the top: see "No filelock" in xpmfs.zygote
 
+        if self.run_mode is not RunMode.NORMAL:
+            # Nothing is queued: no lock, no run folder, no journal (a dry run writes nothing at
+            # all; generate-only writes job folders only). The run is named after its mode.
+            self.run_id = self.run_mode.value
+            self._listing = Listing(self.name, self.run_mode)
+            self._token = set_submit_handler(self._submit)
+            # A dry run has no cache root: a @cache method called by the script would write.
+            self._cache_root = set_cache_root(self.workspace if self.run_mode.writes else None)
+            experiment._stack.append(self)
+            return self
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = JobLock(
             self.path / LOCK_FILE, self.workspace.lock_mode, lease_duration=self.workspace.lease_duration
@@ -176,6 +246,13 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         from .cache import set_root as set_cache_root
         from .config import reset_submit_handler
 
+        if self.run_mode is not RunMode.NORMAL:
+            experiment._stack.remove(self)
+            reset_submit_handler(self._token)
+            set_cache_root(self._cache_root)
+            if self._listing is not None and kind is None:
+                self._listing.close()
+            return
         outcome = _outcome(kind)
         try:
             if kind is None and self.wait_on_exit:
@@ -197,6 +274,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                     self._journal.close()
                 if self._lock is not None:
                     self._lock.release()
+                if self._listing is not None and kind is None:
+                    self._listing.close()  # submissions made with submit(run_mode=DRY_RUN)
 
     def _wait_for_remote_run(self) -> bool:
         """Shared mode: another host's run (or a marker naming nobody) can only be proven gone by
@@ -262,6 +341,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         init_tasks: Any = None,
         launcher: Any = None,
         max_retries: int | None = None,
+        run_mode: RunMode | str | None = None,
         **options: Any,
     ) -> Any:
         from .config import ResumableTask, dependencies, submit_hooks, tags, task_outputs_of, typeid
@@ -269,6 +349,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
 
         if options:
             raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
+        mode = effective_run_mode(self.run_mode, run_mode)
         if launcher is None:
             launcher = self.launcher
         ref = JobRef(typeid(task), task.__identifier__())
@@ -292,9 +373,17 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             resumable=isinstance(task, ResumableTask),
             python=sys.executable,
             sys_path=_import_path(),
-            environ=dict(handle.environ),
+            # Submit hooks win over setenv and the settings (experimaestro's order). Not hashed:
+            # the environment never changes a job's identifier.
+            environ={**self._environ, **handle.environ},
             submitted=time.time(),
         )
+        if not mode.queues:
+            self._simulate(job, spec, mode, tags(task))
+            if self.run_mode is not RunMode.NORMAL:
+                with self._jobs_lock:
+                    self.jobs[ref] = handle  # listed; wait() returns at once in these modes
+            return task_outputs_of(task)
         if not job.path.exists() and job.create(spec, status.initial(_initial_state(spec)), sys.executable):
             crash_point("submit.after-spec")
             queue.add(self.workspace.queue_dir, job.ref)
@@ -320,6 +409,21 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             self._outputs.follow(job, task)
         self._ensure_workers()
         return task_outputs_of(task)
+
+    def _simulate(self, job: Job, spec: Spec, mode: RunMode, job_tags: Any) -> None:
+        """A submission in a dry or generate-only run: show the job; generate-only writes its folder."""
+        if self._listing is None:
+            self._listing = Listing(self.name, mode)
+        self._listing.job(job.ref.relpath, state_label(job), _jsonable(job_tags), spec.launcher, spec.dependencies)
+        if not mode.writes:
+            return
+        # As a submission writes it, without the status reset and the queue entry: a job that
+        # ended stays as it is, a new one waits (unqueued) for a normal run or `xpmfs retry`.
+        if not job.path.exists() and job.create(spec, status.initial(_initial_state(spec)), sys.executable):
+            return
+        if not job.write_spec(spec):
+            self._repair_spec(job, spec)
+        job.write_script(sys.executable)
 
     def _repair_spec(self, job: Job, spec: Spec) -> None:
         """Replace an existing spec that cannot be read: this experiment knows its right content.
@@ -421,7 +525,12 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     # -- waiting -----------------------------------------------------------------------------
 
     def wait(self) -> None:
-        """Wait until every job submitted in this run has ended; raise if any failed."""
+        """Wait until every job submitted in this run has ended, and every output callback has
+        returned (the jobs those submit included); raise if any job failed.
+
+        A dry or generate-only run queues nothing: it returns at once."""
+        if self.run_mode is not RunMode.NORMAL:
+            return
         with StatusLine(self.name) as line:
             try:
                 failures, logs = self._follow(line)
@@ -481,7 +590,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                     # Counting reads the status of every unfinished job: only when the line will show it.
                     shown_failures = len(failures)
                     began = time.monotonic()
-                    counts = Counter(finished.get(ref) or handle.state().value for ref, handle in jobs)
+                    counts = Counter(finished.get(ref) or handle.current_state().value for ref, handle in jobs)
                     next_count = time.monotonic() + COUNT_SPACING * (time.monotonic() - began)
                     line.update(counts, [(job, logs[job], reason) for job, reason in failures.items()])
                 if done:
@@ -504,6 +613,49 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 watcher.wait(1.0)
                 last_pass = time.monotonic()
         return failures, logs
+
+
+#: experimaestro 2.7's ``experiment()`` options that xpmfs accepts and does not use, and why.
+IGNORED_OPTIONS = {
+    "host": "xpmfs has no web monitor yet (experimaestro 2.7 deprecates it too)",
+    "port": "xpmfs has no web monitor yet (experimaestro 2.7 deprecates it too); a negative port asks for none",
+    "token": "xpmfs has no web monitor yet (experimaestro 2.7 deprecates it too)",
+    "wait_for_quit": "xpmfs has no web monitor to wait for (deprecated in experimaestro 2.7)",
+    "dirty_git": "xpmfs records no git state, so it checks none",
+    "register_signals": "xpmfs installs no signal handler: Ctrl-C leaves the jobs to the workers",
+    "project_paths": "xpmfs records no git state",
+    "no_db": "xpmfs has no database (a no-op in experimaestro 2.7 too)",
+    "no_environmental_impact": "xpmfs tracks no carbon impact",
+}
+
+
+def _warn_ignored(**given: Any) -> None:
+    """One warning for each option given that xpmfs cannot honour, naming it (stack: the caller's)."""
+    asked = [
+        name
+        for name, value in given.items()
+        if (name == "port" and value is not None and value >= 0)
+        or (name in ("host", "token") and value is not None)
+        or (name == "wait_for_quit" and value)
+        or (name == "dirty_git" and str(getattr(value, "value", value)).lower() == "error")
+    ]
+    for name in asked:
+        warnings.warn(f"experiment({name}=...) is ignored: {IGNORED_OPTIONS[name]}", UserWarning, stacklevel=3)
+
+
+def _open_workspace(root: Path, lock_mode: LockMode | str | None, run_mode: RunMode) -> Workspace:
+    """The workspace at ``root``; created unless the run writes nothing.
+
+    A dry run opens an existing workspace to read its jobs' states; where there is none, it sees
+    the workspace a normal run would create (every job new) and creates nothing.
+    """
+    if run_mode.writes:
+        return Workspace.open(root, create=True, lock_mode=lock_mode)
+    if Workspace(root).format_file.exists():
+        return Workspace.open(root, lock_mode=lock_mode)
+    if root.exists() and not root.is_dir():
+        return Workspace.open(root)  # raises: not a directory
+    return Workspace(root, LockMode(lock_mode) if lock_mode is not None else LockMode.LOCAL)
 
 
 def _outcome(raised: type[BaseException] | None) -> str:
