@@ -27,13 +27,12 @@ import orjson
 from . import journal, queue, status
 from ._tagvalue import tag_matches
 from .errors import CorruptedError, JobNotFoundError, WorkspaceError
-from .experiment import JOURNAL_FILE
 from .job import Job, Spec
 from .progress import Progress
 from .progress import read as read_progress
 from .queue import JobRef
 from .status import Reason, State, Status
-from .workspace import DOT_DIR, FORMAT_FILE, JOBS_DIR, QUEUE_DIR, Workspace
+from .workspace import DOT_DIR, EXPERIMENT_JOURNAL, FORMAT_FILE, JOBS_DIR, QUEUE_DIR, Workspace
 
 if TYPE_CHECKING:
     from .lock import Holder
@@ -128,7 +127,7 @@ def memberships(ws: Workspace) -> dict[str, Membership]:
     for name in names:
         if name.startswith("."):
             continue
-        for _offset, record in journal.read(ws.experiment_path(name) / JOURNAL_FILE):
+        for _offset, record in journal.read(ws.experiment_path(name) / EXPERIMENT_JOURNAL):
             relpath = record.get("job")
             if not isinstance(relpath, str):
                 continue  # a line from a newer writer we do not understand: skip it, do not fail

@@ -22,17 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import _atomic, catalog, heartbeat, queue, status
-from .control import TRASH_PREFIX, locked, remove_registration
+from . import _atomic, catalog, heartbeat, lifecycle, queue, status
 from .errors import CorruptedError, FormatError
-from .experiment import RUNS_DIR
-from .job import Job, Spec
+from .job import TRASH_PREFIX, Job, Spec
 from .lock import LockMode, LockStatus
 from .lock import inspect as lock_inspect
 from .queue import JobRef
 from .status import State
 from .trust import Trust
-from .workspace import Workspace
+from .workspace import EXPERIMENT_RUNS, Workspace
 
 #: Seconds after which an unfinished write (temp file, spec without status or entry) is a leftover.
 GRACE = 60.0
@@ -137,7 +135,7 @@ def _check_workers(ws: Workspace, fix: bool) -> list[Problem]:
     for worker in heartbeat.scan(ws.workers_dir):
         if worker.alive:
             continue
-        fixed = fix and remove_registration(worker.path)
+        fixed = fix and heartbeat.remove_registration(worker.path)
         message = (
             f"worker {worker.record.name} is gone (last heartbeat {worker.age:.0f}s ago); "
             "its registration was left behind"
@@ -364,7 +362,7 @@ def _damaged_status(job: Job, fix: bool, problem: str) -> Problem:
     if not fix:
         return Problem(path, "damaged-status", f"{problem} (fix: rewrite it from the terminal markers)")
     # A worker that meets the damaged status takes the lock for a moment, then gives up: wait that out.
-    with locked(job) as lock:
+    with job.locked() as lock:
         if lock is None:
             return Problem(path, "damaged-status", f"{problem}; not fixed: the job's lock is held, try again later")
         state = _rebuild_status(job)
@@ -375,25 +373,25 @@ def _damaged_status(job: Job, fix: bool, problem: str) -> Problem:
 
 def _rebuild_status(job: Job) -> State:
     """Replace a damaged ``status.json`` (lock held): moved aside (kept for a person to look at),
-    then rebuilt by :func:`xpmfs.status.settle` from the markers and the history."""
+    then rebuilt by :func:`xpmfs.lifecycle.settle` from the markers and the history."""
     xpm_dir = job.xpm_dir
     os.replace(xpm_dir / status.STATUS_FILE, xpm_dir / f"{status.STATUS_FILE}{DAMAGED_SUFFIX}")
-    return status.settle(xpm_dir, "status rebuilt by xpmfs check --fix")
+    return lifecycle.settle(xpm_dir, "status rebuilt by xpmfs check --fix")
 
 
 def _contradictory_outcome(job: Job, fix: bool) -> Problem | None:
     """Both markers, a marker that disagrees with ``status.json``, or an attempt that went back."""
-    found = status.outcome_problems(job.xpm_dir)
+    found = lifecycle.outcome_problems(job.xpm_dir)
     if not found:
         return None
     problem = "; ".join(found)
     path = job.xpm_dir / status.STATUS_FILE
     if not fix:
         return Problem(path, "contradictory-outcome", f"{problem} (fix: settle it by the job's history)")
-    with locked(job) as lock:
+    with job.locked() as lock:
         if lock is None:
             return Problem(path, "contradictory-outcome", f"{problem}; not fixed: the job's lock is held, try later")
-        state = status.settle(job.xpm_dir, "outcome settled by xpmfs check --fix")
+        state = lifecycle.settle(job.xpm_dir, "outcome settled by xpmfs check --fix")
         if not state.terminal:
             queue.add(job.workspace.queue_dir, job.ref)  # unfinished: it must be queued (invariant 4)
     return Problem(path, "contradictory-outcome", f"{problem}; settled as {state.value} by the history", True)
@@ -448,11 +446,7 @@ def _stale_run(job: Job, fix: bool, *, remote: list[Job] | None) -> Problem | No
         current = job.status()
         if job.marker() is not None or current is None or current.state is not State.RUNNING:
             return None
-        status.transition(
-            job.xpm_dir,
-            State.READY,
-            message=f"previous run (pid {current.pid} on {current.host}) crashed; found by xpmfs check",
-        )
+        lifecycle.recover(job, current, by="xpmfs check")
         queue.add(job.workspace.queue_dir, job.ref)  # normally still there; a repair if not
     finally:
         lock.release()
@@ -473,7 +467,7 @@ def _service_folders(ws: Workspace) -> Iterator[Path]:
         return
     for folder in map(Path, experiments):
         yield folder
-        runs = folder / RUNS_DIR
+        runs = folder / EXPERIMENT_RUNS
         if runs.is_dir():
             yield from sorted(path for path in runs.iterdir() if path.is_dir())
 

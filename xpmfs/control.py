@@ -1,6 +1,6 @@
 """Acting on jobs from outside: ``kill``, ``retry`` and ``clean``.
 
-Every state change here happens through :func:`xpmfs.status.transition`, holding the job's lock,
+Every state change here is one of :mod:`xpmfs.lifecycle`'s, made holding the job's lock,
 exactly as a worker would make it. The lock is what tells a running job (its holder is alive)
 from a queued one: a queued job is changed directly, a running one is asked to stop through its
 ``__xpm__/cancel`` file, which its worker checks at every heartbeat (the worker may be on another
@@ -15,28 +15,20 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import psutil
 
-from . import _atomic, catalog, heartbeat, queue, status
+from . import _atomic, catalog, heartbeat, lifecycle, queue, status
 from .errors import CorruptedError, WorkspaceError
-from .experiment import LOCK_FILE as EXPERIMENT_LOCK_FILE
-from .job import Job, Spec
+from .job import LOCK_WAIT, TRASH_PREFIX, Job
 from .lock import JobLock
-from .queue import JobRef
-from .status import Reason, State
-from .workspace import Workspace
+from .status import State
+from .workspace import EXPERIMENT_LOCK, Workspace
 
-#: How long kill/retry wait for a lock held briefly (a worker's claim, an experiment enqueueing)
-#: before concluding that the job is being run.
-LOCK_WAIT = 1.0
-_LOCK_POLL = 0.02
-#: Prefix of a job folder being removed: renamed first, then deleted, so no half job is visible.
-TRASH_PREFIX = ".trash-"
 #: A runner's process may be a little younger than its recorded start (clock granularity).
 _START_SLACK = 1.0
 
@@ -50,24 +42,9 @@ class Outcome:
     message: str
 
 
-@contextlib.contextmanager
-def locked(job: Job, wait: float | None = None) -> Iterator[JobLock | None]:
-    """Hold ``job``'s lock for the block, or yield ``None`` if it stays held ``wait`` seconds (:data:`LOCK_WAIT`).
-
-    Polls ``try_acquire`` rather than blocking: a short wait covers the brief holds (a claim that
-    is about to start the job, an experiment enqueueing it); a long one means the job is running.
-    """
-    lock = job.lock()
-    deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
-    while not lock.try_acquire():
-        if time.monotonic() >= deadline:
-            yield None
-            return
-        time.sleep(_LOCK_POLL)
-    try:
-        yield lock
-    finally:
-        lock.release()
+def locked(job: Job, wait: float | None = None) -> contextlib.AbstractContextManager[JobLock | None]:
+    """``job.locked()`` for :data:`LOCK_WAIT` seconds (read at each call) unless told (``wait``)."""
+    return job.locked(LOCK_WAIT if wait is None else wait)
 
 
 # -- kill ------------------------------------------------------------------------------------
@@ -97,20 +74,11 @@ def kill(job: Job, *, wait: float | None = None) -> Outcome:
         ended = _ended(job)  # it may have ended while we waited for the lock
         if ended is not None:
             return ended
-        current = job.status()
-        if current is None:
-            # An interrupted submission: give it a state it can leave, so it ends like any other.
-            current = status.transition(job.xpm_dir, State.READY, message="status written by xpmfs kill")
-        previous = current.state
+        previous = lifecycle.cancel(job, f"xpmfs kill ({_me()})")
         note = {
             State.RUNNING: " (its runner had died: nobody held its lock)",
             State.SUBMITTED: " (handed to SLURM" + (f"; {scancelled}" if scancelled else "") + ")",
         }.get(previous, "")
-        status.transition(
-            job.xpm_dir, State.FAILED, reason=Reason.CANCELLED, message=f"cancelled by xpmfs kill ({_me()})"
-        )
-        # Marker first, entry last (DESIGN invariant 4).
-        queue.remove(job.workspace.queue_dir, job.ref)
     return Outcome(job, "cancelled", f"{job.ref}: cancelled (was {previous.value}){note}")
 
 
@@ -208,15 +176,12 @@ def retry(job: Job, *, force: bool = False, wait: float | None = None) -> Outcom
                 "is handed to a cluster scheduler",
                 f"stop it first with `xpmfs kill {job.path}`",
             )
-        spec = job.read_spec()
-        initial, blocked = _initial_state(job.workspace, spec)
-        if marker is None and current is not None and current.state is State.RUNNING:
-            # Nobody held the lock (we do now): its runner died. Hand it back as a worker would; the
-            # state machine goes from running to ready only, and workers check dependencies anyway.
-            initial = State.READY
-            status.transition(job.xpm_dir, initial, message=f"handed back by xpmfs retry ({_me()})")
-        else:
-            status.transition(job.xpm_dir, initial, retry_count=0, message=f"retried by xpmfs retry ({_me()})")
+        found = lifecycle.verdict(job.read_spec().dependencies, lifecycle.marker_of(job.workspace))
+        # A failed dependency leaves it waiting (retried, the dependency lets it run).
+        initial = State.READY if found.state is State.READY else State.WAITING
+        blocked = found.dependency if found.state is State.FAILED else None
+        # Nobody held the lock (we do now): a `running` one had a runner that died, and is handed back.
+        initial = lifecycle.requeue(job, initial, f"xpmfs retry ({_me()})")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(job.cancel_path)
         # The entry last: once it exists a worker may take the job (DESIGN invariant 4).
@@ -233,19 +198,6 @@ def _no_worker(ws: Workspace) -> str:
     return (
         f"; no worker is alive to run it: start one with `{heartbeat.start_command(ws.path)}`, or re-run its experiment"
     )
-
-
-def _initial_state(ws: Workspace, spec: Spec) -> tuple[State, str | None]:
-    """``READY`` if every dependency is done, else ``WAITING``; plus a failed dependency, if any."""
-    state = State.READY
-    for relpath in spec.dependencies:
-        dependency = Job(ws, JobRef.from_relpath(relpath))
-        marker = dependency.marker()
-        if marker is not State.DONE:
-            state = State.WAITING
-        if marker is State.FAILED:
-            return state, relpath
-    return state, None
 
 
 # -- clean -----------------------------------------------------------------------------------
@@ -308,7 +260,7 @@ def clean(
         for worker in heartbeat.scan(ws.workers_dir):
             if worker.alive:
                 continue
-            removed = apply and remove_registration(worker.path)
+            removed = apply and heartbeat.remove_registration(worker.path)
             description = f"(worker {worker.record.name} is gone; last heartbeat {worker.age:.0f}s ago)"
             removals.append(Removal(worker.path, "worker", description, removed=removed))
     return removals
@@ -341,7 +293,7 @@ def _running_experiments(ws: Workspace) -> set[str]:
     except FileNotFoundError:
         return names
     for entry in entries:
-        lock_path = Path(entry.path) / EXPERIMENT_LOCK_FILE
+        lock_path = Path(entry.path) / EXPERIMENT_LOCK
         if (
             entry.is_dir()
             and lock_path.exists()
@@ -371,15 +323,3 @@ def _remove_job(job: Job, states: set[State]) -> str | None:
             lock.release()
     shutil.rmtree(trash, ignore_errors=True)
     return None
-
-
-def remove_registration(path: Path) -> bool:
-    """Remove a worker's registration file; ``False`` if it was gone already.
-
-    Safe even if the worker was only paused: a worker that finds its file gone registers again.
-    """
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True

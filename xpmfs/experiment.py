@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _atomic, heartbeat, queue, status
+from . import _atomic, heartbeat, lifecycle, queue, status
 from ._crash import crash_point
 from .display import StatusLine
 from .errors import CorruptedError, FailedExperiment, OptionError, WorkspaceError
@@ -46,16 +46,16 @@ from .settings import DEFAULT_MAX_RETRIES, WorkspaceSettings, resolve_workspace
 from .settings import load as load_settings
 from .status import State
 from .watch import Watcher
-from .workspace import LockMode, Workspace
+from .workspace import EXPERIMENT_JOURNAL, EXPERIMENT_LOCK, EXPERIMENT_RUNS, LockMode, Workspace
 
 if TYPE_CHECKING:
     from .lock import JobLock
 
 log = logging.getLogger("xpmfs.experiment")
 
-LOCK_FILE = "lock"
-JOURNAL_FILE = "jobs.jsonl"
-RUNS_DIR = "runs"
+LOCK_FILE = EXPERIMENT_LOCK
+JOURNAL_FILE = EXPERIMENT_JOURNAL
+RUNS_DIR = EXPERIMENT_RUNS
 RUN_FILE = "run.json"
 EMBEDDED_IDLE_EXIT = 3.0
 WORKER_CHECK_INTERVAL = 1.0  # seconds between looks for a live worker
@@ -384,7 +384,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 with self._jobs_lock:
                     self.jobs[ref] = handle  # listed; wait() returns at once in these modes
             return task_outputs_of(task)
-        if not job.path.exists() and job.create(spec, status.initial(_initial_state(spec)), sys.executable):
+        if not job.path.exists() and job.create(spec, status.initial(lifecycle.initial_state(spec)), sys.executable):
             crash_point("submit.after-spec")
             queue.add(self.workspace.queue_dir, job.ref)
         else:
@@ -419,7 +419,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             return
         # As a submission writes it, without the status reset and the queue entry: a job that
         # ended stays as it is, a new one waits (unqueued) for a normal run or `xpmfs retry`.
-        if not job.path.exists() and job.create(spec, status.initial(_initial_state(spec)), sys.executable):
+        if not job.path.exists() and job.create(spec, status.initial(lifecycle.initial_state(spec)), sys.executable):
             return
         if not job.write_spec(spec):
             self._repair_spec(job, spec)
@@ -463,9 +463,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 return
             current = job.status()
             if marker is State.FAILED or current is None:
-                job.clear_cancel()
-                # A resubmission grants the retries again, as `xpmfs retry` does.
-                status.transition(job.xpm_dir, _initial_state(spec), retry_count=0)
+                lifecycle.resubmit(job, spec)  # its retries granted again, as `xpmfs retry` does
                 crash_point("submit.after-status")
         finally:
             lock.release()
@@ -663,10 +661,6 @@ def _outcome(raised: type[BaseException] | None) -> str:
     if raised is None:
         return "done"
     return "interrupted" if issubclass(raised, KeyboardInterrupt) else "failed"
-
-
-def _initial_state(spec: Spec) -> State:
-    return State.WAITING if spec.dependencies else State.READY
 
 
 def _launcher_record(launcher: Any) -> dict[str, Any]:

@@ -93,3 +93,15 @@ def start_command(workspace: Path) -> str:
 
 def any_alive(workers_dir: Path) -> bool:
     return any(info.alive for info in scan(workers_dir))
+
+
+def remove_registration(path: Path) -> bool:
+    """Remove a worker's registration file; ``False`` if it was gone already.
+
+    Safe even if the worker was only paused: a worker that finds its file gone registers again.
+    """
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,7 +198,6 @@ class Job:
     def batch_script_path(self) -> Path:
         return Path(f"{self.stem}.sh")
 
-
     @property
     def stdout_path(self) -> Path:
         return Path(self.output_files[0])
@@ -268,6 +269,25 @@ class Job:
             lease_duration=self.workspace.lease_duration,
             on_lost=on_lost,
         )
+
+    @contextlib.contextmanager
+    def locked(self, wait: float = LOCK_WAIT) -> Iterator[JobLock | None]:
+        """Hold the job's lock for the block, or yield ``None`` if it stays held ``wait`` seconds.
+
+        Polls ``try_acquire`` rather than blocking: a short wait covers the brief holds (a claim
+        that is about to start the job, an experiment enqueueing it); a long one means it runs.
+        """
+        lock = self.lock()
+        deadline = time.monotonic() + wait
+        while not lock.try_acquire():
+            if time.monotonic() >= deadline:
+                yield None
+                return
+            time.sleep(_LOCK_POLL)
+        try:
+            yield lock
+        finally:
+            lock.release()
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -12,34 +12,29 @@ import os
 import signal
 import socket
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from . import queue, status
+from . import status
 from ._crash import crash_point
 from ._process import IGNORE, die_with_parent, set_handler
 from .cache import set_root as set_cache_root  # not `from . import cache`: xpmfs.cache is the decorator
 from .config import typeid
 from .errors import CorruptedError, GracefulTimeout, TaskCancelled
 from .job import Job, Spec
+from .lifecycle import ENV_ATTEMPT, ENV_CLAIMED, ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER, begin, end_attempt
 from .outputs import install_writer
 from .progress import flush as flush_progress
 from .queue import JobRef
 from .serialization import from_dict
-from .status import Reason, State
+from .status import Reason, State, Status
 from .workspace import Workspace
 
 # Everything a run needs is imported above, not where it is used: a job forked by the warm runner
 # (xpmfs.zygote) would otherwise run importlib's own Python code for each `from .x import y` in a
 # function, and pay for copying the pages that code touches.
 
-ENV_LOCK_HELD = "XPMFS_LOCK_HELD"  # "1": the parent (a worker) holds the job's lock for us
-ENV_PARENT_PID = "XPMFS_PARENT_PID"  # die when this process dies
-ENV_WORKER = "XPMFS_WORKER"  # the name of the worker that started us
-ENV_CLAIMED = "XPMFS_CLAIMED"  # when that worker claimed the job (time.time())
-ENV_ATTEMPT = "XPMFS_ATTEMPT"  # the attempt that claim starts: the runner records only for it
 ENV_JOB_DIR = "XPMFS_JOB_DIR"  # set by the runner for the task (and its subprocesses): its job folder
 
 EXIT_DONE = 0
@@ -155,46 +150,25 @@ def _cluster_lock_wait(job: Job) -> float:
 
 def _run_locked(job: Job, cluster_id: str | None = None) -> int:
     spec = job.read_spec()
-    # Read once: under the lock nobody else writes it, so each transition below hands the status
-    # it wrote to the next.
-    current = job.status()
-    if status.complete_interrupted(job.xpm_folder, current) is not None:
-        queue.remove(job.workspace.queue_dir, job.ref)  # an earlier runner died just before its marker
-    marker = job.marker()
-    if marker is State.DONE:
+    claimed = os.environ.get(ENV_CLAIMED)
+    attempt = os.environ.get(ENV_ATTEMPT)
+    try:
+        running = begin(
+            job,
+            claimed_attempt=int(attempt) if attempt is not None else None,
+            cluster_id=cluster_id,
+            worker=os.environ.get(ENV_WORKER),
+            claimed=float(claimed) if claimed is not None else None,
+        )
+    except status.Superseded as superseded:
+        return _superseded(job, superseded)
+    if running is State.DONE:
         print(f"xpmfs: job {job.path} is done already; use `xpmfs retry --force` to run it again", file=sys.stderr)
         return EXIT_DONE
-    if cluster_id is not None and marker is State.FAILED:
+    if not isinstance(running, Status):
         # Cancelled (`xpmfs kill`) or failed while its SLURM job was pending: not ours to revive.
         print(f"xpmfs: job {job.path} has failed meanwhile; SLURM job {cluster_id} does not run it", file=sys.stderr)
         return EXIT_FAILED
-    attempt = (current.attempt if current is not None else 0) + 1
-    claimed_attempt = os.environ.get(ENV_ATTEMPT)
-    if claimed_attempt is not None and int(claimed_attempt) != attempt:
-        # The worker's claim was for another attempt: its lease was taken over before we started.
-        return _superseded(job, status.Superseded(job.xpm_dir / status.STATUS_FILE, int(claimed_attempt), current))
-    if current is not None and current.state in (State.RUNNING, State.FAILED):
-        # A previous attempt died (RUNNING with nobody holding the lock) or failed: start afresh.
-        current = status.transition(
-            job.xpm_folder, State.READY, current=current, message=f"previous attempt ended {current.state.value}"
-        )
-    running = status.transition(
-        job.xpm_folder,
-        State.RUNNING,
-        current=current,
-        attempt=attempt,
-        pid=os.getpid(),
-        host=socket.gethostname(),
-        worker=os.environ.get(ENV_WORKER),
-        claimed=float(os.environ[ENV_CLAIMED]) if ENV_CLAIMED in os.environ else None,
-        cluster_id=cluster_id,
-        # A retried attempt starts from `ready`, which keeps how the previous one ended as a hint:
-        # a running status must not look as if it had ended already.
-        ended=None,
-        exit_code=None,
-        reason=None,
-        message=None,
-    )
     crash_point("start.after-running")
     global _task_running
     set_handler(signal.SIGTERM, _on_sigterm)
@@ -261,37 +235,16 @@ def _verify(job: Job, spec: Spec, task: Any) -> None:
 
 
 def _finish(
-    job: Job, spec: Spec, running: status.Status, to: State, reason: Reason | None, message: str | None, code: int
+    job: Job, spec: Spec, running: Status, to: State, reason: Reason | None, message: str | None, code: int
 ) -> int:
     flush_progress()  # the task's last progress report, on disk before its end is recorded
     sys.stdout.flush()
     sys.stderr.flush()
     set_handler(signal.SIGTERM, IGNORE)  # the record must be written whole
-    # Fenced by our attempt: a node frozen while its lease was taken over must not record over
-    # the attempt that replaced it (spec/failure-model.md).
     try:
-        if reason is Reason.TIMEOUT and spec.resumable and running.retry_count < spec.max_retries:
-            # `reason` stays as a hint in `ready` (spec/workspace.md); the queue entry and the
-            # job folder (checkpoints) stay too, so a worker runs the task again where it stopped.
-            retry = running.retry_count + 1
-            status.transition(
-                job.xpm_folder,
-                State.READY,
-                fence=running.attempt,
-                retry_count=retry,
-                reason=Reason.TIMEOUT,
-                exit_code=code,
-                ended=time.time(),
-                message=f"timeout, retry {retry} of {spec.max_retries}: {message}",
-            )
-            crash_point("retry.after-ready")
-            return code
-        status.transition(job.xpm_folder, to, fence=running.attempt, reason=reason, message=message, exit_code=code)
+        end_attempt(job, spec, running, to, reason, message, code)
     except status.Superseded as superseded:
         return _superseded(job, superseded, to)
-    job.clear_cancel()
-    crash_point("complete.after-marker")
-    queue.remove(job.workspace.queue_dir, job.ref)
     return code
 
 

@@ -4,8 +4,8 @@
 exactly the :class:`State` value. Terminal states also leave a marker file (``done`` or
 ``failed``), which is what scanners test for, because a ``stat`` is cheaper than a parse.
 
-Every write of ``status.json`` and of the markers goes through :func:`transition`, called by the
-process that holds the job's lock (a worker, a job runner, an experiment resubmitting, or the CLI).
+Every write of ``status.json`` and of the markers goes through :func:`transition`, which only
+:mod:`xpmfs.lifecycle` calls (it decides every outcome), holding the job's lock.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from . import _atomic, journal
+from . import _atomic
 from ._crash import crash_point
 from .errors import CorruptedError, WorkspaceError
 from .journal import Journal
@@ -315,11 +315,11 @@ def transition(
     _atomic.write_json(f"{xpm_dir}/{STATUS_FILE}", status.to_json())
     if to.terminal:
         crash_point("complete.after-status")
-        _write_marker(xpm_dir, status)
+        write_marker(xpm_dir, status)
     return status
 
 
-def _write_marker(xpm_dir: Path | str, status: Status) -> None:
+def write_marker(xpm_dir: Path | str, status: Status) -> None:
     """Create the terminal marker of ``status`` (just written to ``status.json``).
 
     The marker is a hard link to that ``status.json``: one ``link`` call, atomic, and its content
@@ -364,7 +364,7 @@ def complete_interrupted(xpm_dir: Path | str, current: Status | _Unread | None =
         current = read(xpm_dir)
     if current is None or not current.state.terminal or terminal_marker(xpm_dir) is not None:
         return None
-    _write_marker(xpm_dir, current)
+    write_marker(xpm_dir, current)
     return current.state
 
 
@@ -374,81 +374,9 @@ def _append_history(xpm_dir: Path | str, status: Status) -> None:
         history.append(status.to_json())
 
 
-# -- repair: the one documented rebuild (`xpmfs check --fix`) ----------------------------------------
-
-
-def _record(path: str) -> Status | None:
+def read_record(path: str) -> Status | None:
     """The status record in the file at ``path`` (status.json or a marker), or ``None`` if unreadable."""
     try:
         return Status.from_json(orjson.loads(_atomic.read_bytes(path)), path)
     except (OSError, ValueError, CorruptedError):
         return None
-
-
-def outcome_problems(xpm_dir: Path | str) -> list[str]:
-    """What contradicts the rule "one outcome per attempt, attempts only go up" in ``xpm_dir``.
-
-    Both markers present; a marker whose record disagrees with ``status.json`` (state or attempt);
-    ``status.json`` at an attempt lower than one its history has seen. Empty when consistent.
-    """
-    current = _record(f"{xpm_dir}/{STATUS_FILE}")
-    done, failed = (os.path.lexists(f"{xpm_dir}/{name}") for name in (DONE_MARKER, FAILED_MARKER))
-    problems = []
-    if done and failed:
-        problems.append("has both a done and a failed marker")
-    for present, name, state in ((done, DONE_MARKER, State.DONE), (failed, FAILED_MARKER, State.FAILED)):
-        marked = _record(f"{xpm_dir}/{name}") if present else None
-        if marked is not None and current is not None and (current.state, current.attempt) != (state, marked.attempt):
-            problems.append(
-                f"its {name} marker (attempt {marked.attempt}) disagrees with status.json "
-                f"({current.state.value}, attempt {current.attempt})"
-            )
-    seen = max((record.get("attempt", 0) for _, record in journal.read(Path(xpm_dir, HISTORY_FILE))), default=0)
-    if current is not None and isinstance(seen, int) and current.attempt < seen:
-        problems.append(f"status.json is at attempt {current.attempt}, but its history saw attempt {seen}")
-    return problems
-
-
-def settle(xpm_dir: Path | str, message: str) -> State:
-    """Rebuild the job's outcome from every record it has; return the state written. Lock held.
-
-    The one rebuild outside :func:`transition` (`xpmfs check --fix`, for a damaged or contradictory
-    ``status.json``): of ``status.json``, the markers and the history, the record of the highest
-    attempt wins (an ended one over one that was still running; then the later; then a marker). If it ended,
-    ``status.json`` becomes that record and its marker the only marker. If it had not ended, or
-    nothing is readable, the job is ``ready`` to run again (the caller queues it) at that attempt.
-    """
-    # Markers first: between records of one attempt that disagree, the outcome marked first stands.
-    records = [_record(f"{xpm_dir}/{name}") for name in (DONE_MARKER, FAILED_MARKER, STATUS_FILE)]
-    for _, line in journal.read(Path(xpm_dir, HISTORY_FILE)):
-        try:
-            records.append(Status.from_json(line, HISTORY_FILE))
-        except CorruptedError:
-            continue  # a damaged line says nothing
-    readable = [record for record in records if record is not None]
-    for name, state in _MARKERS:
-        # A marker is an outcome by its presence alone: one whose content is unreadable (a hard link
-        # to a status.json that was damaged) still says how the latest attempt known ended.
-        if _record(f"{xpm_dir}/{name}") is None and os.path.lexists(f"{xpm_dir}/{name}"):
-            attempt = max((record.attempt for record in readable), default=0)
-            ended = os.lstat(f"{xpm_dir}/{name}").st_mtime
-            readable.append(Status(state, attempt, updated=ended, ended=ended, message=message))
-    best = max(readable, key=lambda r: (r.attempt, r.state.terminal, r.ended or 0, r.updated), default=None)
-    keep = best.state if best is not None and best.state.terminal else None
-    for name, state in ((DONE_MARKER, State.DONE), (FAILED_MARKER, State.FAILED)):
-        marked = _record(f"{xpm_dir}/{name}")
-        if state is not keep or (marked is not None and marked.attempt != best.attempt):  # type: ignore[union-attr]
-            try:
-                os.unlink(f"{xpm_dir}/{name}")
-            except FileNotFoundError:
-                pass
-    if best is None or keep is None:
-        attempt = best.attempt if best is not None else 0
-        _atomic.write_json(
-            f"{xpm_dir}/{STATUS_FILE}", Status(State.READY, attempt, updated=time.time(), message=message).to_json()
-        )
-        return State.READY
-    _atomic.write_json(f"{xpm_dir}/{STATUS_FILE}", best.to_json())
-    if terminal_marker(xpm_dir) is None:
-        _write_marker(xpm_dir, best)
-    return best.state

@@ -36,6 +36,10 @@ WORKERS_DIR = "workers"
 EXPERIMENTS_DIR = "experiments"
 JOBS_DIR = "jobs"
 CONFIG_DIR = "config"
+# In an experiment's folder, WS/experiments/<name>/ (read by `xpmfs ls`, `clean` and `check` too):
+EXPERIMENT_LOCK = "lock"  # held by the running experiment
+EXPERIMENT_JOURNAL = "jobs.jsonl"  # one line per submission (single writer: the experiment)
+EXPERIMENT_RUNS = "runs"  # one folder per run
 
 DEFAULT_LEASE_DURATION = 30.0  # seconds: a `shared` lock whose lease is older is breakable
 

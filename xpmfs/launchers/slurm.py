@@ -31,10 +31,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from .. import _atomic
+from .. import _atomic, lifecycle
 from ..errors import Error
 from ..job import Job, Spec
-from ..status import Reason
+from ..lifecycle import ENV_CLAIMED, ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER, Claim
+from ..status import Reason, State, Status
+from .base import Context
 
 log = logging.getLogger("xpmfs.slurm")
 
@@ -293,6 +295,97 @@ def available() -> str | None:
     if missing:
         return f"{', '.join(missing)} not found on this host"
     return None
+
+
+# -- the worker's side -----------------------------------------------------------------------------
+
+
+class Slurm:
+    """The worker's SLURM launcher: submits claimed jobs with ``sbatch`` and releases their lock
+    (their runner takes it on the compute node), then follows every job in flight with one
+    :func:`query` per full rescan, settling those that ended without a terminal status."""
+
+    holds_slot = False  # the job runs on SLURM's nodes, not as this worker's child
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self._problem = available()
+        if self._problem is not None:
+            log.info("worker %s: leaves SLURM jobs to other workers: %s", context.worker, self._problem)
+        self._tracked: list[tuple[Job, Spec, Status]] = []
+
+    def problem(self) -> str | None:
+        return self._problem
+
+    def start(self, claim: Claim) -> None:
+        """Hand the claimed job to sbatch and record ``submitted`` with the SLURM job id; the worker
+        then releases the lock (the SLURM job may start before that: its runner waits for it)."""
+        job, spec = claim.job, claim.spec
+        try:
+            launcher = SlurmLauncher.from_json(spec.launcher)
+            # The runner takes the job's lock itself: never let it believe a parent holds it for it.
+            environ = {
+                ENV_LOCK_HELD: None,
+                ENV_PARENT_PID: None,
+                ENV_WORKER: claim.worker,
+                ENV_CLAIMED: repr(claim.claimed),
+            }
+            cluster_id = launcher.submit(job, spec, environ=environ)
+        except SlurmError as error:
+            if error.transient:
+                log.warning("worker %s: cannot submit %s now, will retry: %s", claim.worker, job.ref, error)
+                return
+            self._fail(claim, f"cannot submit to SLURM: {error}")
+            return
+        except ValueError as error:
+            self._fail(claim, f"bad SLURM launcher in {job.spec_path}: {error}")
+            return
+        lifecycle.submitted(claim, cluster_id)
+        log.info("worker %s: submitted %s as SLURM job %s", claim.worker, job.ref, cluster_id)
+
+    def _fail(self, claim: Claim, message: str) -> None:
+        log.error("worker %s: %s: %s", claim.worker, claim.job.ref, message)
+        lifecycle.fail(claim.job, Reason.ERROR, message)
+
+    def track(self, job: Job, spec: Spec, current: Status) -> bool:
+        if current.state not in (State.SUBMITTED, State.RUNNING) or not current.cluster_id:
+            return False
+        if current.state is State.SUBMITTED or not job.lock().probe():
+            self._tracked.append((job, spec, current))  # else its runner holds the lock: alive
+        return True
+
+    def follow(self, full: bool) -> None:
+        tracked, self._tracked = self._tracked, []
+        if not tracked or not full:
+            return
+        try:
+            known = query([current.cluster_id for _, _, current in tracked if current.cluster_id])
+        except SlurmError as error:
+            log.warning("worker %s: cannot follow SLURM jobs now: %s", self.context.worker, error)
+            return  # never conclude that a job vanished from a failed call
+        for job, spec, seen in tracked:
+            assert seen.cluster_id is not None
+            settled = settlement(seen.cluster_id, known.get(seen.cluster_id))
+            if settled is not None:
+                try:
+                    self._settle(job, spec, seen, *settled)
+                except Error as error:
+                    log.error("worker %s: skipping job %s: %s", self.context.worker, job.ref, error)
+
+    def _settle(self, job: Job, spec: Spec, seen: Status, reason: Reason, message: str) -> None:
+        """Record the end of a job whose SLURM job ended without its runner recording one."""
+        lock = job.lock()
+        if not lock.try_acquire():
+            return  # its runner holds it: alive (fail closed), or another worker is settling it
+        try:
+            state = lifecycle.settle_lost(job, spec, seen, reason, message)
+        finally:
+            lock.release()
+        if state is not None:
+            log.info("worker %s: %s: %s (%s)", self.context.worker, job.ref, message, state.value)
+
+    def close(self) -> None:
+        pass
 
 
 # -- running SLURM's commands ------------------------------------------------------------------------
