@@ -80,7 +80,7 @@ def test_a_dry_run_shows_what_the_workspace_holds_and_changes_no_file(
 
 @pytest.mark.timeout(120)
 def test_generate_only_writes_the_jobs_and_a_normal_run_queues_them(
-    ws: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ws: Path, processes: Processes, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with experiment(ws, "gen", run_mode=RunMode.GENERATE_ONLY) as xp:
         first = Add.C(x=20, y=1).submit()
@@ -89,8 +89,8 @@ def test_generate_only_writes_the_jobs_and_a_normal_run_queues_them(
     job = job_of(ws, second)
     spec = orjson.loads(job.spec_path.read_bytes())
     assert spec["dependencies"] == [job_of(ws, first).ref.relpath]
-    assert job.script_path.exists() and job.status() is not None and job.status().state is State.WAITING
-    assert job_of(ws, first).status().state is State.READY
+    assert job.script_path.exists() and job_of(ws, second).marker() is None
+    assert second.__xpm__.job.state is State.WAITING and first.__xpm__.job.state is State.READY
     assert os.listdir(ws / "queue") == [], "generate-only queues nothing"
     assert os.listdir(ws / "workers") == [] and os.listdir(ws / "experiments") == []
     assert "gen: generate: 2 job(s): 2 new; nothing was queued" in capsys.readouterr().err
@@ -98,8 +98,9 @@ def test_generate_only_writes_the_jobs_and_a_normal_run_queues_them(
     with experiment(ws, "gen", run_mode=RunMode.GENERATE_ONLY):
         Add.C(x=1, previous=Add.C(x=20, y=1).submit()).submit()
     assert "[ready] sample_tasks.add/" in capsys.readouterr().err and os.listdir(ws / "queue") == []
-    # A normal run queues what was generated, and an embedded worker runs it.
-    with experiment(ws, "gen"):
+    # A normal run queues what was generated, and a worker runs it.
+    processes.worker(ws)
+    with experiment(ws, "gen", workers=0):
         output = Add.C(x=1, previous=Add.C(x=20, y=1).submit()).submit()
     assert job_of(ws, output).marker() is State.DONE
     assert (job_of(ws, output).path / "result.txt").read_text() == "22"
