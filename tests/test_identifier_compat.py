@@ -242,10 +242,10 @@ def test_deprecation_keeps_the_original_type_id_and_replace_converts() -> None:
     assert xpmtype._deprecation is not None and xpmtype._deprecation.target is DepNew
     assert DepLegacy.__xpmtype__._deprecation.target is DepBase  # type: ignore[union-attr]
     old = DepOld.C(value=1)
-    assert type(old) is DepOld and old.value == 1
+    assert type(old) is DepOld.C and old.value == 1  # configurations are X.C (X.XPMConfig) objects
     replaced = DepReplaced.C(value=3)
-    assert type(replaced) is DepNew and replaced.values == [3]
-    assert type(replaced._deprecated_from) is DepReplaced and replaced._deprecated_from.value == 3
+    assert type(replaced) is DepNew.C and replaced.values == [3]
+    assert type(replaced._deprecated_from) is DepReplaced.C and replaced._deprecated_from.value == 3
     assert DepNew.C(values=[1])._deprecated_from is None
 
 

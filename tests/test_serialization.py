@@ -130,7 +130,7 @@ def round_trip(config: Config) -> Config:
 def test_round_trip_keeps_identifiers_and_structure(tmp_path: Path) -> None:
     original = build(tmp_path)
     loaded = round_trip(original)
-    assert type(loaded) is Consumer
+    assert type(loaded) is Consumer.C  # a configuration of Consumer (Consumer.XPMConfig)
     assert loaded.__identifier__() == original.__identifier__()
     # Shared references stay shared, cycles stay cycles.
     assert loaded.rich.by_id[3] is loaded.leaf and loaded.rich.leaves[0] is loaded.leaf

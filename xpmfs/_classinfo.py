@@ -257,7 +257,7 @@ class Field:
 
 
 class FieldDescriptor:
-    """Installed on the class for each field: instance values live in ``cfg.__xpm__.values``."""
+    """Installed on each configuration class (``X.C``) for each field: values live in ``cfg.__xpm__.values``."""
 
     __slots__ = ("field",)
 
@@ -271,6 +271,8 @@ class FieldDescriptor:
         try:
             return obj.__xpm__.values[self.field.name]
         except KeyError:
+            if self.field.generator is not None:
+                return None  # generated when the task is submitted; experimaestro reads None before
             raise obj.__xpm__.unset_error(self.field.name) from None
 
     def __set__(self, obj: Any, value: Any) -> None:
@@ -278,6 +280,29 @@ class FieldDescriptor:
 
     def __delete__(self, obj: Any) -> None:
         obj.__xpm__.unset(self.field.name)
+
+
+class FieldDefault:
+    """Installed on the value class ``X`` for each field it declares: ``X.epochs`` reads the default.
+
+    A non-data descriptor: the objects ``.instance()`` and the job build keep their field values
+    as plain attributes (set with ``setattr``, so a base such as ``torch.nn.Module`` sees them),
+    which take precedence. Reading an attribute such an object lacks raises ``AttributeError``, so
+    that a base's ``__getattr__`` is asked next (``nn.Module`` keeps submodules there).
+    """
+
+    __slots__ = ("field", "spec_given")
+
+    def __init__(self, field: Field, spec_given: bool = False) -> None:
+        self.field = field
+        self.spec_given = spec_given
+        """Declared with ``field(...)`` (experimaestro's ``field_names``)."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            default = self.field.default
+            return self if default is MISSING else default
+        raise AttributeError(f"{type(obj).__qualname__} object has no attribute {self.field.name!r}")
 
 
 # -- type ids -------------------------------------------------------------------------------
@@ -359,6 +384,7 @@ class ClassInfo:
     __slots__ = (
         "_xpmtype",
         "cls",
+        "config_type",
         "deprecation",
         "factories",
         "fields",
@@ -369,10 +395,16 @@ class ClassInfo:
         "own",
         "typeid",
         "typeid_bytes",
+        "value_type",
     )
 
     def __init__(self, cls: type, own: dict[str, Field], fields: dict[str, Field]) -> None:
         self.cls = cls
+        """The class as declared (``X``): type ids, serialized specs and messages name it."""
+        self.config_type: type | None = None
+        """``X.C`` (``X.XPMConfig``): the class of configuration objects, made on first use."""
+        self.value_type: type = cls
+        """The class ``.instance()`` and the job build objects of: ``X``, or its ``value_class``."""
         self.own = own
         self.fields = fields
         self.typeid = compute_typeid(cls)
@@ -426,11 +458,36 @@ class XPMType:
     def __init__(self, info: ClassInfo) -> None:
         self._info = info
         self.arguments: Mapping[str, Field] = MappingProxyType(info.fields)
-        self.value_type = info.cls
-        self.config_type = info.cls
         self.basetype = info.cls
+        self.originaltype = info.cls
         self.title = info.cls.__qualname__
         self.description = inspect.cleandoc(info.cls.__doc__ or "") or None
+
+    @property
+    def value_type(self) -> type:
+        """The class objects are built of (``X``, or the class registered with ``X.value_class()``)."""
+        return self._info.value_type
+
+    @property
+    def config_type(self) -> type:
+        """The class of configuration objects: ``X.C`` (``X.XPMConfig``)."""
+        return self._info.cls.XPMConfig  # type: ignore[attr-defined, no-any-return]
+
+    def __initialize__(self) -> None:
+        """experimaestro gathers the class's arguments here; xpmfs has them already (no-op)."""
+
+    @property
+    def field_names(self) -> frozenset[str]:
+        """Names of the fields declared with ``field(...)`` on the class (not inherited)."""
+        found = set()
+        for name in self._info.fields:
+            for klass in self._info.cls.__mro__:
+                raw = klass.__dict__.get(name)
+                if raw is not None:
+                    if isinstance(raw, FieldDefault) and raw.spec_given:
+                        found.add(name)
+                    break
+        return frozenset(found)
 
     @property
     def identifier(self) -> Identifier:
@@ -500,7 +557,10 @@ _LOCK = threading.RLock()  # resolution recurses into base classes
 
 
 def class_info(cls: type) -> ClassInfo:
-    """The resolved :class:`ClassInfo` of configuration class ``cls`` (computed on first use)."""
+    """The resolved :class:`ClassInfo` of configuration class ``cls`` (computed on first use).
+
+    ``X.C`` (``X.XPMConfig``) shares ``X``'s: it is registered here when it is made.
+    """
     info = _INFOS.get(cls)
     if info is None:
         with _LOCK:
@@ -511,14 +571,24 @@ def class_info(cls: type) -> ClassInfo:
     return info
 
 
+def register_config_type(info: ClassInfo, config_type: type) -> None:
+    """Record ``config_type`` as the configuration class of ``info.cls`` (``class_info`` maps it back)."""
+    with _LOCK:
+        info.config_type = config_type
+        _INFOS[config_type] = info
+
+
 def _resolve(cls: type) -> ClassInfo:
+    origin = cls.__dict__.get("__xpm_origin__")
+    if origin is not None:  # X.XPMConfig made elsewhere (a pickle, a subclass): X's information
+        return class_info(origin)
     inherited: dict[str, Field] = {}
     for base in reversed(cls.__mro__[1:]):
         if is_config_class(base):
             inherited.update(class_info(base).own)
     own = _own_fields(cls, inherited)
     for name, f in own.items():
-        setattr(cls, name, FieldDescriptor(f))
+        setattr(cls, name, FieldDefault(f, isinstance(cls.__dict__.get(name), FieldSpec)))
     return ClassInfo(cls, own, {**inherited, **own})
 
 
@@ -566,7 +636,7 @@ def _own_fields(cls: type, inherited: Mapping[str, Field]) -> dict[str, Field]:
             continue
         inner = typing.get_args(hint)[0]
         raw = cls.__dict__.get(name, MISSING)
-        if isinstance(raw, FieldDescriptor):  # the class was resolved already (never expected)
+        if isinstance(raw, (FieldDescriptor, FieldDefault)):  # the class was resolved already (never expected)
             raw = raw.field.default
         spec = raw if isinstance(raw, FieldSpec) else FieldSpec(default=raw, ignore_default=True)
         parent = inherited.get(name)
@@ -588,7 +658,7 @@ def _own_fields(cls: type, inherited: Mapping[str, Field]) -> dict[str, Field]:
             continue
         raw = cls.__dict__[name]
         if (
-            isinstance(raw, FieldDescriptor)
+            isinstance(raw, (FieldDescriptor, FieldDefault))
             or inspect.isroutine(raw)
             or isinstance(raw, (property, classmethod, staticmethod))
         ):
@@ -755,4 +825,5 @@ __all__ = [
     "field_docs",
     "is_config_class",
     "public_module",
+    "register_config_type",
 ]

@@ -49,7 +49,8 @@ def bind(bindings: Bindings, hint: Any, value: Any, where: str) -> None:
     if value is None:
         return
     if isinstance(hint, TypeVar):
-        _unify(bindings, hint, type(value), where)
+        found = type(value)
+        _unify(bindings, hint, found.__dict__.get("__xpm_origin__", found), where)  # X for an X.C object
         for typevar, bound in getattr(getattr(value, "__xpm__", None), "typevars", {}).items():
             _unify(bindings, typevar, bound, where)  # a generic configuration's own bindings
         return

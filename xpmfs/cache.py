@@ -110,18 +110,18 @@ def folder_for(config: Any, root: CacheRoot | None = None) -> Path:
 
 
 def _locate(config: Any, root: CacheRoot | None) -> tuple[CacheRoot, Path]:
-    from .config import Config, typeid
+    from .config import Config, _qualname, typeid
 
     if not isinstance(config, Config):
         raise ConfigError(
-            f"{type(config).__qualname__}",
+            f"{_qualname(config)}",
             f"@cache decorates methods of configurations, and {config!r} is not one",
             "derive the class from xpmfs.Config",
         )
     where = root if root is not None else _root  # read once: another thread may change it
     if where is None:
         raise CacheError(
-            type(config).__qualname__,
+            _qualname(config),
             "no cache root is set in this process, so its @cache folder is unknown",
             "call @cache methods inside a running job or a `with experiment(...)` block "
             "(or give one to `from xpmfs.cache import set_root`)",
@@ -146,6 +146,7 @@ class cache:  # noqa: N801 -- the seed's (and experimaestro's) name
 
         @functools.wraps(method)
         def cached(config: Any, *args: Any, **kwargs: Any) -> R:
+            from .config import _qualname
             from .lock import JobLock  # not at the top: see "No filelock" in xpmfs.zygote
 
             root, folder = _locate(config, None)
@@ -157,7 +158,7 @@ class cache:  # noqa: N801 -- the seed's (and experimaestro's) name
                 # Waiting for a lock this very thread holds would never end.
                 raise CacheError(
                     str(path),
-                    f"{type(config).__qualname__}.{method.__name__} is already computing this file in this thread",
+                    f"{_qualname(config)}.{method.__name__} is already computing this file in this thread",
                     "a @cache method must not call itself (directly or not) for the same configuration",
                 )
             lock.acquire(math.inf)

@@ -22,8 +22,10 @@ import copy as _copy
 import functools
 import inspect
 import logging
+import os
 import reprlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -37,20 +39,23 @@ from ._classinfo import (
     ClassInfo,
     Constant,
     Field,
+    FieldDescriptor,
     Meta,
     Option,
     Param,
     XPMType,
     class_info,
     field,
+    is_config_class,
+    register_config_type,
 )
 from .errors import ConfigError, NoExperimentError, ReadOnlyError, SealedError
-from .generators import PathGenerator
+from .generators import EmptyContext, PathGenerator
 
 if TYPE_CHECKING:
     from contextvars import Token
 
-C = TypeVar("C", bound="Config")
+CfgT = TypeVar("CfgT", bound="Config")
 
 # -- tags ----------------------------------------------------------------------------------
 
@@ -135,6 +140,31 @@ class TagDict(dict):  # type: ignore[type-arg]
 # -- per-instance state ----------------------------------------------------------------------
 
 
+def _location(source: tuple[str, int] | None) -> str:
+    if source is None:
+        return "<unknown>"
+    return f"{os.path.abspath(source[0])}:{source[1]}"
+
+
+class SetInfo:
+    """Where and how a parameter was set (``cfg.__xpm__.provenance_of(name)``): debug information only."""
+
+    __slots__ = ("_source", "kind")
+
+    def __init__(self, source: tuple[str, int] | None, kind: str) -> None:
+        self._source = source
+        self.kind = kind
+        """``"explicit"``, ``"default"``, ``"composed"``, ``"deserialized"`` or ``"generated"``."""
+
+    @property
+    def location(self) -> str:
+        """``"/abs/path/file.py:line"``, or ``"<unknown>"``."""
+        return _location(self._source)
+
+    def __repr__(self) -> str:
+        return f"SetInfo(location={self.location!r}, kind={self.kind!r})"
+
+
 class ConfigInfo:
     """The configuration layer's state for one instance: ``cfg.__xpm__``."""
 
@@ -142,18 +172,18 @@ class ConfigInfo:
         "cls_info",
         "completed_callbacks",
         "config",
-        "config_of",
+        "created_at",
         "dynamic",
         "generated",
         "identifier_cache",
         "init_tasks",
-        "is_instance",
         "job",
         "jobpath",
         "main_jobpath",
         "meta",
         "output_watchers",
         "own_tags",
+        "provenance",
         "sealed",
         "stop_tags",
         "tag_sources",
@@ -162,7 +192,7 @@ class ConfigInfo:
         "values",
     )
 
-    def __init__(self, config: Config, cls_info: ClassInfo) -> None:
+    def __init__(self, config: ConfigMixin, cls_info: ClassInfo) -> None:
         self.config = config
         self.cls_info = cls_info
         self.values: dict[str, Any] = cls_info.initial_values()
@@ -180,10 +210,10 @@ class ConfigInfo:
         """What this instance bound the type variables of its generic class to."""
         self.generated = False
         """Sealed with paths generated for a job folder (its own or its fields')."""
-        self.config_of: Config | None = None
-        """For an object built by ``cfg.instance(keep=True)``: ``cfg``."""
-        self.is_instance = False
-        """Built by ``cfg.instance()`` (``__post_init__`` has run)."""
+        self.created_at: tuple[str, int] | None = None
+        """Where ``X.C(...)`` was called (file, line): provenance of its defaults and arguments."""
+        self.provenance: dict[str, SetInfo] = {}
+        """Where and how each value set after creation was set (see :meth:`provenance_of`)."""
         self.job: Any = None
         """The experiment layer's handle for a submitted task."""
         self.meta: bool | None = None
@@ -197,7 +227,7 @@ class ConfigInfo:
         self.completed_callbacks: list[Callable[[], None]] = []
         self.output_watchers: list[OutputWatcher] = []
 
-    _NOT_PICKLED = ("cls_info", "completed_callbacks", "output_watchers")
+    _NOT_PICKLED = ("cls_info", "completed_callbacks", "created_at", "output_watchers", "provenance")
 
     def __getstate__(self) -> dict[str, Any]:
         # The class information is rebuilt from the class, not copied (it may hold lambdas);
@@ -210,11 +240,13 @@ class ConfigInfo:
         self.cls_info = class_info(type(self.config))
         self.completed_callbacks = []
         self.output_watchers = []
+        self.created_at = None
+        self.provenance = {}
 
     # -- values --
 
     def where(self, name: str) -> str:
-        return f"{type(self.config).__qualname__}.{name}"
+        return f"{_qualname(self.config)}.{name}"
 
     def field(self, name: str) -> Field:
         found = self.cls_info.fields.get(name)
@@ -227,10 +259,16 @@ class ConfigInfo:
             raise ConfigError(self.where(name), "unknown parameter", f"{hint}known parameters: {known}")
         return found
 
-    def set(self, name: str, value: Any) -> None:
-        """Validate and store ``value`` (``cfg.name = value`` and ``X.C(name=value)`` come here)."""
+    def set(self, name: str, value: Any, source: tuple[str, int] | None = None, kind: str = "explicit") -> None:
+        """Validate and store ``value`` (``cfg.name = value`` and ``X.C(name=value)`` come here).
+
+        ``source`` is where the value was set (file, line); by default, the caller of the caller.
+        """
         f = self.field(name)
         where = self.where(name)
+        if source is None:
+            frame = sys._getframe(2)  # set() <- the field's __set__ <- the code that assigned
+            source = (frame.f_code.co_filename, frame.f_lineno)
         if self.sealed:
             raise SealedError(
                 where,
@@ -244,9 +282,25 @@ class ConfigInfo:
             raise ReadOnlyError(
                 where, f"is generated ({f.generator!r}) when the task is submitted", f"do not set {name}"
             )
-        value = f.check(value, where)
+        if isinstance(value, Config) and not isinstance(value, ConfigMixin):
+            raise ReadOnlyError(
+                where,
+                f"{_qualname(value)} object given: configurations (and not objects) should be used",
+                "build the value with .C(...)",
+            )
+        try:
+            value = f.check(value, where)
+        except ConfigError as error:
+            # As experimaestro: name the parameter and where it was set.
+            raise ConfigError(
+                error.where, f"{error.problem} (parameter '{name}', set at {_location(source)})", error.fix
+            ) from None
         if f.value_checker is not None and value is not None and not f.value_checker.check(value):
-            raise ConfigError(where, f"{value!r} is not allowed: expected {f.value_checker}")
+            raise ConfigError(
+                where,
+                f"{value!r} is not allowed: expected {f.value_checker} "
+                f"(parameter '{name}', set at {_location(source)})",
+            )
         if f.constant and value != f.default:
             raise ReadOnlyError(
                 where, f"is a constant ({f.default!r}) and cannot be set to {value!r}", f"do not set {name}"
@@ -263,6 +317,7 @@ class ConfigInfo:
             _generics.bind(bindings, f.hint, value, where)
             self.typevars = bindings
         self.values[name] = value
+        self.provenance[name] = SetInfo(source, kind)
         self.stop_tags.discard(name)
         if wrapped is not None:
             if wrapped.stop_tags:
@@ -282,6 +337,18 @@ class ConfigInfo:
                 "the class changed since this configuration was written; submit the task again",
             )
         self.values[name] = value
+
+    def provenance_of(self, name: str) -> SetInfo | None:
+        """Where and how parameter ``name`` got its value (``kind``: explicit, default, composed,
+        deserialized, generated), or ``None`` if it has none. Debug information: never hashed or saved."""
+        found = self.provenance.get(name)
+        if found is not None:
+            return found
+        if name in self.values:
+            f = self.field(name)
+            kind = "generated" if f.generator is not None else "default"
+            return SetInfo(self.created_at, kind)
+        return None
 
     def unset(self, name: str) -> None:
         self.field(name)
@@ -310,13 +377,11 @@ class ConfigInfo:
 
     def set_meta(self, meta: bool | None) -> None:
         if self.sealed:
-            raise SealedError(
-                type(self.config).__qualname__, "the configuration is sealed; its meta flag cannot change"
-            )
+            raise SealedError(_qualname(self.config), "the configuration is sealed; its meta flag cannot change")
         self.meta = meta
 
     def set_init_tasks(self, init_tasks: Iterable[LightweightTask]) -> None:
-        name = type(self.config).__qualname__
+        name = _qualname(self.config)
         stopped: set[int] = set()
         tasks_list = []
         for i, given in enumerate(init_tasks):
@@ -356,14 +421,16 @@ class ConfigInfo:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first required field left unset in this tree."""
-        _validate(self.config, type(self.config).__qualname__, set())
+        _validate(self.config, _qualname(self.config), set())
 
-    def seal(self, jobpath: Path | None = None) -> None:
+    def seal(self, jobpath: Any = None) -> None:
         """Validate, generate values for ``jobpath`` (if given), then freeze the whole tree.
 
+        ``jobpath`` is a path or a context (:class:`DirectoryContext`; :class:`EmptyContext` is none).
         Nested configurations already sealed (shared with an earlier task) keep their values;
         other tasks met in the tree are left alone (they are their own jobs).
         """
+        jobpath = _check_context(jobpath)
         if self.sealed:
             if jobpath is not None and self.jobpath is None:
                 self.jobpath = Path(jobpath)
@@ -395,7 +462,7 @@ class ConfigInfo:
 
 def _configs_in(value: Any) -> Iterator[Config]:
     """Configurations directly inside a value (through lists, tuples, sets and dict values)."""
-    if isinstance(value, Config):
+    if isinstance(value, ConfigMixin):
         yield value
     elif isinstance(value, (list, tuple, set, frozenset)):
         for item in value:
@@ -419,7 +486,7 @@ def _validate(config: Config, trail: str, seen: set[int]) -> None:
     for f in info.cls_info.fields.values():
         if f.required and f.name not in values:
             where = info.where(f.name)
-            through = f" (reached through {trail})" if trail != type(config).__qualname__ else ""
+            through = f" (reached through {trail})" if trail != _qualname(config) else ""
             raise ConfigError(
                 where,
                 f"required parameter is not set{through}",
@@ -508,36 +575,52 @@ def _set_main_jobpath(config: Config, root: Config, jobpath: Path, seen: set[int
             _set_main_jobpath(child, root, jobpath, seen)
 
 
-def _instance(config: Config, objects: dict[int, Any], keep: bool) -> Any:
+class ObjectInfo:
+    """What an object built from a configuration (``cfg.instance()``, the job's task) knows of it.
+
+    It is ``obj.__xpm__``; the object's field values are plain attributes.
+    """
+
+    __slots__ = ("config", "digest", "jobpath", "main_jobpath", "typeid")
+
+    def __init__(self, config: ConfigMixin | None, source: ConfigInfo) -> None:
+        self.config = config
+        """The configuration, kept by ``instance(keep=True)`` (the default); ``None`` otherwise."""
+        self.typeid = source.cls_info.typeid
+        self.digest = source.digest()
+        self.jobpath = source.jobpath
+        self.main_jobpath = source.main_jobpath
+
+
+def _check_context(context: Any) -> Path | None:
+    """The job path a context (``instance(context)``) stands for; ``None`` for none or :class:`EmptyContext`."""
+    if context is None or isinstance(context, EmptyContext):
+        return None
+    return Path(context)
+
+
+def _instance(config: ConfigMixin, objects: dict[int, Any], keep: bool) -> Any:
     found = objects.get(id(config))
     if found is not None:
         return found
-    cls = type(config)
     source = config.__xpm__
-    obj = object.__new__(cls)
-    info = ConfigInfo(obj, source.cls_info)
-    obj.__xpm__ = info
+    # The value class's own __init__ runs (a torch.nn.Module sets itself up there), with no
+    # argument, as in experimaestro; the fields are set afterwards, then __post_init__ runs.
+    obj = source.cls_info.value_type()
     objects[id(config)] = obj  # before the values: cycles come back to it
+    object.__setattr__(obj, "__xpm__", ObjectInfo(config if keep else None, source))
     for name, value in source.values.items():
-        info.values[name] = _instance_value(value, objects, keep)
-    info.init_tasks = tuple(_instance(t, objects, keep) for t in source.init_tasks)
-    info.task = source.task
-    info.own_tags = dict(source.own_tags)
-    info.tag_sources = dict(source.tag_sources)
-    info.meta = source.meta
-    info.jobpath = source.jobpath
-    info.main_jobpath = source.main_jobpath
-    info.typevars = dict(source.typevars)
-    info.is_instance = True
+        setattr(obj, name, _instance_value(value, objects, keep))
+    for task in source.init_tasks:
+        _instance(task, objects, keep)
     if keep:
-        info.config_of = config
-        obj.__dict__["__config__"] = config
+        object.__setattr__(obj, "__config__", config)
     obj.__post_init__()
     return obj
 
 
 def _instance_value(value: Any, objects: dict[int, Any], keep: bool) -> Any:
-    if isinstance(value, Config):
+    if isinstance(value, ConfigMixin):
         return _instance(value, objects, keep)
     if isinstance(value, list):
         return [_instance_value(x, objects, keep) for x in value]
@@ -550,11 +633,23 @@ def _instance_value(value: Any, objects: dict[int, Any], keep: bool) -> Any:
     return _copy.copy(value) if isinstance(value, Path) else value
 
 
+def instantiate_job(task: ConfigMixin) -> tuple[Any, list[Any]]:
+    """The objects a job runs: its task and init tasks built from their (sealed) configurations.
+
+    The job runner calls it once the loaded task knows its job directory. Objects are built as
+    by :meth:`ConfigMixin.instance` (one object per configuration, shared between the task and
+    its init tasks; children's ``__post_init__`` first).
+    """
+    objects: dict[int, Any] = {}
+    obj = _instance(task, objects, True)
+    return obj, [objects[id(init)] for init in task.__xpm__.init_tasks]
+
+
 def post_init(config: Config) -> None:
     """Call ``__post_init__`` on every configuration of the tree, children first, each once.
 
-    The job runner does this on the task it loaded, so that state derived from the fields exists
-    in the job (experimaestro builds the job's objects this way).
+    Configuration objects do not need it (the job builds objects with :func:`instantiate_job`,
+    which calls it); kept for code that calls it on configurations by hand.
     """
     done: set[int] = set()
 
@@ -578,17 +673,189 @@ class _ClassProperty:
         return self.get(owner)
 
 
+def _qualname(obj: Any) -> str:
+    """The declared class's name for a configuration (``X``, not ``X.XPMConfig``), or an object's."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return cls.__dict__.get("__xpm_origin__", cls).__qualname__  # type: ignore[no-any-return]
+
+
+_CONFIG_TYPES_LOCK = threading.RLock()
+
+
+def config_type(cls: type) -> type:
+    """``X.C`` (``X.XPMConfig``): the class of ``X``'s configuration objects, made on first use.
+
+    It derives from the configuration classes of ``X``'s configuration bases (or from
+    :class:`ConfigMixin`), then from ``X``: configuration behaviour comes first in its method
+    order, so ``X``'s own ``__init__`` (or a ``torch.nn.Module``'s) never runs on a configuration.
+    """
+    if issubclass(cls, ConfigMixin):
+        return cls
+    info = class_info(cls)
+    made = info.config_type
+    if made is not None:
+        return made
+    with _CONFIG_TYPES_LOCK:
+        if info.config_type is not None:
+            return info.config_type
+        bases = tuple(config_type(b) for b in cls.__bases__ if is_config_class(b) and b is not Config)
+        *outer, name = cls.__qualname__.split(".")
+        namespace: dict[str, Any] = {
+            "__module__": cls.__module__,
+            "__qualname__": ".".join([*outer, f"{name}.XPMConfig"]),
+            "__doc__": cls.__doc__,
+            "__xpm_origin__": cls,
+        }
+        # Every field, inherited ones too: a default a subclass overrides sits on the subclass,
+        # which comes after the parents' configuration classes in the method order.
+        namespace.update((field_name, FieldDescriptor(f)) for field_name, f in info.fields.items())
+        made = type(cls)(f"{name}.XPMConfig", (*(bases or (ConfigMixin,)), cls), namespace)
+        register_config_type(info, made)
+        return made
+
+
 # -- configurations --------------------------------------------------------------------------
 
 
 class Config:
-    """Base of every configuration: declare fields with ``Param``/``Meta``/``Constant``."""
+    """Base of every configuration class: declare fields with ``Param``/``Meta``/``Constant``.
+
+    ``X`` is the class of the objects a job works with; ``X.C(...)`` (``X.XPMConfig``) is the
+    class of configuration objects, a subclass of :class:`ConfigMixin` and of ``X``.
+    """
 
     __xpm_config__: ClassVar[bool] = True
     __xpm_hooks__: ClassVar[tuple[SubmitHook, ...]] = ()
+    if TYPE_CHECKING:
+        __xpm__: Any
+        C: ClassVar[Any]
+        XPMConfig: ClassVar[Any]
+        XPMValue: ClassVar[type]
+        __xpmtype__: ClassVar[XPMType]
+
+    C = XPMConfig = _ClassProperty(config_type)  # type: ignore[assignment]
+    """``X.C(**values)``: a new configuration of ``X`` (an ``X.XPMConfig``, validated values)."""
+
+    XPMValue = _ClassProperty(lambda cls: class_info(cls).value_type)  # type: ignore[assignment]
+    """The class objects are built of: ``X``, or the one registered with ``X.value_class()``."""
+
+    __xpmtype__ = _ClassProperty(lambda cls: class_info(cls).xpmtype)  # type: ignore[assignment]
+    """Same as :meth:`__getxpmtype__`, on the class and its instances."""
+
+    @classmethod
+    def __getxpmtype__(cls) -> XPMType:
+        """The class's type information: ``identifier``, ``arguments``, ``value_type``..."""
+        return class_info(cls).xpmtype
+
+    @classmethod
+    def value_class(cls) -> Callable[[type[CfgT]], type[CfgT]]:
+        """Decorator: build objects of the decorated subclass of ``cls`` (``.instance()``, in the job).
+
+        Keeps heavy set-up out of the experiment::
+
+            @Model.value_class()
+            class TorchModel(Model, nn.Module): ...
+
+        The class must derive from ``cls`` and from the value classes its parents registered.
+        """
+
+        def decorator(value_class: type[CfgT]) -> type[CfgT]:
+            if not (isinstance(value_class, type) and issubclass(value_class, cls)):
+                raise TypeError(f"Value class {value_class.__name__} must be a subclass of {cls.__name__}")
+            for base in cls.__bases__:
+                if base is Config or not is_config_class(base):
+                    continue
+                parent = class_info(base)
+                if parent.value_type is not parent.cls and not issubclass(value_class, parent.value_type):
+                    raise TypeError(
+                        f"Value class {value_class.__name__} must be a subclass of "
+                        f"parent value class {parent.value_type.__name__}"
+                    )
+            class_info(cls).value_type = value_class
+            return value_class
+
+        return decorator
+
+    def __post_init__(self) -> None:
+        """Override to derive state from the fields: runs on the objects the job and ``instance()`` build.
+
+        Like experimaestro, it is not called on configurations (``.C()``): their fields may still change.
+        """
+
+    @property
+    def xpmconfig(self) -> Any:
+        """The configuration an object was built from (``instance(keep=True)``); a configuration: itself."""
+        found = self.__dict__.get("__config__")
+        if found is None:
+            raise AttributeError(
+                f"Object of type {_qualname(self)} has no configuration tracked. "
+                "Ensure it was instantiated with .instance(keep=True)"
+            )
+        return found
+
+    def _object_info(self) -> ObjectInfo:
+        info = self.__dict__.get("__xpm__")
+        if not isinstance(info, ObjectInfo):
+            raise AttributeError(f"{_qualname(self)} object was not built by xpmfs (use X.C(...).instance())")
+        return info
+
+    def __identifier__(self) -> str:
+        """The identifier of the configuration this object was built from (64 hex characters)."""
+        return self._object_info().digest.hex()
+
+    @property
+    def jobpath(self) -> Path | None:
+        """The job directory (a task's object in its job; ``None`` elsewhere)."""
+        return self._object_info().jobpath
+
+    @property
+    def __taskdir__(self) -> Path | None:
+        return self._object_info().jobpath
+
+    @property
+    def __maintaskdir__(self) -> Path | None:
+        """The directory of the task this object belongs to (its own for a task)."""
+        info = self._object_info()
+        return info.main_jobpath if info.main_jobpath is not None else info.jobpath
+
+    @property
+    def __tags__(self) -> dict[str, Any]:
+        """The tags of the configuration the object was built from (empty if it was not kept)."""
+        config = self._object_info().config
+        return TagDict() if config is None else tags(config)
+
+    def register_task_output(self, method: Callable[..., Any], **kwargs: Any) -> None:
+        """Announce a dynamic output while the task runs: ``method(dep, **kwargs)`` builds it.
+
+        ``method`` is a bound method of an object of the running task's tree; ``kwargs`` must
+        be JSON values. Experiments watching the output (``task.watch_output``) get it at once;
+        only a :class:`ResumableTask` may do this (checked by the job runner).
+        """
+        owner = getattr(method, "__self__", None)
+        name = getattr(method, "__name__", None)
+        if not isinstance(owner, Config) or name is None or getattr(type(owner), name, None) is None:
+            raise ConfigError(
+                f"{_qualname(self)}.register_task_output",
+                f"expected a method of a configuration, got {method!r}",
+                "pass a bound method such as self.checkpoint",
+            )
+        handler = _OUTPUT_HANDLER
+        if handler is None:
+            raise ConfigError(
+                f"{_qualname(self)}.register_task_output",
+                "no task is running in this process",
+                "call it from a task's execute(), inside a job",
+            )
+        handler(owner, name, kwargs)
+
+
+class ConfigMixin:
+    """Behaviour of configuration objects: every ``X.C`` (``X.XPMConfig``) derives from it and from ``X``."""
+
+    __xpm_configobject__: ClassVar[bool] = True
     __xpm__: ConfigInfo
 
-    _deprecated_from: Config | None = None
+    _deprecated_from: ConfigMixin | None = None
     """For a configuration built by a class deprecated with ``replace=True``: that configuration."""
 
     def __new__(cls, *args: Any, **values: Any) -> Any:
@@ -597,7 +864,7 @@ class Config:
             return object.__new__(cls)
         # @deprecate(New, replace=True): build the old configuration, hand back its conversion.
         old = object.__new__(cls)
-        Config.__init__(old, **values)
+        ConfigMixin.__init__(old, **values)
         converted = old.__convert__()  # type: ignore[attr-defined]
         converted.__dict__["_deprecated_from"] = old
         return converted
@@ -606,19 +873,28 @@ class Config:
         if "__xpm__" in self.__dict__:
             return  # a configuration converted by __new__ (deprecated with replace=True)
         info = ConfigInfo(self, class_info(type(self)))
-        self.__xpm__ = info
+        frame = sys._getframe(1)
+        if frame.f_code is _NEW_CODE:  # built by __new__ (replace=True): the caller is one further up
+            frame = frame.f_back or frame
+        info.created_at = (frame.f_code.co_filename, frame.f_lineno)
+        self.__dict__["__xpm__"] = info
         for name, value in values.items():
             if name not in info.cls_info.fields:
                 attribute = getattr(type(self), name, None)
                 if isinstance(attribute, DeprecatedAttribute):
                     attribute.__set__(self, value)
                     continue
-            info.set(name, value)
+            info.set(name, value, info.created_at)
         for f in info.cls_info.factories:
             if f.name not in info.values:
                 info.values[f.name] = f.check(f.factory(), info.where(f.name))  # type: ignore[misc]
 
     def __setattr__(self, name: str, value: Any) -> None:
+        info = self.__dict__.get("__xpm__")
+        if info is not None and name in info.cls_info.fields:
+            frame = sys._getframe(1)
+            info.set(name, value, (frame.f_code.co_filename, frame.f_lineno))
+            return
         old = self.__dict__.get("_deprecated_from")
         if old is not None and name not in self.__xpm__.cls_info.fields and name in old.__xpm__.cls_info.fields:
             _log.warning(
@@ -630,16 +906,11 @@ class Config:
             return
         object.__setattr__(self, name, value)
 
-    @classmethod
-    def C(cls: type[C], **values: Any) -> C:
-        """A new configuration of this class with the given values (validated)."""
-        return cls(**values)
-
     def __identifier__(self) -> str:
         """The identifier: 64 hex characters (SHA-256), cached once sealed."""
         return self.__xpm__.digest().hex()
 
-    def tag(self: C, name: str, value: Any) -> C:
+    def tag(self: CfgT, name: str, value: Any) -> CfgT:
         """Add tag ``name=value`` (it does not change the identifier)."""
         self.__xpm__.add_tag(name, value, _caller(1))
         return self
@@ -648,38 +919,44 @@ class Config:
         """The tags of this configuration and everything below it (:func:`xpmfs.tags`)."""
         return tags(self)
 
-    def __post_init__(self) -> None:
-        """Override to derive state from the fields; runs in the job, and on :meth:`instance` objects.
+    def seal(self: CfgT) -> CfgT:
+        """Validate and freeze this configuration (it becomes hashable); returns it."""
+        self.__xpm__.seal()
+        return self
 
-        Like experimaestro, it is not called by ``.C()`` in the experiment: there the object is a
-        configuration being built, whose fields may still change.
-        """
+    def __arguments__(self) -> dict[str, Any]:
+        """The values set, by field name."""
+        return dict(self.__xpm__.values)
 
-    def instance(self: C, context: Any = None, *, objects: dict[int, Any] | None = None, keep: bool = True) -> C:
-        """An object built from this configuration, as the job would see it: ``__post_init__`` has run.
+    def instance(self, context: Any = None, *, objects: dict[int, Any] | None = None, keep: bool = True) -> Any:
+        """An object of ``X`` (or of its value class) built from this configuration, as the job builds it.
 
-        Nested configurations are built first (each once: sharing and cycles are kept; pass the
-        same ``objects`` dict to share them across calls). With ``keep`` the object remembers
+        The configuration is validated and sealed first (``context``: a :class:`DirectoryContext`
+        to generate paths in, or :class:`EmptyContext`/``None`` for none). Nested configurations
+        are built first, each once (sharing and cycles are kept; pass the same ``objects`` dict to
+        share them across calls); then ``__post_init__`` runs. With ``keep`` the object remembers
         this configuration (``obj.xpmconfig``, ``obj.__config__``).
         """
+        jobpath = _check_context(context)
+        info = self.__xpm__
+        if jobpath is None and not info.sealed:
+            missing = _generated_unset(self)
+            if missing:
+                raise AssertionError(
+                    f"Empty experimaestro context does not define a path ({missing} is generated); "
+                    "pass instance(DirectoryContext(folder))"
+                )
+        info.seal(jobpath)
         return _instance(self, {} if objects is None else objects, keep)
 
     @property
-    def xpmconfig(self: C) -> C:
-        """The configuration an :meth:`instance` object was built from (a configuration: itself)."""
-        info = self.__xpm__
-        if info.config_of is not None:
-            return info.config_of  # type: ignore[return-value]
-        if info.is_instance:
-            raise AttributeError(
-                f"Object of type {type(self).__qualname__} has no configuration tracked; "
-                "build it with instance(keep=True)"
-            )
+    def xpmconfig(self: CfgT) -> CfgT:
+        """A configuration is its own configuration."""
         return self
 
     def __eq__(self, other: object) -> bool:
         """Same class and same values (same identifier once both are sealed), as in experimaestro."""
-        if not isinstance(other, Config):
+        if not isinstance(other, ConfigMixin):
             return NotImplemented
         if type(self) is not type(other):
             return False
@@ -692,45 +969,30 @@ class Config:
         info = self.__xpm__
         if not info.sealed:
             raise TypeError(
-                f"unhashable: {type(self).__qualname__} is not sealed; "
-                "use sealed_set(...) to build a set of configurations"
+                f"unhashable: {_qualname(self)} is not sealed; use sealed_set(...) to build a set of configurations"
             )
         return hash(info.digest())
 
-    @classmethod
-    def __getxpmtype__(cls) -> XPMType:
-        """The class's type information: ``identifier``, ``arguments``, ``value_type``..."""
-        return class_info(cls).xpmtype
-
-    __xpmtype__ = _ClassProperty(lambda cls: class_info(cls).xpmtype)
-    """Same as :meth:`__getxpmtype__`, on the class and its instances."""
-
-    XPMConfig = _ClassProperty(lambda cls: cls)
-    """experimaestro's configuration class of ``X``: in xpmfs, ``X`` itself."""
-
-    def register_task_output(self, method: Callable[..., Any], **kwargs: Any) -> None:
-        """Announce a dynamic output while the task runs: ``method(dep, **kwargs)`` builds it.
-
-        ``method`` is a bound method of a configuration in the running task's tree; ``kwargs`` must
-        be JSON values. Experiments watching the output (``task.watch_output``) get it at once;
-        only a :class:`ResumableTask` may do this (checked by the job runner).
-        """
-        owner = getattr(method, "__self__", None)
-        name = getattr(method, "__name__", None)
-        if not isinstance(owner, Config) or name is None or getattr(type(owner), name, None) is None:
+    def __rmatmul__(self, other: Any) -> Any:
+        """``B.C() @ A.C(x=1)`` sets the one parameter of ``B`` that takes an ``A``; returns ``B``'s configuration."""
+        if not isinstance(other, ConfigMixin):
+            return NotImplemented
+        mine = class_info(type(self)).cls
+        matching = [
+            name
+            for name, f in other.__xpm__.cls_info.fields.items()
+            if isinstance(f.hint, type) and issubclass(mine, f.hint)
+        ]
+        where = f"{_qualname(other)} @ {_qualname(self)}"
+        if not matching:
+            raise ConfigError(where, f"No parameter in {_qualname(other)} accepts type {mine.__name__}")
+        if len(matching) > 1:
             raise ConfigError(
-                f"{type(self).__qualname__}.register_task_output",
-                f"expected a method of a configuration, got {method!r}",
-                "pass a bound method such as self.checkpoint",
+                where,
+                f"Ambiguous composition: parameters {matching} in {_qualname(other)} all accept type {mine.__name__}",
             )
-        handler = _OUTPUT_HANDLER
-        if handler is None:
-            raise ConfigError(
-                f"{type(self).__qualname__}.register_task_output",
-                "no task is running in this process",
-                "call it from a task's execute(), inside a job",
-            )
-        handler(owner, name, kwargs)
+        other.__xpm__.set(matching[0], self, _caller(1), "composed")
+        return other
 
     @property
     def jobpath(self) -> Path | None:
@@ -755,9 +1017,34 @@ class Config:
     def __repr__(self) -> str:
         info = self.__dict__.get("__xpm__")
         if info is None:
-            return f"<{type(self).__qualname__} (not initialised)>"
+            return f"<{_qualname(self)} (not initialised)>"
         values = ", ".join(f"{k}={v!r}" for k, v in info.values.items())
-        return f"{type(self).__qualname__}.C({values})"
+        return f"{_qualname(self)}.C({values})"
+
+
+_NEW_CODE = ConfigMixin.__new__.__code__
+
+
+def _generated_unset(config: ConfigMixin) -> str | None:
+    """``Class.field`` of a generated value still to be made in ``config``'s tree, or ``None``."""
+    seen: set[int] = set()
+
+    def visit(current: ConfigMixin) -> str | None:
+        seen.add(id(current))
+        info = current.__xpm__
+        if info.sealed:
+            return None
+        for f in info.cls_info.generated:
+            if f.name not in info.values:
+                return info.where(f.name)
+        for child in _children(current):
+            if id(child) not in seen:
+                found = visit(child)
+                if found is not None:
+                    return found
+        return None
+
+    return visit(config)
 
 
 class InstanceConfig(Config):
@@ -788,7 +1075,7 @@ class DeprecatedAttribute:
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        raise AttributeError(f"{type(obj).__qualname__}.{self.name} is a deprecated parameter: it can only be set")
+        raise AttributeError(f"{_qualname(obj)}.{self.name} is a deprecated parameter: it can only be set")
 
     def __set__(self, obj: Any, value: Any) -> None:
         _log.warning("Parameter %s is deprecated", self.name)
@@ -821,14 +1108,14 @@ def deprecate(target: Any = None, *, replace: bool = False) -> Any:
             return target  # @deprecate on class Old(New)
         new = target
 
-        def deprecate_class(old: type[C]) -> type[C]:
+        def deprecate_class(old: type[CfgT]) -> type[CfgT]:
             old.__getxpmtype__().deprecate(new, replace)
             return old
 
         return deprecate_class
     if target is None:
 
-        def deprecate_legacy(old: type[C]) -> type[C]:
+        def deprecate_legacy(old: type[CfgT]) -> type[CfgT]:
             old.__getxpmtype__().deprecate(None, replace)
             return old
 
@@ -862,23 +1149,32 @@ class LightweightTask(Config):
     """A configuration run inside another task's job before it: an init task (``submit(init_tasks=...)``)."""
 
     def execute(self) -> None:
-        raise NotImplementedError(f"{type(self).__qualname__}.execute() is not defined")
+        raise NotImplementedError(f"{_qualname(self)}.execute() is not defined")
 
 
 class Task(Config):
     """A configuration that runs as a job: ``submit()`` it inside an experiment, ``execute()`` runs it."""
 
     def execute(self) -> None:
-        raise NotImplementedError(f"{type(self).__qualname__}.execute() is not defined")
+        raise NotImplementedError(f"{_qualname(self)}.execute() is not defined")
 
     def task_outputs(self, dep: DependentMarker) -> Any:
         """What ``submit()`` returns; mark with ``dep(config)`` what depends on this task's job."""
         return dep(self)
 
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("This method can only be used during configuration")
+
+
+class TaskConfig(ConfigMixin, Task):
+    """``Task.C``: what configurations of tasks can do (submit, callbacks); every ``T.C`` derives from it."""
+
+    __xpm_origin__ = Task
+
     def on_completed(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` in the experiment process when this task's job ends well."""
         if not callable(callback):
-            raise ConfigError(f"{type(self).__qualname__}.on_completed", f"expected a callable, got {callback!r}")
+            raise ConfigError(f"{_qualname(self)}.on_completed", f"expected a callable, got {callback!r}")
         self.__xpm__.completed_callbacks.append(callback)
 
     def watch_output(self, method: Callable[..., Any], callback: Callable[[Any], None]) -> None:
@@ -891,8 +1187,8 @@ class Task(Config):
         """
         owner = getattr(method, "__self__", None)
         name = getattr(method, "__name__", None)
-        where = f"{type(self).__qualname__}.watch_output"
-        if not isinstance(owner, Config) or name is None:
+        where = f"{_qualname(self)}.watch_output"
+        if not isinstance(owner, ConfigMixin) or name is None:
             raise ConfigError(
                 where, f"expected a method of a configuration, got {method!r}", "pass e.g. validation.checkpoint"
             )
@@ -900,7 +1196,7 @@ class Task(Config):
             raise ConfigError(where, f"expected a callable, got {callback!r}")
         self.__xpm__.output_watchers.append(OutputWatcher(owner, name, callback))
 
-    def submit(
+    def submit(  # type: ignore[override]
         self,
         *,
         init_tasks: Iterable[LightweightTask] | None = None,
@@ -911,13 +1207,18 @@ class Task(Config):
         """Submit this task to the running experiment; returns its outputs (see :meth:`task_outputs`)."""
         handler = _SUBMIT_HANDLER.get()
         if handler is None:
-            raise NoExperimentError(type(self).__qualname__)
+            raise NoExperimentError(_qualname(self))
         if init_tasks is not None:
             # Init tasks are part of the identifier: they must be in place before the handler hashes.
             self.__xpm__.set_init_tasks(init_tasks)
         return handler(
             self, init_tasks=list(self.__xpm__.init_tasks), launcher=launcher, max_retries=max_retries, **options
         )
+
+
+TaskConfig.__name__ = "Task.XPMConfig"
+TaskConfig.__qualname__ = "Task.XPMConfig"
+register_config_type(class_info(Task), TaskConfig)
 
 
 # -- resumable tasks -------------------------------------------------------------------------
@@ -1017,17 +1318,17 @@ class DependentMarker:
         self.dynamic = dynamic
         """Marks dynamic outputs: they exist once announced, so using them waits for nothing."""
 
-    def __call__(self, config: C) -> C:
+    def __call__(self, config: CfgT) -> CfgT:
         task = self.task
         if config is task:
             return config  # a task is its own output: its identifier is unchanged
-        where = f"{type(task).__qualname__}.task_outputs"
-        if not isinstance(config, Config):
+        where = f"{_qualname(task)}.task_outputs"
+        if not isinstance(config, ConfigMixin):
             raise ConfigError(where, f"dep() takes a configuration, got {config!r} ({type(config).__name__})")
         if isinstance(config, Task):
             raise ConfigError(
                 where,
-                f"dep() cannot mark another task ({type(config).__qualname__})",
+                f"dep() cannot mark another task ({_qualname(config)})",
                 "return a configuration that wraps what that task produces",
             )
         info = config.__xpm__
@@ -1036,14 +1337,13 @@ class DependentMarker:
         if info.task is not None:
             raise ConfigError(
                 where,
-                f"{type(config).__qualname__} is already an output of {type(info.task).__qualname__}",
+                f"{_qualname(config)} is already an output of {_qualname(info.task)}",
                 "mark a new configuration built with .C(...)",
             )
         if info.sealed:
             raise SealedError(
                 where,
-                f"{type(config).__qualname__} is sealed (part of a submitted task); "
-                "marking it would change its identifier",
+                f"{_qualname(config)} is sealed (part of a submitted task); marking it would change its identifier",
                 "mark a new configuration built with .C(...)",
             )
         info.task = task
@@ -1117,7 +1417,7 @@ def tags(config: Config) -> TagDict:
                 _log.warning(
                     "Tag %r has conflicting values in %s: %r (set at %s) and %r (set at %s); using %r",
                     name,
-                    type(config).__qualname__,
+                    _qualname(config),
                     old_value,
                     old_source,
                     value,
@@ -1139,7 +1439,7 @@ def tagspath(config: Config) -> str:
     return "_".join(f"{text(name)}={text(value)}" for name, value in tags(config).items())
 
 
-def copyconfig(config: C, **values: Any) -> C:
+def copyconfig(config: CfgT, **values: Any) -> CfgT:
     """A new, unsealed configuration of the same class, with ``config``'s values and then ``values``.
 
     Generated values are left out (the copy generates its own when submitted); tags, the task
@@ -1157,12 +1457,12 @@ def sealed_set(*elements: Any) -> set[Any]:
     A sealed configuration hashes by its identifier, so equal configurations are one member.
     """
     for element in elements:
-        if isinstance(element, Config):
+        if isinstance(element, ConfigMixin):
             element.__xpm__.seal()
     return set(elements)
 
 
-def setmeta(config: C, meta: bool | None = True) -> C:
+def setmeta(config: CfgT, meta: bool | None = True) -> CfgT:
     """Mark ``config`` meta (``True``: left out of identifiers wherever it is used) and return it."""
     config.__xpm__.set_meta(meta)
     return config
@@ -1170,8 +1470,12 @@ def setmeta(config: C, meta: bool | None = True) -> C:
 
 def typeid(config: Config | type[Config]) -> str:
     """The type id: ``__xpmid__`` if the class sets one, else ``module.qualname``; lower-cased."""
-    cls = config if isinstance(config, type) else type(config)
-    return class_info(cls).typeid
+    if isinstance(config, type):
+        return class_info(config).typeid
+    info = config.__dict__.get("__xpm__")
+    if isinstance(info, ObjectInfo):
+        return info.typeid  # an object built from a configuration (its class may be a value class)
+    return class_info(type(config)).typeid
 
 
 def fields_of(config: Config | type[Config]) -> Mapping[str, Field]:
@@ -1199,9 +1503,9 @@ class SubmitHook:
     def process(self, job: Any, launcher: Any) -> None:
         raise NotImplementedError
 
-    def __call__(self, cls: type[C]) -> type[C]:
+    def __call__(self, cls: type[CfgT]) -> type[CfgT]:
         if not (isinstance(cls, type) and issubclass(cls, Config)):
-            raise ConfigError(type(self).__qualname__, f"decorates Config classes, not {cls!r}")
+            raise ConfigError(_qualname(self), f"decorates Config classes, not {cls!r}")
         cls.__xpm_hooks__ = _unique_hooks((*cls.__xpm_hooks__, self))
         return cls
 
@@ -1236,6 +1540,7 @@ __all__ = [
     "MISSING",
     "Config",
     "ConfigInfo",
+    "ConfigMixin",
     "Constant",
     "DependentMarker",
     "DeprecatedAttribute",
@@ -1243,22 +1548,27 @@ __all__ = [
     "InstanceConfig",
     "LightweightTask",
     "Meta",
+    "ObjectInfo",
     "Option",
     "OutputWatcher",
     "Param",
     "PathGenerator",
     "ResumableTask",
+    "SetInfo",
     "SubmitHook",
     "TagDict",
     "TaggedValue",
     "Task",
+    "TaskConfig",
     "config_only",
+    "config_type",
     "copyconfig",
     "dependencies",
     "deprecate",
     "field",
     "fields_of",
     "initializer",
+    "instantiate_job",
     "post_init",
     "reset_submit_handler",
     "sealed_set",

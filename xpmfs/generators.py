@@ -60,6 +60,21 @@ class DirectoryContext:
         return f"DirectoryContext({str(self._path)!r})"
 
 
+class EmptyContext:
+    """A context with no job directory: ``cfg.instance(EmptyContext())`` (the default), or
+    ``cfg.__xpm__.seal(EmptyContext())``. Nothing can be generated in it: asking its path fails."""
+
+    @property
+    def path(self) -> Path:
+        raise AssertionError("Empty experimaestro context does not define a path")
+
+    def currentpath(self) -> Path:
+        return self.path
+
+    def __repr__(self) -> str:
+        return "EmptyContext()"
+
+
 NameFunction = Callable[[DirectoryContext, Any], "str | os.PathLike[str]"]
 
 
@@ -118,4 +133,4 @@ class pathgenerator(FieldAnnotation):  # noqa: N801 (experimaestro's spelling)
         options["generator"] = self.generator
 
 
-__all__ = ["STDERR", "STDOUT", "DirectoryContext", "Generator", "PathGenerator", "pathgenerator"]
+__all__ = ["STDERR", "STDOUT", "DirectoryContext", "EmptyContext", "Generator", "PathGenerator", "pathgenerator"]

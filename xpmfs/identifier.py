@@ -18,13 +18,13 @@ from pathlib import PurePath
 from typing import Any
 
 try:
-    # CPython's own SHA-256 (3.12 renamed its module): a job forked by the warm runner hashes its
-    # configuration once, to check its identifier, and OpenSSL's first use in a fork copies ~23
-    # pages of its state (50 µs); this copies 8 (16 µs). Identifier streams are small.
-    from _sha256 import sha256
+    # CPython's own SHA-256 (3.12 renamed its module), not OpenSSL's: a job forked by the warm
+    # runner hashes its configuration once, and OpenSSL's first use in a fresh fork costs it
+    # 173 µs, this 46 µs (measured: `tools/bench/profile_jobs.py first-call`; saves ~0.13 ms a job).
+    from _sha256 import sha256  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the Python version
     try:
-        from _sha2 import sha256
+        from _sha2 import sha256  # type: ignore[import-not-found]
     except ImportError:
         from hashlib import sha256
 
@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 
 def _is_config(value: Any) -> bool:
-    # Configurations are recognised by their class flag, so that this module needs no import of
-    # xpmfs.config (which uses it).
-    return getattr(type(value), "__xpm_config__", False) is True
+    # Configuration objects (``X.C``, a ConfigMixin) are recognised by their class flag, so that
+    # this module needs no import of xpmfs.config (which uses it).
+    return getattr(type(value), "__xpm_configobject__", False) is True
 
 
 OBJECT = b"\x00"
@@ -117,6 +117,14 @@ class ConfigIdentifier:
 
     def __repr__(self) -> str:
         return f"<identifier {self.all.hex()}>"
+
+
+class IdentifierComputer:
+    """experimaestro's spelling: ``IdentifierComputer.compute(cfg)`` is ``cfg.__xpm__.identifier``."""
+
+    @staticmethod
+    def compute(config: Config, config_path: Any = None, version: Any = None) -> ConfigIdentifier:
+        return ConfigIdentifier(digest(config))
 
 
 def digest(config: Config) -> bytes:
@@ -271,4 +279,4 @@ def _value(value: Any, out: list[bytes], trail: _Trail, where: str) -> None:
         raise ConfigError(where, f"cannot hash a value of type {type(value).__qualname__}: {value!r}")
 
 
-__all__ = ["ConfigIdentifier", "digest", "identifier"]
+__all__ = ["ConfigIdentifier", "IdentifierComputer", "digest", "identifier"]

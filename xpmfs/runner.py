@@ -20,7 +20,7 @@ from . import status
 from ._crash import crash_point
 from ._process import IGNORE, die_with_parent, set_handler
 from .cache import set_root as set_cache_root  # not `from . import cache`: xpmfs.cache is the decorator
-from .config import typeid
+from .config import instantiate_job, typeid
 from .errors import CorruptedError, GracefulTimeout, TaskCancelled
 from .job import Job, Spec
 from .lifecycle import ENV_ATTEMPT, ENV_CLAIMED, ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER, begin, end_attempt
@@ -215,9 +215,11 @@ def _execute(job: Job, spec: Spec) -> None:
     task: Any = from_dict(spec.config)
     _verify(job, spec, task)
     task.__xpm__.set_jobpath(job.path)
-    task.__xpm__.post_init()  # __post_init__ runs in the job, children first (experimaestro)
+    # The job works with objects of the task's class, as in experimaestro: each built once, its
+    # own __init__ then fields then __post_init__ (children first).
+    task, init_tasks = instantiate_job(task)
     install_writer(job, task)
-    for init_task in task.__xpm__.init_tasks:
+    for init_task in init_tasks:
         init_task.execute()
     task.execute()
 

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from ._classinfo import class_info, public_module
-from .config import Config, ConfigInfo, Task
+from .config import Config, ConfigInfo, ConfigMixin, Task, _qualname
 from .errors import ConfigError
 
 FORMAT = "xpmfs.config/1"
@@ -88,7 +88,7 @@ class _Encoder:
             return number
         number = self.ids[key] = len(self.ids)  # numbered on first visit, so cycles can refer to it
         info = config.__xpm__
-        cls = type(config)
+        cls = info.cls_info.cls  # X, not X.XPMConfig: the class as declared
         record: dict[str, Any] = {"id": number, "type": type_ref(cls)}
         record["fields"] = {name: self.value(value, info.where(name)) for name, value in sorted(info.values.items())}
         if info.task is not None and info.task is not config:
@@ -122,7 +122,7 @@ class _Encoder:
             return {"$float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
         if isinstance(value, str):
             return str(value)
-        if isinstance(value, Config):
+        if isinstance(value, ConfigMixin):
             return {"$ref": self.ref(value)}
         if isinstance(value, PurePath):
             return {"$path": str(value)}
@@ -166,8 +166,9 @@ def from_dict(data: Any) -> Config:
             raise ConfigError(_type_name(record["type"]), "is not a Config class")
         if record["id"] in instances:
             raise ConfigError(_type_name(record["type"]), f"object id {record['id']} is used twice")
-        instance = object.__new__(cls)
-        instance.__xpm__ = ConfigInfo(instance, class_info(cls))
+        config_type = cls.C
+        instance = object.__new__(config_type)
+        instance.__dict__["__xpm__"] = ConfigInfo(instance, class_info(config_type))
         instances[record["id"]] = instance
 
     # Pass 2: values, links and flags.
@@ -187,7 +188,7 @@ def from_dict(data: Any) -> Config:
 
 def _fill(config: Config, record: dict[str, Any], decoder: _Decoder) -> None:
     info = config.__xpm__
-    name = type(config).__qualname__
+    name = _qualname(config)
     fields = record.get("fields", {})
     if not isinstance(fields, dict):
         raise ConfigError(name, "'fields' must be an object")
@@ -204,7 +205,7 @@ def _fill(config: Config, record: dict[str, Any], decoder: _Decoder) -> None:
     if "task" in record:
         producer = decoder.object(record["task"], f"{name} task")
         if not isinstance(producer, Task):
-            raise ConfigError(f"{name} task", f"refers to {type(producer).__qualname__}, which is not a Task")
+            raise ConfigError(f"{name} task", f"refers to {_qualname(producer)}, which is not a Task")
         info.task = producer
     if "init_tasks" in record:
         info.set_init_tasks(decoder.object(n, f"{name} init_tasks") for n in record["init_tasks"])

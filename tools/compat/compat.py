@@ -114,7 +114,7 @@ MAPPING: dict[str, list[str]] = {
     "experimaestro.core.serializers": ["xpmfs.serialization"],
     "experimaestro.generators": ["xpmfs.generators", "xpmfs"],
     "experimaestro.checkers": ["xpmfs.checkers"],
-    "experimaestro.xpmutils": ["xpmfs"],
+    "experimaestro.xpmutils": ["xpmfs", "xpmfs.generators"],
     "experimaestro.click": ["xpmfs"],
     "experimaestro.taskglobals": ["xpmfs"],
     "experimaestro.settings": ["xpmfs.settings"],
@@ -127,7 +127,6 @@ MAPPING: dict[str, list[str]] = {
 
 # experimaestro's spelling -> xpmfs's, for the same thing under another name (still only names).
 ALIASES = {
-    "ConfigMixin": "Config",  # experimaestro's base of configuration objects; xpmfs has one class
     "ConfigInformation": "ConfigInfo",  # cfg.__xpm__
     "Argument": "Field",  # a declared field
     "TypeVarType": "TypeVarChecker",  # the type of a field typed by a type variable (.typevar)
@@ -157,12 +156,9 @@ OUT_OF_SCOPE = {
     "StrType",
     "TupleType",
     "UnionType",
-    "SetInfo",
     "ConfigWalk",
     "ConfigWalkContext",
     "TaskStub",
-    "IdentifierComputer",
-    "EmptyContext",
     "Job",
     "JobDependency",
     "JobStateError",
