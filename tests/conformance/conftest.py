@@ -46,6 +46,12 @@ def worker_command() -> str:
     return os.environ.get(WORKER_CMD_VARIABLE) or REFERENCE_CMD
 
 
+#: Whether the worker under test is the reference worker: an ``xfail`` for a rule the reference
+#: *worker* does not follow yet applies to it only (a rule of the reference *runner*, which every
+#: worker starts, applies to all).
+REFERENCE_UNDER_TEST = not os.environ.get(WORKER_CMD_VARIABLE)
+
+
 @dataclass
 class Worker:
     """A worker process the suite started."""
@@ -101,9 +107,10 @@ class Site:
 
     # -- workers ---------------------------------------------------------------------------------
 
-    def under_test(self, env: dict[str, str] | None = None) -> Worker:
-        """Start the worker under test on this workspace (``env``: added to its environment)."""
-        command = worker_command().replace("{workspace}", shlex.quote(str(self.path)))
+    def under_test(self, env: dict[str, str] | None = None, path: Path | None = None) -> Worker:
+        """Start the worker under test on this workspace (``env``: added to its environment;
+        ``path``: another path of the workspace to give it)."""
+        command = worker_command().replace("{workspace}", shlex.quote(str(path or self.path)))
         return self._start(["/bin/sh", "-c", f"exec {command}"], "worker under test", env)
 
     def reference(self, jobs: int = 1) -> Worker:

@@ -24,6 +24,7 @@ from xpmfs import experiment
 
 from .conftest import (
     LEASE,
+    REFERENCE_UNDER_TEST,
     RESCAN,
     SLACK,
     Site,
@@ -158,6 +159,24 @@ def test_the_runner_is_started_as_the_spec_says(site: Site, tmp_path: Path) -> N
     assert job.marker().value == "done"  # type: ignore[union-attr]
     assert worker.stop() == 0
     site.check()
+
+
+@pytest.mark.xfail(
+    REFERENCE_UNDER_TEST,
+    strict=True,
+    reason="reference worker: a runner forked by its warm process gets the job folder as the "
+    "workspace path was given (Workspace.open keeps `..`), not normalized as a fresh runner's",
+)
+def test_xpmfs_job_dir_is_the_normalized_job_folder(site: Site, tmp_path: Path) -> None:
+    """workspace.md, "Starting the runner": `XPMFS_JOB_DIR` is the job folder made absolute and
+    normalized (no `..`), whatever path of the workspace the worker was given."""
+    (tmp_path / "elsewhere").mkdir()
+    [job] = site.submit(Probe.C(name="normalized"))
+    worker = site.under_test(path=tmp_path / "elsewhere" / ".." / "ws")
+    site.wait_ended(job)
+    environ = json.loads((job.path / "probe.json").read_bytes())["environ"]
+    assert environ["XPMFS_JOB_DIR"] == str(job.path), environ
+    assert worker.stop() == 0
 
 
 def test_the_runner_is_the_specs_python_running_the_jobs_script(site: Site, tmp_path: Path) -> None:
