@@ -52,7 +52,7 @@ def write_error(path: Path | str, error: OSError) -> OSError:
     read-only, failing: ``ENOSPC``, ``EDQUOT``, ``EROFS``, ``EIO``); any other error, and one that
     is a :class:`WorkspaceError` already, is returned as it is. Raise the result ``from error``.
     """
-    fix = _WRITE_FIXES.get(error.errno) if not isinstance(error, WorkspaceError) else None
+    fix = _WRITE_FIXES.get(error.errno or 0) if not isinstance(error, WorkspaceError) else None
     if fix is None:
         return error
     return WorkspaceError(Path(path), f"cannot be written ({error.strerror})", fix, errno=error.errno)

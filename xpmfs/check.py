@@ -41,6 +41,8 @@ DAMAGED_SUFFIX = ".damaged"
 
 Kind = Literal[
     "stale-lock",  # status running, no terminal marker, nobody alive holds the lock
+    "blocked-lock",  # a shared-mode lock marker no process will take over (unreadable, other lease): rm it
+    "empty-lock",  # an empty shared-mode lease marker (its creator died writing it); taken over in time
     "orphan-entry",  # a queue entry whose job folder or spec is missing
     "finished-entry",  # a queue entry for a job that has a terminal marker
     "unknown-entry",  # a file in queue/ that names no job

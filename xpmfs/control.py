@@ -287,7 +287,7 @@ def _needed_by_unfinished(ws: Workspace) -> dict[str, str]:
 
 
 def _running_experiments(ws: Workspace) -> set[str]:
-    names = set()
+    names: set[str] = set()
     try:
         entries = list(os.scandir(ws.experiments_dir))
     except FileNotFoundError:

@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import _atomic, status, trust
+from . import _atomic, trust
 from .errors import CorruptedError, FormatError
 from .queue import JobRef
+from .status import STATUS_FILE, Reason, State, Status, read_failure, terminal_marker
+from .status import read as read_status
 from .workspace import FORMAT, Workspace
 
 if TYPE_CHECKING:
@@ -211,13 +213,13 @@ class Job:
         dependency did (it never ran, and has no ``.err``), that of the job that failed first along
         its failed dependencies."""
         current, seen = self, {self.ref}
-        while status.read_failure(current.xpm_dir).get("reason") == status.Reason.DEPENDENCY.value:
+        while read_failure(current.xpm_dir).get("reason") == Reason.DEPENDENCY.value:
             try:
                 dependencies = current.read_spec().dependencies
             except (OSError, CorruptedError):
                 break
             jobs = (Job(self.workspace, JobRef.from_relpath(relpath)) for relpath in dependencies)
-            failed = next((job for job in jobs if job.ref not in seen and job.marker() is status.State.FAILED), None)
+            failed = next((job for job in jobs if job.ref not in seen and job.marker() is State.FAILED), None)
             if failed is None:
                 break
             current = failed
@@ -253,11 +255,11 @@ class Job:
             raise _missing_spec(path) from error
         return _parse_spec(path, data), owner
 
-    def status(self) -> status.Status | None:
-        return status.read(self.xpm_folder)
+    def status(self) -> Status | None:
+        return read_status(self.xpm_folder)
 
-    def marker(self) -> status.State | None:
-        return status.terminal_marker(self.xpm_folder)
+    def marker(self) -> State | None:
+        return terminal_marker(self.xpm_folder)
 
     def lock(self, on_lost: Callable[[str], None] | None = None) -> JobLock:
         """The job's lock; ``on_lost`` is told (shared mode) when a peer took the lease from us."""
@@ -291,7 +293,7 @@ class Job:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def create(self, spec: Spec, first: status.Status, python: str) -> bool:
+    def create(self, spec: Spec, first: Status, python: str) -> bool:
         """Create the job's folder whole, unless it exists; return whether this call created it.
 
         The folder is built under a temporary name next to its final place (``.tmp-<jobid>.*``,
@@ -311,7 +313,7 @@ class Job:
         try:
             os.mkdir(f"{temp}/{XPM_DIR}")
             _atomic.write_new(f"{temp}/{XPM_DIR}/{SPEC_FILE}", _atomic.dumps(spec.to_json()))
-            _atomic.write_new(f"{temp}/{XPM_DIR}/{status.STATUS_FILE}", _atomic.dumps(first.to_json()))
+            _atomic.write_new(f"{temp}/{XPM_DIR}/{STATUS_FILE}", _atomic.dumps(first.to_json()))
             _atomic.write_new(f"{temp}/{self.name}.py", self._script(python), mode=0o755)
             os.rename(temp, path)
         except OSError as error:

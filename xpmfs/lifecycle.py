@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _atomic, journal, queue, status
 from ._crash import crash_point
@@ -208,7 +208,7 @@ def submitted(claim: Claim, cluster_id: str) -> Status:
     """The claim's job was handed to a cluster scheduler as ``cluster_id`` (its runner will start
     there, and take the lock the caller is about to release)."""
     previous = claim.previous
-    retried = previous is not None and previous.reason is Reason.TIMEOUT
+    retried = f" ({previous.message})" if previous is not None and previous.reason is Reason.TIMEOUT else ""
     return status.transition(
         claim.job.xpm_dir,
         State.SUBMITTED,
@@ -217,7 +217,7 @@ def submitted(claim: Claim, cluster_id: str) -> Status:
         claimed=claim.claimed,
         pid=None,
         host=None,
-        message=f"submitted to SLURM as job {cluster_id}" + (f" ({previous.message})" if retried else ""),
+        message=f"submitted to SLURM as job {cluster_id}" + retried,
     )
 
 
@@ -228,14 +228,28 @@ def fail(job: Job, reason: Reason, message: str) -> None:
     queue.remove(job.workspace.queue_dir, job.ref)
 
 
+def drop_ended(job: Job) -> None:
+    """Remove the queue entry of a job that has a terminal marker (DESIGN invariant 4), under its
+    lock: an experiment may be resubmitting it right now. Left for later if the lock is held."""
+    lock = job.lock()
+    if lock.try_acquire():
+        try:
+            if job.marker() is not None:
+                queue.remove(job.workspace.queue_dir, job.ref)
+        finally:
+            lock.release()
+
+
 # -- a runner's attempt ----------------------------------------------------------------------------
 
 
-def begin(job: Job, *, claimed_attempt: int | None, cluster_id: str | None, **fields: object) -> Status | State:
+def begin(
+    job: Job, *, claimed_attempt: int | None, cluster_id: str | None, worker: str | None, claimed: float | None
+) -> Status | State:
     """Record the start of a runner's attempt (lock held): its ``running`` status, or the terminal
     state that stops it (``DONE``: done already; ``FAILED``: failed while its cluster job was
     pending). Raises :class:`~xpmfs.status.Superseded` when the claim was for another attempt.
-    ``fields`` go into the running status (``worker``, ``claimed``)."""
+    ``worker`` and ``claimed`` say which claim started it (``None``: started by hand)."""
     # Read once: under the lock nobody else writes it, so each transition below hands the status
     # it wrote to the next.
     current = job.status()
@@ -267,7 +281,8 @@ def begin(job: Job, *, claimed_attempt: int | None, cluster_id: str | None, **fi
         exit_code=None,
         reason=None,
         message=None,
-        **fields,
+        worker=worker,
+        claimed=claimed,
     )
 
 
@@ -287,7 +302,7 @@ def end_attempt(
     Fenced by the attempt (spec/failure-model.md): raises :class:`~xpmfs.status.Superseded`, with
     nothing written, when another attempt started meanwhile.
     """
-    ending = {"exit_code": exit_code} if exit_code is not None else {}
+    ending: dict[str, Any] = {"exit_code": exit_code} if exit_code is not None else {}
     if reason is Reason.TIMEOUT and spec.resumable and running.retry_count < spec.max_retries:
         retry = running.retry_count + 1
         # `reason` stays as a hint in `ready` (spec/workspace.md).

@@ -104,11 +104,9 @@ class Status:
                 values = dict(record)  # the usual case, in C: `xpmfs ls` reads one per job
             else:  # unknown fields (a newer writer) are ignored
                 values = {key: value for key, value in record.items() if key in _FIELD_NAMES}
-            # Dictionaries, not State(...): the enum call runs Python code of its own, which a
-            # job forked by the warm runner pays page copies for (see xpmfs.zygote).
-            values["state"] = _member(_STATES, record["state"], "state")
+            values["state"] = State(record["state"])
             if values.get("reason") is not None:
-                values["reason"] = _member(_REASONS, values["reason"], "reason")
+                values["reason"] = Reason(values["reason"])
             return cls(**values)
         except (KeyError, ValueError, TypeError, AttributeError) as error:
             raise CorruptedError(
@@ -119,17 +117,6 @@ class Status:
 def _replace(status: Status, **changes: Any) -> Status:
     # dataclasses.replace() walks the class's fields in Python: a forked job pays for that code.
     return Status(**{**status.__dict__, **changes})
-
-
-_STATES = {state.value: state for state in State}
-_REASONS = {reason.value: reason for reason in Reason}
-
-
-def _member(members: dict[str, Any], value: Any, field: str) -> Any:
-    member = members.get(value)
-    if member is None:
-        raise ValueError(f"{field} {value!r} is none of {', '.join(members)}")
-    return member
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Status))
@@ -276,7 +263,11 @@ def transition(
             raise _marked_already(xpm_dir, DONE_MARKER if found is State.DONE else FAILED_MARKER, current or Status(to))
     now = time.time()
     base = current if current is not None else Status(state=to)
-    if current is not None and (before.terminal or (before is State.RUNNING and not to.terminal)):
+    if (
+        current is not None
+        and before is not None
+        and (before.terminal or (before is State.RUNNING and not to.terminal))
+    ):
         # Keep what the last attempt ended with (a retry or a hand-back leaves RUNNING for READY):
         # a running record does not say how it ended, so complete it with what this call says.
         ended = current

@@ -28,15 +28,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import heartbeat, lifecycle, queue, status
+from . import heartbeat, lifecycle, queue
 from ._crash import crash_point
-from ._memory import MAX_FAILED_STARTS, Dependencies, FailedStarts, Specs
+from ._memory import MAX_FAILED_STARTS, Dependencies, Specs
+from ._running import Running
 from .errors import Error, OptionError, WorkspaceError
 from .job import Job, Spec
-from .launchers import Context, Handle, Launchers
+from .launchers import Context, Launchers
 from .launchers.base import Launcher
 from .queue import JobRef
-from .status import State
 from .trust import Trust, resolve_user
 from .watch import Watcher
 from .workspace import Workspace
@@ -54,18 +54,6 @@ RETRY_SOON = 0.02  # seconds before looking again at a job whose lock was held o
 
 
 @dataclass
-class _Running:
-    claim: lifecycle.Claim
-    handle: Handle
-    idle_before: float  # the worker's idle clock when it claimed the job (see FailedStarts)
-    #: Set when its runner has recorded the end (this marker) and removed its queue entry: only the
-    #: process's exit is left.
-    ended: State | None = None
-    released: bool = False  # we killed it to hand the job back
-    lost: bool = False  # a peer took the lease (shared mode): the job is no longer ours to record
-
-
-@dataclass
 class Worker:
     workspace: Workspace
     jobs: int = 1
@@ -80,7 +68,6 @@ class Worker:
     lifeline: int | None = None
     warm: bool = True  # fork jobs from a warm runner (xpmfs.zygote) unless a job asks to be isolated
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")  # as heartbeat names it
-    _running: dict[JobRef, _Running] = field(default_factory=dict, init=False)
     _stopping: bool = field(default=False, init=False)
     _orphaned: bool = field(default=False, init=False)  # set from the lifeline's thread
     _unregistered: bool = field(default=False, init=False)
@@ -94,14 +81,14 @@ class Worker:
         self._entries = queue.Entries(self.workspace.queue_dir)
         self._dependencies = Dependencies(self.workspace.jobs_dir)
         self._specs = Specs(Trust.of(self.trust_users), lambda: self.name)
-        self._failed_starts = FailedStarts()
+        self._running = Running(self.name, self._specs.report, self._wake)
         # Runners inherit the worker's environment as it was when the worker started: decoding
         # os.environ for every job was 6% of a busy worker's time.
         self._launchers = Launchers(Context(self.name, dict(os.environ), self._wake, self.warm))
 
     def run(self) -> int:
         """Work until stopped (signal) or idle for ``idle_exit`` seconds; return the exit code."""
-        _, record_path = heartbeat.register(self.workspace.workers_dir, jobs=self.jobs, heartbeat=self.heartbeat)
+        _, record = heartbeat.register(self.workspace.workers_dir, jobs=self.jobs, heartbeat=self.heartbeat)
         self._watcher = watcher = Watcher([self.workspace.queue_dir], rescan=self.rescan, track=True)
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -109,47 +96,58 @@ class Worker:
         if self.lifeline is not None:
             threading.Thread(target=self._follow_lifeline, name="xpmfs-lifeline", daemon=True).start()
         log.info("worker %s: %d slot(s) on %s", self.name, self.jobs, self.workspace.path)
-        next_beat, self._idle_since = 0.0, time.monotonic()
+        next_beat, self._idle_since, full, due = 0.0, time.monotonic(), True, True
         try:
             with watcher:
-                full = due = True
                 while True:
-                    self._reap()
+                    idle_since = self._running.reap()
+                    if idle_since is not None:
+                        self._idle_since = idle_since  # a job that cannot start keeps no worker busy
                     if self._orphaned and not self._unregistered:
-                        self._orphan(record_path)
-                    if self._stopping:
-                        if not self._hand_back():
-                            break
-                    elif due:
-                        # Even with every slot taken: SLURM jobs need no slot, only a submission.
-                        if self._schedule(full) or self._running:
-                            self._idle_since = time.monotonic()
-                    elif self._running:
+                        self._orphan(record)
+                    if self._stopping and not self._running.stop(kill=not self.drain):
+                        break
+                    # Even with every slot taken: SLURM jobs need no slot, only a submission.
+                    busy = not self._stopping and due and self._schedule(full)
+                    if busy or self._running:
                         self._idle_since = time.monotonic()
-                    now = time.monotonic()
-                    if now >= next_beat:
-                        self._beat(record_path)
-                        next_beat = now + self.heartbeat
-                    wait_for = next_beat - now
-                    if self.idle_exit is not None and not self._running and not self._stopping:
-                        if now - self._idle_since >= self.idle_exit:
-                            log.info("worker %s: idle for %.1fs, exiting", self.name, self.idle_exit)
-                            break
-                        wait_for = min(wait_for, max(0.01, self._idle_since + self.idle_exit - now))
-                    retry, self._retry_soon = self._retry_soon, False
-                    if retry:
-                        wait_for = min(wait_for, RETRY_SOON)
-                    restart_at = self._failed_starts.next_retry()
-                    if restart_at is not None:
-                        wait_for = min(wait_for, restart_at - now)
-                    full = watcher.wait(max(0.0, wait_for))
+                    if time.monotonic() >= next_beat:
+                        self._beat(record)
+                        next_beat = time.monotonic() + self.heartbeat
+                    wait = self._wait_for(next_beat)
+                    if wait is None:
+                        log.info("worker %s: idle for %.1fs, exiting", self.name, self.idle_exit)
+                        break
+                    full = watcher.wait(wait)
                     # A heartbeat timeout alone changes nothing on disk: scan only when something
                     # happened (an event, a child's end), a retry is due, or a full rescan is.
-                    due = full or watcher.woken or retry or (restart_at is not None and time.monotonic() >= restart_at)
+                    due = full or watcher.woken or self._retry_due()
         finally:
             self._launchers.close()
-            _unregister(record_path, self.name)
+            _unregister(record, self.name)
         return 0
+
+    def _wait_for(self, next_beat: float) -> float | None:
+        """How long to wait for an event: until the next heartbeat, idle exit, or retry; ``None``
+        to exit now, idle for ``idle_exit`` seconds."""
+        now = time.monotonic()
+        wait = next_beat - now
+        if self.idle_exit is not None and not self._running and not self._stopping:
+            if now - self._idle_since >= self.idle_exit:
+                return None
+            wait = min(wait, max(0.01, self._idle_since + self.idle_exit - now))
+        if self._retry_soon:
+            wait = min(wait, RETRY_SOON)
+        restart_at = self._running.failed_starts.next_retry()
+        if restart_at is not None:
+            wait = min(wait, restart_at - now)
+        return max(0.0, wait)
+
+    def _retry_due(self) -> bool:
+        """Whether a claim met a lock held only briefly, or a failed start's back-off has ended."""
+        restart_at = self._running.failed_starts.next_retry()
+        retry, self._retry_soon = self._retry_soon, False
+        return retry or (restart_at is not None and time.monotonic() >= restart_at)
 
     def stop(self) -> None:
         """Ask the worker to stop (thread-safe, and what SIGTERM/SIGINT do)."""
@@ -193,7 +191,7 @@ class Worker:
         # A full rescan lists queue/; other passes look only at the entries inotify said changed.
         changed = None if full or self._watcher is None else self._watcher.take_changed()
         self._entries.refresh(None if changed is None else (os.path.basename(path) for path in changed))
-        busy, seen, finishing, full_up = 0, set(), self._finishing(), False
+        busy, seen, finishing, full_up = 0, set(), self._running.finishing(self._entries.names()), False
         for name, ref in self._entries:  # oldest first, while a slot is free
             full_up = len(self._running) - finishing >= self.jobs
             if full_up:
@@ -212,32 +210,17 @@ class Worker:
         self._forget_ended()
         return busy
 
-    def _finishing(self) -> int:
-        """How many running jobs have ended but for their process's exit; their slots are free.
-
-        A runner's last act is to remove its queue entry, after its terminal marker. What is left
-        (the process's exit, the zygote telling us, our reaping) takes a millisecond of a busy
-        machine, during which the slot would stand idle. The job stays in ``_running``, its lock
-        held, until it is reaped as usual.
-        """
-        names = self._entries.names()
-        count = 0
-        for ref, running in self._running.items():
-            if running.ended is None and ref.entry_name not in names:
-                running.ended = running.claim.job.marker()
-            count += running.ended is not None
-        return count
-
     def _consider(self, name: str, ref: JobRef, *, slots: bool) -> int:
         """Start the job of queue entry ``name`` if it can run (``slots``: a slot is free); 1 if it
         keeps this worker busy."""
-        if ref in self._running or self._failed_starts.backing_off(ref):
+        if ref in self._running or self._running.failed_starts.backing_off(ref):
             return 0  # a runner that could not start: not again before its back-off ends (idle till then)
         if not self._thorough and self._dependencies.blocked(name):
             return 0
         job = Job(self.workspace, ref)
         if job.marker() is not None:
-            self._clean_finished(job)
+            if queue.contains(self.workspace.queue_dir, ref):  # else removed since the view was refreshed
+                lifecycle.drop_ended(job)
             return 0
         spec = self._specs.get(job, self._thorough)
         if spec is None:
@@ -271,24 +254,12 @@ class Worker:
         if len(self._specs) > 2 * len(self._entries) + 64:
             self._specs.forget(names)
             self._dependencies.forget(names)
-        if len(self._failed_starts) > len(self._entries):
-            self._failed_starts.forget(names)
-
-    def _clean_finished(self, job: Job) -> None:
-        if not queue.contains(self.workspace.queue_dir, job.ref):
-            return  # its runner (or our reaping) removed the entry since the view was refreshed
-        # Under the lock: an experiment may be resubmitting this job right now (DESIGN invariant 4).
-        lock = job.lock()
-        if lock.try_acquire():
-            try:
-                if job.marker() is not None:
-                    queue.remove(self.workspace.queue_dir, job.ref)
-            finally:
-                lock.release()
+        if len(self._running.failed_starts) > len(self._entries):
+            self._running.failed_starts.forget(names)
 
     def _claim(self, job: Job, spec: Spec, launcher: Launcher) -> int:
         # A run held here is stopped when a peer takes its lease; a job handed off is not ours to hold.
-        on_lost = (lambda reason, ref=job.ref: self._on_lost(ref, reason)) if launcher.holds_slot else None
+        on_lost = (lambda reason, ref=job.ref: self._running.lost(ref, reason)) if launcher.holds_slot else None
         marker, untrusted = self._dependencies.fresh, self._specs.untrusted
         claim = lifecycle.claim(job, spec, worker=self.name, marker=marker, untrusted=untrusted, on_lost=on_lost)
         if not isinstance(claim, lifecycle.Claim):
@@ -306,66 +277,10 @@ class Worker:
         if handle is None:
             claim.lock.release()  # handed off (its runner takes the lock there), or not started now
             return 1
-        self._running[job.ref] = _Running(claim, handle, self._idle_since)
+        self._running.add(claim, handle, self._idle_since)
         crash_point("claim.after-spawn")
         log.info("worker %s: started %s", self.name, job.ref)
         return 1
-
-    # -- ending ----------------------------------------------------------------------------------
-
-    def _on_lost(self, ref: JobRef, reason: str) -> None:
-        # Called from the lease's heartbeat thread: only flag it; the main loop kills the run.
-        running = self._running.get(ref)
-        if running is not None:
-            running.lost = True
-            log.error("worker %s: lost the lease of %s (%s); stopping its run", self.name, ref, reason)
-            self._wake()
-
-    def _reap(self) -> None:
-        for ref, running in list(self._running.items()):
-            if running.lost and not running.released:
-                running.released = True
-                running.handle.cancel(signal.SIGKILL)
-            code = running.handle.poll()
-            if code is None:
-                continue
-            del self._running[ref]
-            try:
-                if not running.lost:  # else whoever took the lease records the job now, not us
-                    self._record_end(running, code)
-            except Error as error:
-                self._specs.report(running.claim.job, error)
-            finally:
-                running.claim.lock.release()
-
-    def _record_end(self, running: _Running, code: int) -> None:
-        job, attempt = running.claim.job, running.claim.attempt
-        # _finishing saw its marker, then its entry gone; under our lock neither comes back.
-        ended = running.ended or lifecycle.runner_exited(
-            job, attempt=attempt, worker=self.name, code=code, handed_back=running.released
-        )
-        if ended == "never-started":
-            if not running.released:
-                self._idle_since = self._failed_starts.failed(job, attempt, code, running.idle_before, self.name)
-            return
-        self._failed_starts.started(job.ref)
-        if ended == "superseded":
-            log.warning("worker %s: %s: attempt %d was superseded by another; nothing recorded",
-                        self.name, job.ref, attempt)  # fmt: skip
-        elif ended is State.DONE:
-            log.info("worker %s: done %s", self.name, job.ref)
-        elif ended is State.FAILED:
-            why = status.failure_text(status.read_failure(job.xpm_dir))
-            log.info("worker %s: failed %s (%s); see %s", self.name, job.ref, why, job.failure_log())
-
-    def _hand_back(self) -> bool:
-        """Kill running jobs to hand them back (or let them finish, with ``drain``); True while some run."""
-        if not self.drain:
-            for running in self._running.values():
-                if not running.released:
-                    running.released = True
-                    running.handle.cancel(signal.SIGKILL)
-        return bool(self._running)
 
     def _beat(self, record_path: Path) -> None:
         try:
@@ -374,9 +289,7 @@ class Worker:
         except FileNotFoundError:
             # Someone cleaned our registration (`xpmfs check --fix` thought us dead): register again.
             heartbeat.register(self.workspace.workers_dir, jobs=self.jobs, heartbeat=self.heartbeat)
-        for running in self._running.values():
-            if running.claim.job.cancel_path.exists() and not running.released:
-                running.handle.cancel(signal.SIGTERM)
+        self._running.cancel_requested()
 
 
 def _unregister(record_path: Path, name: str) -> None:
@@ -407,7 +320,9 @@ def run_worker(
     """
     workspace = Workspace.open(path)
     if jobs < 1:
-        raise WorkspaceError(path, f"--jobs must be at least 1, not {jobs}", "give a positive number of job slots")
+        raise WorkspaceError(
+            Path(path), f"--jobs must be at least 1, not {jobs}", "give a positive number of job slots"
+        )
     users = tuple(trust_users)
     for user in users:
         try:
