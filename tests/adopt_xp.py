@@ -75,7 +75,7 @@ def first() -> None:
 def second() -> None:
     Add.C(x=tag(2)).submit()
     slow = Sleep.C(x=1).submit()
-    Use.C(a=Add.C(x=5)).submit()  # a dependency submitted through its user
+    Use.C(a=Add.C(x=5).submit()).submit()
     Sleep.C(x=2).submit()
     del slow
 

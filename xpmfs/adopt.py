@@ -155,7 +155,7 @@ def adopt(path: str | os.PathLike[str], *, dry_run: bool = False, progress: Prog
             if progress is not None:
                 progress(number, len(refs))
         _import_experiments(root, report)
-        if not dry_run:
+        if not dry_run and (not report.was_adopted or report.adopted or report.submissions):
             # Last: until this file exists, the workspace is refused with `xpmfs adopt` as the fix.
             Workspace.open(root, create=True, lock_mode=LockMode.LOCAL, experimaestro_ok=True)
             report.seconds = time.monotonic() - began
