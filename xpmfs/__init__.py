@@ -20,6 +20,12 @@ __version__ = "0.1.0"
 
 #: Public name -> the module (under xpmfs) that defines it.
 _EXPORTS: dict[str, str] = {
+    "ParameterGroup": "partial",
+    "Partial": "partial",
+    "param_group": "partial",
+    "partial": "partial",
+    "from_task_dir": "results",
+    "EmptyContext": "generators",
     "Config": "config",
     "Constant": "config",
     "DependentMarker": "config",
@@ -82,6 +88,7 @@ __all__ = [
     "DependentMarker",
     "DirectLauncher",
     "DirectoryContext",
+    "EmptyContext",
     "Error",
     "FailedExperiment",
     "GracefulTimeout",
@@ -92,6 +99,8 @@ __all__ = [
     "Option",
     "OptionalDataPath",
     "Param",
+    "ParameterGroup",
+    "Partial",
     "Path",
     "PathGenerator",
     "ResumableTask",
@@ -108,8 +117,11 @@ __all__ = [
     "deprecate",
     "experiment",
     "field",
+    "from_task_dir",
     "help",
     "initializer",
+    "param_group",
+    "partial",
     "pathgenerator",
     "progress",
     "sealed_set",
@@ -184,7 +196,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from .errors import Error, FailedExperiment, GracefulTimeout, TaskCancelled
     from .experiment import experiment
-    from .generators import STDERR, STDOUT, DirectoryContext, PathGenerator, pathgenerator
+    from .generators import STDERR, STDOUT, DirectoryContext, EmptyContext, PathGenerator, pathgenerator
     from .launchers import DirectLauncher, SlurmLauncher
+    from .partial import ParameterGroup, Partial, param_group, partial
     from .progress import progress, tqdm
+    from .results import from_task_dir
     from .runmode import RunMode

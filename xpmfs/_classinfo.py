@@ -105,6 +105,7 @@ class FieldSpec:
     ignore_default: bool = False
     ignore_generated: bool = False
     overrides: bool = False
+    groups: frozenset[Any] = frozenset()
 
 
 def field(
@@ -114,6 +115,7 @@ def field(
     ignore_default: Any = MISSING,
     ignore_generated: bool = False,
     overrides: bool = False,
+    groups: Any = None,
 ) -> Any:
     """Declare a field's default.
 
@@ -126,14 +128,22 @@ def field(
       ``ignore_default=True`` the value is not hashed while it equals what the factory builds;
     - ``ignore_generated=True``: accepted for experimaestro (it only silences experimaestro's
       reproducibility warning about generated values; xpmfs never hashes them anyway);
-    - ``overrides=True``: this field knowingly re-declares a field of a parent class (no warning).
+    - ``overrides=True``: this field knowingly re-declares a field of a parent class (no warning);
+    - ``groups=[param_group("name"), ...]``: the parameter groups a :func:`~xpmfs.partial.partial`
+      identifier may leave out.
     """
+    from .partial import groups_of
+
     where = "field()"
     if default_factory is not None and default is not MISSING:
         raise ConfigError(where, "default and default_factory exclude each other", "give only one of them")
     if default_factory is not None and not callable(default_factory):
         raise ConfigError(where, f"default_factory must be callable, got {default_factory!r}")
-    extra = {"ignore_generated": bool(ignore_generated), "overrides": bool(overrides)}
+    extra: dict[str, Any] = {
+        "ignore_generated": bool(ignore_generated),
+        "overrides": bool(overrides),
+        "groups": groups_of(FieldSpec(groups=tuple(groups or ()))),  # type: ignore[arg-type]
+    }
     if default is MISSING and default_factory is None:
         if ignore_default is MISSING or isinstance(ignore_default, bool):
             return FieldSpec(**extra)
@@ -160,6 +170,7 @@ class Field:
         "factory",
         "generator",
         "generic",
+        "groups",
         "hash_prefix",
         "hint",
         "ignore_generated",
@@ -193,7 +204,10 @@ class Field:
         overrides: bool = False,
         ignore_generated: bool = False,
         is_data: bool = False,
+        groups: frozenset[Any] = frozenset(),
     ) -> None:
+        self.groups = groups
+        """The parameter groups (``field(groups=...)``) partial identifiers select by."""
         options = dict(options or {})
         self.options = options
         self.value_checker = options.get("checker")
@@ -770,6 +784,7 @@ def _make_field(
         overrides=spec.overrides,
         ignore_generated=spec.ignore_generated,
         is_data=marker.is_data,
+        groups=spec.groups,
     )
 
 

@@ -454,6 +454,14 @@ class ConfigInfo:
         """The identifier, as experimaestro exposes it: ``.all`` is the 32-byte digest."""
         return _identifier.ConfigIdentifier(self.digest())
 
+    def partial_identifier(self, partial: Any) -> bytes:
+        """The 32-byte partial identifier for ``partial`` (see :mod:`xpmfs.partial`)."""
+        return _identifier.partial_digest(self.config, partial)
+
+    def get_partial_identifier(self, partial: Any) -> _identifier.ConfigIdentifier:
+        """experimaestro's spelling: the partial identifier, with ``.all`` its 32 bytes."""
+        return _identifier.ConfigIdentifier(self.partial_identifier(partial))
+
     def digest(self) -> bytes:
         """The 32-byte identifier (cached once sealed)."""
         cached = self.identifier_cache

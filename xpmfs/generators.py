@@ -27,6 +27,20 @@ class Generator:
         return self.generate(config, jobpath)
 
 
+def partial_folder(config: Any, partial: Any, jobpath: Path | None) -> Path:
+    """The partial folder of ``config`` for the job in ``jobpath`` (``WS/jobs/<type id>/<job id>``)."""
+    from .partial import partial_path, workspace_of_job
+
+    if jobpath is None or Path(jobpath).parent.parent.name != "jobs":
+        raise NotImplementedError(
+            "Partial paths require a context with workspace information (a job folder WS/jobs/<type id>/<job id>)"
+        )
+    info = config.__xpm__
+    return partial_path(
+        workspace_of_job(Path(jobpath)), info.cls_info.typeid, str(partial.name), info.partial_identifier(partial).hex()
+    )
+
+
 class DirectoryContext:
     """Where values are generated: a job directory (``path``) and the job's name (``name``).
 
@@ -85,7 +99,10 @@ class PathGenerator(Generator):
     with a :class:`DirectoryContext`; :func:`STDOUT` and :func:`STDERR` are two such functions.
     """
 
-    def __init__(self, name: str | os.PathLike[str] | NameFunction = "") -> None:
+    def __init__(self, name: str | os.PathLike[str] | NameFunction = "", *, partial: Any = None) -> None:
+        self.partial = partial
+        """A :class:`~xpmfs.partial.Partial`: the path is then in the partial folder, shared by the
+        tasks with the same partial identifier (``WS/partials/<type id>/<name>/<partial id>``)."""
         if callable(name):
             self.name: Path | NameFunction = name
             return
@@ -94,9 +111,10 @@ class PathGenerator(Generator):
         self.name = Path(name)
 
     def generate(self, config: Any, jobpath: Path) -> Path:
+        base = Path(jobpath) if self.partial is None else partial_folder(config, self.partial, jobpath)
         if callable(self.name):
-            return Path(jobpath) / self.name(DirectoryContext(jobpath), config)
-        return Path(jobpath) / self.name
+            return base / self.name(DirectoryContext(jobpath), config)
+        return base / self.name if str(self.name) not in ("", ".") else base
 
     def __repr__(self) -> str:
         name = getattr(self.name, "__name__", None) if callable(self.name) else str(self.name)

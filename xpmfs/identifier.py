@@ -126,6 +126,10 @@ class IdentifierComputer:
     def compute(config: Config, config_path: Any = None, version: Any = None) -> ConfigIdentifier:
         return ConfigIdentifier(digest(config))
 
+    @staticmethod
+    def compute_partial(config: Config, partial: Any, config_path: Any = None, version: Any = None) -> ConfigIdentifier:
+        return ConfigIdentifier(partial_digest(config, partial))
+
 
 def digest(config: Config) -> bytes:
     """The 32-byte identifier of ``config`` (``config.__identifier__()`` is its hex form)."""
@@ -159,13 +163,28 @@ def _digest(config: Config, trail: _Trail) -> bytes:
     return result
 
 
-def _config_stream(config: Config, out: list[bytes], trail: _Trail) -> None:
+def partial_digest(config: Config, partial: Any) -> bytes:
+    """The 32-byte partial identifier: ``config``'s stream without the fields ``partial`` excludes.
+
+    Only ``config``'s own fields are filtered; nested configurations are written with their full
+    identifiers (as experimaestro computes it). Never cached here.
+    """
+    trail = _Trail()
+    key = id(config)
+    trail.depth_of[key] = 0
+    trail.looped.append(False)
+    out: list[bytes] = []
+    _config_stream(config, out, trail, partial)
+    return sha256(b"".join(out)).digest()
+
+
+def _config_stream(config: Config, out: list[bytes], trail: _Trail, partial: Any = None) -> None:
     info = config.__xpm__
     if info.cls_info.deprecation is not None:
         convert = getattr(config, "__convert__", None)
         if convert is not None:
             # A deprecated class is hashed as what it converts to (experimaestro's @deprecate).
-            _config_stream(convert(), out, trail)
+            _config_stream(convert(), out, trail, partial)
             return
     out.append(OBJECT)
     producer = info.task
@@ -176,6 +195,8 @@ def _config_stream(config: Config, out: list[bytes], trail: _Trail) -> None:
     out.append(cls_info.typeid_bytes)
     values = info.values
     for f in cls_info.hashed:  # sorted by name; generated fields excluded
+        if partial is not None and partial.is_excluded(f.groups):
+            continue
         value = values.get(f.name, MISSING)
         # A Meta (or Path) value is skipped, unless it is a configuration explicitly marked meta=False.
         if f.ignored and not (_is_config(value) and value.__xpm__.meta is False):
@@ -279,4 +300,4 @@ def _value(value: Any, out: list[bytes], trail: _Trail, where: str) -> None:
         raise ConfigError(where, f"cannot hash a value of type {type(value).__qualname__}: {value!r}")
 
 
-__all__ = ["ConfigIdentifier", "IdentifierComputer", "digest", "identifier"]
+__all__ = ["ConfigIdentifier", "IdentifierComputer", "digest", "identifier", "partial_digest"]

@@ -51,6 +51,8 @@ FILES = [
     "test_outputs.py",
     "test_param.py",
     "test_objects.py",
+    "test_partial.py",
+    "test_partial_paths.py",
     "test_deprecated.py",
     "test_dependencies.py",
     "core/test_generics.py",
@@ -63,7 +65,6 @@ SUPPORT = ["__init__.py", "utils.py", "definitions_types.py", "core/__init__.py"
 
 EXCLUDED = [
     ("test_serializers, test_configs_serialization, test_relative_paths", "serialization/loading (out of scope)"),
-    ("test_partial, test_partial_paths", "partial identifiers (out of scope)"),
     ("test_tokens, test_multitoken, test_token_locking, test_dynamic_locking", "tokens (out of scope)"),
     ("test_actions", "experimaestro Actions (not wanted)"),
     ("test_carbon", "carbon tracking (not wanted)"),
@@ -101,11 +102,12 @@ TEST_ONLY_MODULES = ["pydantic_core", "typing_extensions.py", "typing_inspection
 
 # experimaestro module -> xpmfs modules searched, in order, for each name.
 MAPPING: dict[str, list[str]] = {
-    "experimaestro": ["xpmfs"],
+    "experimaestro": ["xpmfs", "xpmfs.partial"],
     "experimaestro.core": ["xpmfs"],
     "experimaestro.core.objects": ["xpmfs", "xpmfs.config"],
     "experimaestro.core.objects.config": ["xpmfs", "xpmfs.config"],
     "experimaestro.core.objects.config_walk": ["xpmfs.config"],
+    "experimaestro.core.partial": ["xpmfs.partial"],
     "experimaestro.core.arguments": ["xpmfs", "xpmfs._classinfo"],
     "experimaestro.core.types": ["xpmfs._types"],
     "experimaestro.core.identifier": ["xpmfs.identifier"],
@@ -136,8 +138,6 @@ ALIASES = {
 # test file that only mentions one (e.g. a default argument ``run_mode=RunMode.NORMAL``) imports.
 OUT_OF_SCOPE = {
     "RunMode",
-    "partial",
-    "param_group",
     "state_dict",
     "from_state_dict",
     "load_xp_info",
