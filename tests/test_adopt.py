@@ -98,17 +98,25 @@ def _sleepers(ws: Path) -> list[Path]:
 
 
 def _kill_all(process: subprocess.Popen[bytes], ws: Path) -> None:
-    """SIGKILL the experimaestro experiment and the jobs it started (they run in sessions of their own)."""
+    """SIGKILL the experimaestro experiment, then the jobs it started (they run in sessions of
+    their own), and wait until none of them holds its job's lock any more."""
+    from xpmfs.experimaestro_layout import lock_held
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # first: the scheduler starts no job after this
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
     for pid_file in _sleepers(ws):
         try:
             os.kill(json.loads(pid_file.read_text())["pid"], signal.SIGKILL)
         except (OSError, ValueError, KeyError):
             pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=30)
+    wait_until(
+        lambda: not any(lock_held(str(pid_file.with_suffix(".lock"))) for pid_file in _sleepers(ws)),
+        timeout=30,
+        what="the killed jobs to release their locks",
+    )
 
 
 def _start_second(python: Path, ws: Path, done: int = 3) -> subprocess.Popen[bytes]:
