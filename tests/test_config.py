@@ -442,7 +442,7 @@ def test_seal_generates_paths_and_freezes_the_tree(tmp_path: Path) -> None:
     task = Outer.C(inner=Inner.C(), shared=already)
     task.__xpm__.seal(tmp_path / "job")
     assert task.out == tmp_path / "job" / "out" / "main.bin"
-    assert task.inner.out == tmp_path / "job" / "inner.bin"
+    assert task.inner.out == tmp_path / "job" / "out" / "inner" / "inner.bin"  # experimaestro's layout
     assert "out" not in task.shared.__xpm__.values  # sealed before: kept as it was
     assert task.jobpath == task.__taskdir__ == task.__maintaskdir__ == tmp_path / "job"
     assert task.inner.__maintaskdir__ == tmp_path / "job"

@@ -17,6 +17,7 @@ the task whose output the configuration is, init tasks, tags, and the experiment
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy as _copy
 import functools
@@ -50,7 +51,7 @@ from ._classinfo import (
     register_config_type,
 )
 from .errors import ConfigError, NoExperimentError, ReadOnlyError, SealedError
-from .generators import EmptyContext, PathGenerator
+from .generators import INIT_TASKS, ConfigWalkContext, DirectoryContext, EmptyContext, PathGenerator
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -427,18 +428,19 @@ class ConfigInfo:
         """Validate, generate values for ``jobpath`` (if given), then freeze the whole tree.
 
         ``jobpath`` is a path or a context (:class:`DirectoryContext`; :class:`EmptyContext` is none).
-        Nested configurations already sealed (shared with an earlier task) keep their values;
+        The task's own generated paths go in the job folder, those of nested configurations in
+        ``<job>/out/<field>/...`` (see :class:`~xpmfs.generators.ConfigWalkContext`). Nested
+        configurations already sealed (shared with an earlier task) keep their values;
         other tasks met in the tree are left alone (they are their own jobs).
         """
-        jobpath = _check_context(jobpath)
+        context = _check_context(jobpath)
         if self.sealed:
-            if jobpath is not None and self.jobpath is None:
-                self.jobpath = Path(jobpath)
+            if context is not None and self.jobpath is None:
+                self.jobpath = context.path
             return
         self.validate()
-        path = None if jobpath is None else Path(jobpath)
-        self.jobpath = path
-        _seal(self.config, self.config, path, set())
+        self.jobpath = None if context is None else context.path
+        _seal(self.config, self.config, context, set())
 
     def post_init(self) -> None:
         """Run ``__post_init__`` over the tree, children first (see :func:`post_init`)."""
@@ -512,7 +514,13 @@ def _validate(config: Config, trail: str, seen: set[int]) -> None:
         check()  # the user's own cross-field checks (experimaestro's hook)
 
 
-def _seal(config: Config, root: Config, jobpath: Path | None, seen: set[int]) -> None:
+def _seal(config: Config, root: Config, context: ConfigWalkContext | None, seen: set[int]) -> None:
+    """Seal ``config`` and what is below it, generating values in ``context`` (experimaestro's walk).
+
+    Children are walked in the class's field order, then the init tasks, each inside
+    ``context.push(...)``; a configuration met twice is sealed at its first place. Values are
+    generated after the children, at the configuration's own place.
+    """
     seen.add(id(config))
     info = config.__xpm__
     fields = info.cls_info.fields
@@ -523,21 +531,22 @@ def _seal(config: Config, root: Config, jobpath: Path | None, seen: set[int]) ->
                 f"holds paths generated for another job ({', '.join(_generated_paths(value, name))})",
                 "build a new configuration for this task, or declare the field with field(ignore_generated=True)",
             )
-    producer = info.task
-    if producer is not None and producer is not root:
-        # Another task's output: its generated values belong in that task's directory.
-        jobpath = producer.__xpm__.jobpath
-    if jobpath is not None:
-        for f in info.cls_info.generated:
-            if f.name not in info.values:
-                info.values[f.name] = f.check(f.generator(config, jobpath), info.where(f.name))  # type: ignore[misc]
-                info.generated = info.generated or not f.ignore_generated
     if config is not root and info.main_jobpath is None:
         info.main_jobpath = root.__xpm__.jobpath
-    for child in _children(config):
-        if id(child) in seen or child.__xpm__.sealed or isinstance(child, Task):
-            continue
-        _seal(child, root, jobpath, seen)
+    for name in fields:
+        if name in info.values:
+            with _push(context, name):
+                _seal_value(info.values[name], root, context, seen)
+    if info.init_tasks:
+        with _push(context, INIT_TASKS):
+            for index, task in enumerate(info.init_tasks):
+                with _push(context, str(index)):
+                    _seal_value(task, root, context, seen)
+    if context is not None:
+        for f in info.cls_info.generated:
+            if f.name not in info.values:
+                info.values[f.name] = f.check(f.generator(context, config), info.where(f.name))  # type: ignore[misc]
+                info.generated = info.generated or not f.ignore_generated
     # Generated paths below make this configuration one that belongs to this job too.
     for name, value in info.values.items():
         if not fields[name].ignore_generated and any(
@@ -545,6 +554,27 @@ def _seal(config: Config, root: Config, jobpath: Path | None, seen: set[int]) ->
         ):
             info.generated = True
     info.sealed = True
+
+
+def _seal_value(value: Any, root: Config, context: ConfigWalkContext | None, seen: set[int]) -> None:
+    if isinstance(value, ConfigMixin):
+        if id(value) not in seen and not value.__xpm__.sealed and not isinstance(value, Task):
+            _seal(value, root, context, seen)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            with _push(context, str(index)):
+                _seal_value(item, root, context, seen)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            with _push(context, str(key)):
+                _seal_value(item, root, context, seen)
+    elif isinstance(value, (set, frozenset)):
+        for item in value:  # members are sealed already (a set needs their hash): no place to give
+            _seal_value(item, root, context, seen)
+
+
+def _push(context: ConfigWalkContext | None, key: str) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext() if context is None else context.push(key)
 
 
 def _carries_generated(value: Any) -> bool:
@@ -600,11 +630,14 @@ class ObjectInfo:
         self.main_jobpath = source.main_jobpath
 
 
-def _check_context(context: Any) -> Path | None:
-    """The job path a context (``instance(context)``) stands for; ``None`` for none or :class:`EmptyContext`."""
+def _check_context(context: Any) -> ConfigWalkContext | None:
+    """The context a job path or a context (``instance(context)``) stands for; ``None`` for none or
+    :class:`EmptyContext` (nothing is generated then)."""
     if context is None or isinstance(context, EmptyContext):
         return None
-    return Path(context)
+    if isinstance(context, ConfigWalkContext):
+        return context
+    return DirectoryContext(context)
 
 
 def _instance(config: ConfigMixin, objects: dict[int, Any], keep: bool) -> Any:
@@ -945,16 +978,15 @@ class ConfigMixin:
         share them across calls); then ``__post_init__`` runs. With ``keep`` the object remembers
         this configuration (``obj.xpmconfig``, ``obj.__config__``).
         """
-        jobpath = _check_context(context)
         info = self.__xpm__
-        if jobpath is None and not info.sealed:
+        if _check_context(context) is None and not info.sealed:
             missing = _generated_unset(self)
             if missing:
                 raise AssertionError(
                     f"Empty experimaestro context does not define a path ({missing} is generated); "
                     "pass instance(DirectoryContext(folder))"
                 )
-        info.seal(jobpath)
+        info.seal(context)
         return _instance(self, {} if objects is None else objects, keep)
 
     @property

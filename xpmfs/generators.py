@@ -1,15 +1,17 @@
 """Values generated when a task is sealed for its job directory.
 
 ``field(default_factory=PathGenerator("parameters.pth"))`` leaves the field empty until the task is
-submitted; sealing the task for job directory ``J`` then sets it to ``J / "parameters.pth"``.
+submitted; sealing the task for job directory ``J`` then sets it to ``J / "parameters.pth"``, and
+a nested configuration's to ``J / "out" / <field> / ... / "parameters.pth"`` (experimaestro's layout).
 A generated value depends on where the job runs, not on what it computes, so it is never part of
 an identifier.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,19 @@ from ._annotation import FieldAnnotation
 
 
 class Generator:
-    """Produces a field's value when its configuration is sealed for a job directory."""
+    """Produces a field's value when its configuration is sealed for a job directory.
 
-    def generate(self, config: Any, jobpath: Path) -> Any:
-        """The value for ``config``'s field, given the directory of the job that owns it."""
+    As in experimaestro, a generator is called as ``generator(context, config)``: ``context`` is a
+    :class:`ConfigWalkContext` (the job folder and where ``config`` sits in the task's tree).
+    """
+
+    def __call__(self, context: ConfigWalkContext, config: Any) -> Any:
+        """The value for ``config``'s field."""
         raise NotImplementedError
 
-    def __call__(self, config: Any, jobpath: Path) -> Any:
-        return self.generate(config, jobpath)
+    def isoutput(self) -> bool:
+        """Whether the value is a task output (a path inside the job folder)."""
+        return False
 
 
 def partial_folder(config: Any, partial: Any, jobpath: Path | None) -> Path:
@@ -41,24 +48,76 @@ def partial_folder(config: Any, partial: Any, jobpath: Path | None) -> Path:
     )
 
 
-class DirectoryContext:
+OUT = "out"
+"""Where the generated paths of nested configurations go: ``<job>/out/<field>/<field or index>/...``
+(experimaestro's layout, so that an adopted workspace's outputs are found where it put them)."""
+
+INIT_TASKS = "__init_tasks__"
+"""The position of init tasks in that layout: ``<job>/out/__init_tasks__/<index>/...``."""
+
+
+class ConfigWalkContext:
+    """Where values are generated while a task's tree is sealed (experimaestro's name).
+
+    ``path`` is the job folder; :meth:`currentpath` is the folder of the configuration being
+    sealed: the job folder for the task itself, ``path / "out" / <field> / ...`` for the
+    configurations below it (a list item adds its index, a dict value its key, an init task
+    ``__init_tasks__/<index>``). A ``PathGenerator("x")`` gives ``currentpath() / "x"``.
+    """
+
+    def __init__(self) -> None:
+        self._configpath: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        """The job folder."""
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        """The job's name (the last part of the task's type id): ``STDOUT`` gives ``<name>.out``."""
+        raise NotImplementedError
+
+    @property
+    def task(self) -> Any:
+        return None
+
+    def currentpath(self) -> Path:
+        """The folder of the configuration being sealed (see the class)."""
+        return self.path if self._configpath is None else self.path / self._configpath
+
+    def partial_path(self, partial: Any, config: Any) -> Path:
+        """The partial folder of ``config`` for ``partial`` (``WS/partials/<type id>/<name>/<partial id>``)."""
+        raise NotImplementedError("Partial paths require a context with workspace information (a job folder)")
+
+    @contextlib.contextmanager
+    def push(self, key: str) -> Iterator[str]:
+        """Go down one level of the tree (a field name, a list index, a dict key) while in the block."""
+        previous = self._configpath
+        try:
+            self._configpath = (Path(OUT) if previous is None else previous) / key
+            yield key
+        finally:
+            self._configpath = previous
+
+
+class DirectoryContext(ConfigWalkContext):
     """Where values are generated: a job directory (``path``) and the job's name (``name``).
 
     ``cfg.__xpm__.seal(DirectoryContext(folder))`` seals a configuration as if for a job in
     ``folder`` (handy in tests); it is path-like, so it can stand wherever a job path is taken.
     The name is the last part of the task's type id, which the job folder's parent is named after
-    (``jobs/<typeid>/<jobid>``), as in the job's ``<name>.out``.
+    (``jobs/<typeid>/<jobid>``), as in the job's ``<name>.out``. Partial folders need a job folder
+    inside a workspace (``WS/jobs/<typeid>/<jobid>``).
     """
 
     def __init__(self, path: str | os.PathLike[str], name: str | None = None) -> None:
+        super().__init__()
         self._path = Path(path)
         self._name = name
 
     @property
     def path(self) -> Path:
-        return self._path
-
-    def currentpath(self) -> Path:
         return self._path
 
     @property
@@ -67,6 +126,9 @@ class DirectoryContext:
             return self._name
         return self._path.parent.name.rsplit(".", 1)[-1] or self._path.name
 
+    def partial_path(self, partial: Any, config: Any) -> Path:
+        return partial_folder(config, partial, self._path)
+
     def __fspath__(self) -> str:
         return str(self._path)
 
@@ -74,7 +136,7 @@ class DirectoryContext:
         return f"DirectoryContext({str(self._path)!r})"
 
 
-class EmptyContext:
+class EmptyContext(ConfigWalkContext):
     """A context with no job directory: ``cfg.instance(EmptyContext())`` (the default), or
     ``cfg.__xpm__.seal(EmptyContext())``. Nothing can be generated in it: asking its path fails."""
 
@@ -82,21 +144,20 @@ class EmptyContext:
     def path(self) -> Path:
         raise AssertionError("Empty experimaestro context does not define a path")
 
-    def currentpath(self) -> Path:
-        return self.path
-
     def __repr__(self) -> str:
         return "EmptyContext()"
 
 
-NameFunction = Callable[[DirectoryContext, Any], "str | os.PathLike[str]"]
+NameFunction = Callable[[ConfigWalkContext, Any], "str | os.PathLike[str]"]
 
 
 class PathGenerator(Generator):
-    """A path inside the job directory: ``jobpath / name``.
+    """A path in the folder of the configuration being sealed: ``context.currentpath() / name``.
 
-    ``name`` may also be a function ``(context, config) -> name`` (experimaestro's form), called
-    with a :class:`DirectoryContext`; :func:`STDOUT` and :func:`STDERR` are two such functions.
+    That folder is the job folder for the task's own fields and ``<job>/out/<field>/...`` for
+    nested configurations (see :class:`ConfigWalkContext`). ``name`` may also be a function
+    ``(context, config) -> name`` (experimaestro's form); :func:`STDOUT` and :func:`STDERR` are
+    two such functions.
     """
 
     def __init__(self, name: str | os.PathLike[str] | NameFunction = "", *, partial: Any = None) -> None:
@@ -110,11 +171,14 @@ class PathGenerator(Generator):
             raise ValueError(f"PathGenerator({str(name)!r}): the name must be relative to the job directory")
         self.name = Path(name)
 
-    def generate(self, config: Any, jobpath: Path) -> Path:
-        base = Path(jobpath) if self.partial is None else partial_folder(config, self.partial, jobpath)
+    def __call__(self, context: ConfigWalkContext, config: Any) -> Path:
+        base = context.currentpath() if self.partial is None else context.partial_path(self.partial, config)
         if callable(self.name):
-            return base / self.name(DirectoryContext(jobpath), config)
+            return base / self.name(context, config)
         return base / self.name if str(self.name) not in ("", ".") else base
+
+    def isoutput(self) -> bool:
+        return True
 
     def __repr__(self) -> str:
         name = getattr(self.name, "__name__", None) if callable(self.name) else str(self.name)
@@ -127,12 +191,12 @@ class PathGenerator(Generator):
         return hash((PathGenerator, self.name))
 
 
-def STDOUT(context: DirectoryContext, config: Any) -> str:
+def STDOUT(context: ConfigWalkContext, config: Any) -> str:
     """``PathGenerator(STDOUT)``: the job's standard output file, ``<name>.out``."""
     return f"{context.name}.out"
 
 
-def STDERR(context: DirectoryContext, config: Any) -> str:
+def STDERR(context: ConfigWalkContext, config: Any) -> str:
     """``PathGenerator(STDERR)``: the job's standard error file, ``<name>.err``."""
     return f"{context.name}.err"
 
@@ -151,4 +215,15 @@ class pathgenerator(FieldAnnotation):  # noqa: N801 (experimaestro's spelling)
         options["generator"] = self.generator
 
 
-__all__ = ["STDERR", "STDOUT", "DirectoryContext", "EmptyContext", "Generator", "PathGenerator", "pathgenerator"]
+__all__ = [
+    "INIT_TASKS",
+    "OUT",
+    "STDERR",
+    "STDOUT",
+    "ConfigWalkContext",
+    "DirectoryContext",
+    "EmptyContext",
+    "Generator",
+    "PathGenerator",
+    "pathgenerator",
+]
