@@ -18,7 +18,9 @@ from xpmfs import (
     Meta,
     Param,
     PathGenerator,
+    RunMode,
     TagDict,
+    Task,
     copyconfig,
     field,
     help,
@@ -30,8 +32,8 @@ from xpmfs import (
     tags,
     tagspath,
 )
-from xpmfs.config import fields_of
-from xpmfs.errors import ConfigError, ReadOnlyError
+from xpmfs.config import DependentMarker, fields_of
+from xpmfs.errors import ConfigError, NoExperimentError, ReadOnlyError
 
 T = TypeVar("T")
 
@@ -380,3 +382,36 @@ def test_tag_filters_compare_values(value: object, wanted: str, matches: bool) -
     from xpmfs._tagvalue import tag_matches
 
     assert tag_matches(value, wanted) is matches
+
+
+# -- a dry run outside any experiment (experimaestro's test_identifier and test_tags use it) -------
+
+
+class DryOut(Config):
+    a: Param[int]
+
+
+class DryTask(Task):
+    x: Param[int]
+
+    def task_outputs(self, dep: DependentMarker) -> DryOut:
+        return dep(DryOut.C(a=self.x))
+
+
+class DryGenerated(Task):
+    out: Meta[Path] = field(default_factory=PathGenerator("out.txt"))
+
+
+def test_a_dry_run_outside_an_experiment_seals_and_returns_the_outputs(capsys: pytest.CaptureFixture[str]) -> None:
+    task = DryTask.C(x=tag(1))
+    output = task.submit(run_mode=RunMode.DRY_RUN)
+    assert task.__xpm__.sealed and isinstance(output, DryOut) and output.__xpm__.task is task
+    assert output.tags() == {"x": 1}
+    assert DryTask.C(x=1).submit(run_mode="dry-run").__identifier__() == output.__identifier__()
+    assert f"[dry run, no experiment] test_config_compat.drytask/{task.__identifier__()}" in capsys.readouterr().err
+    with pytest.raises(NoExperimentError):
+        DryTask.C(x=1).submit()
+    with pytest.raises(NoExperimentError):
+        DryTask.C(x=1).submit(run_mode=RunMode.GENERATE_ONLY)
+    with pytest.raises(ConfigError, match=r"DryGenerated\.out is generated in the job's folder"):
+        DryGenerated.C().submit(run_mode=RunMode.DRY_RUN)

@@ -1244,9 +1244,16 @@ class TaskConfig(ConfigMixin, Task):
         max_retries: int | None = None,
         **options: Any,
     ) -> Any:
-        """Submit this task to the running experiment; returns its outputs (see :meth:`task_outputs`)."""
+        """Submit this task to the running experiment; returns its outputs (see :meth:`task_outputs`).
+
+        Outside an experiment, ``submit(run_mode=RunMode.DRY_RUN)`` (or ``"dry-run"``) only seals the
+        task and returns its outputs, as experimaestro does (handy to compare identifiers); a task
+        with generated paths needs a workspace for them, so that fails.
+        """
         handler = _SUBMIT_HANDLER.get()
         if handler is None:
+            if _is_dry_run(options.get("run_mode")):
+                return self._dry_submit_alone(init_tasks)
             raise NoExperimentError(_qualname(self))
         if init_tasks is not None:
             # Init tasks are part of the identifier: they must be in place before the handler hashes.
@@ -1254,6 +1261,30 @@ class TaskConfig(ConfigMixin, Task):
         return handler(
             self, init_tasks=list(self.__xpm__.init_tasks), launcher=launcher, max_retries=max_retries, **options
         )
+
+    def _dry_submit_alone(self, init_tasks: Iterable[LightweightTask] | None) -> Any:
+        info = self.__xpm__
+        if init_tasks is not None:
+            info.set_init_tasks(init_tasks)
+        missing = _generated_unset(self)
+        if missing is not None:
+            raise ConfigError(
+                f"{_qualname(self)}.submit(run_mode=RunMode.DRY_RUN)",
+                f"{missing} is generated in the job's folder, and there is no workspace outside an experiment",
+                "dry-run it inside `with experiment(workspace, name, run_mode=RunMode.DRY_RUN):`",
+            )
+        info.seal()
+        print(f"[dry run, no experiment] {typeid(self)}/{self.__identifier__()}", file=sys.stderr)
+        return task_outputs_of(self)
+
+
+def _is_dry_run(run_mode: Any) -> bool:
+    """Whether ``submit(run_mode=...)`` asks for a dry run (a :class:`~xpmfs.runmode.RunMode` or its value)."""
+    if run_mode is None:
+        return False
+    from .runmode import RunMode, parse  # not at the top: the configuration layer imports no run machinery
+
+    return parse(run_mode, "submit(run_mode=...)") in (RunMode.DRY_RUN, RunMode.PREPARE)
 
 
 TaskConfig.__name__ = "Task.XPMConfig"
