@@ -46,6 +46,19 @@ class State(str, Enum):
     def terminal(self) -> bool:
         return self in (State.DONE, State.FAILED)
 
+    # experimaestro's JobState predicates (user scripts call job.state.finished()...).
+    def notstarted(self) -> bool:
+        return self in (State.WAITING, State.READY)
+
+    def running(self) -> bool:
+        return self in (State.SUBMITTED, State.RUNNING)
+
+    def finished(self) -> bool:
+        return self.terminal
+
+    def is_error(self) -> bool:
+        return self is State.FAILED
+
 
 class Reason(str, Enum):
     """Why a job failed; the value is what ``status.json`` and the ``failed`` marker record."""
