@@ -469,6 +469,49 @@ class ConfigInfo:
         cached = self.identifier_cache
         return cached if cached is not None else _identifier.digest(self.config)
 
+    def xpmvalues(self) -> Iterator[tuple[Field, Any]]:
+        """``(field, value)`` for each field set, in the class's declaration order (experimaestro's)."""
+        fields = self.cls_info.fields
+        for name in fields:
+            if name in self.values:
+                yield fields[name], self.values[name]
+
+    # -- saving (experimaestro's definition format, :mod:`xpmfs.definition`) --
+
+    def __json__(self) -> str:
+        """The configuration's objects as JSON, in experimaestro's definition format (the root last)."""
+        import json
+
+        from .definition import json_objects
+
+        return json.dumps(json_objects(self.config))
+
+    def serialize(
+        self, save_directory: Path, definition_filename: str = "experimaestro.json", context: Any = None
+    ) -> None:
+        """Write the objects (the root last) to ``save_directory/definition_filename``, copying data paths."""
+        import json
+
+        from .definition import SerializationContext, json_objects
+
+        context = context or SerializationContext(save_directory=Path(save_directory))
+        with (Path(save_directory) / definition_filename).open("w") as out:
+            json.dump(json_objects(self.config, context), out)
+
+    @staticmethod
+    def deserialize(
+        path: Any,
+        as_instance: bool = False,
+        return_tasks: bool = False,
+        partial_loading: bool | None = None,
+        definition_filename: str | None = None,
+    ) -> Any:
+        """What :meth:`serialize` wrote; ``return_tasks``: ``(root, init tasks)``, else init tasks run
+        (with ``as_instance``) and the root is returned."""
+        from .definition import deserialize_root
+
+        return deserialize_root(path, as_instance, return_tasks, partial_loading, definition_filename)
+
 
 def _configs_in(value: Any) -> Iterator[Config]:
     """Configurations directly inside a value (through lists, tuples, sets and dict values)."""
@@ -637,6 +680,8 @@ def _check_context(context: Any) -> ConfigWalkContext | None:
         return None
     if isinstance(context, ConfigWalkContext):
         return context
+    if not isinstance(context, (str, os.PathLike)):
+        return None  # another kind of context (experimaestro's SerializationContext): nothing to generate
     return DirectoryContext(context)
 
 
@@ -816,6 +861,16 @@ class Config:
             return value_class
 
         return decorator
+
+    def __xpm_serialize__(self, context: Any) -> dict[str, Any]:
+        """What :func:`xpmfs.definition.save` copies for this configuration: ``{name: SerializedPath}``.
+
+        By default each ``DataPath`` field, at its place in the tree; override to copy more or
+        elsewhere (``context.serialize(context.var_path + ["name"], path, self)``).
+        """
+        from .definition import serialize_data
+
+        return serialize_data(self, context)
 
     def __post_init__(self) -> None:
         """Override to derive state from the fields: runs on the objects the job and ``instance()`` build.

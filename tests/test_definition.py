@@ -1,0 +1,218 @@
+"""Saving and loading configurations in experimaestro 2.7's definition format (xpmfs.definition),
+and loading a job folder's configuration back (from_task_dir), both ways with experimaestro.
+
+``tests/definition_pkg`` runs with either library (``XPM_LIB=experimaestro`` in the side venv
+``.bench/venv-experimaestro``); the tests that need experimaestro are skipped without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xpmfs import (
+    Config,
+    DataPath,
+    Param,
+    SerializationContext,
+    Task,
+    deserialize,
+    from_state_dict,
+    from_task_dir,
+    load,
+    save,
+    serialize,
+    state_dict,
+)
+from xpmfs.definition import SerializationLWTask
+from xpmfs.errors import ConfigError
+
+TESTS = Path(__file__).resolve().parent
+SIDE_PYTHON = TESTS.parent / ".bench" / "venv-experimaestro" / "bin" / "python"
+needs_experimaestro = pytest.mark.skipif(
+    not SIDE_PYTHON.exists(), reason="no experimaestro side venv (.bench/venv-experimaestro)"
+)
+TRAIN_JOB = "definition.train/a357c7a04fcef9331d228fa203669e0dc28469fe633939cb35ce49579578e74d"  # experimaestro's
+
+
+def _run(lib: str, *args: str) -> dict[str, object]:
+    python = SIDE_PYTHON if lib == "experimaestro" else Path(sys.executable)
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "XPM_LIB": lib}
+    result = subprocess.run(
+        [str(python), "-m", "definition_pkg", *args], capture_output=True, text=True, env=env, check=False, timeout=300
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])  # type: ignore[no-any-return]
+
+
+EXPECTED = {
+    "color": "BLUE",
+    "kinds": ["a"],
+    "leaves": [1, 2],
+    "rate": 0.5,
+    "shared": True,
+    "weights": "w1",
+}
+
+
+def _check_loaded(found: dict[str, object], identifier: object) -> None:
+    assert found["identifier"] == found["deserialized_identifier"] == identifier
+    assert found["config"] == {**EXPECTED, "loaded": None}
+    assert found["instance"] == {**EXPECTED, "loaded": False}  # __post_init__ ran
+    assert found["deserialized_instance"] == {**EXPECTED, "loaded": "w2"}  # the init task ran
+    assert found["init_tasks"] == ["LoadWeights.XPMConfig"]
+
+
+def test_xpmfs_loads_what_it_saved(tmp_path: Path) -> None:
+    saved = _run("xpmfs", "save", str(tmp_path))
+    _check_loaded(_run("xpmfs", "load", str(tmp_path)), saved["identifier"])
+
+
+@needs_experimaestro
+@pytest.mark.parametrize(("saver", "loader"), [("xpmfs", "experimaestro"), ("experimaestro", "xpmfs")])
+def test_one_tool_loads_what_the_other_saved(tmp_path: Path, saver: str, loader: str) -> None:
+    saved = _run(saver, "save", str(tmp_path))
+    _check_loaded(_run(loader, "load", str(tmp_path)), saved["identifier"])
+
+
+def _check_job(job: Path) -> None:
+    config = from_task_dir(job)
+    assert config.__identifier__() == job.name and config.jobpath == job
+    assert config.epochs == 3 and config.scores.leaf.n == 7
+    assert config.model == job / "model.txt" and config.model.read_text() == "trained 3"
+    # The nested configuration's generated path, where experimaestro puts it: <job>/out/scores/.
+    assert config.scores.path == job / "out" / "scores" / "scores.txt" and config.scores.path.read_text() == "leaf 7"
+    obj = from_task_dir(job, as_instance=True)
+    assert type(obj).__name__ == "Train" and obj.scores.path == config.scores.path and obj.__taskdir__ == job
+
+
+@needs_experimaestro
+def test_from_task_dir_reads_an_experimaestro_job_folder(tmp_path: Path) -> None:
+    found = _run("experimaestro", "run", str(tmp_path / "ws"))
+    job = tmp_path / "ws" / "jobs" / TRAIN_JOB
+    assert found["job"] == str(job) and (job / "params.json").exists() and (job / "train.done").exists()
+    sys.path.insert(0, str(TESTS))  # definition_pkg, as the job imported it
+    try:
+        _check_job(job)
+    finally:
+        sys.path.remove(str(TESTS))
+
+
+def test_from_task_dir_reads_an_xpmfs_job_folder(tmp_path: Path) -> None:
+    found = _run("xpmfs", "run", str(tmp_path / "ws"))
+    job = tmp_path / "ws" / "jobs" / TRAIN_JOB  # the same identifier as experimaestro's
+    assert found["job"] == str(job) and (job / "__xpm__" / "done").exists()
+    sys.path.insert(0, str(TESTS))
+    try:
+        _check_job(job)
+    finally:
+        sys.path.remove(str(TESTS))
+
+
+# -- in one process ---------------------------------------------------------------------------
+
+
+class Object1(Config):
+    pass
+
+
+class Object2(Config):
+    object: Param[Object1]
+
+
+class WithData(Config):
+    name: Param[str]
+    data: DataPath
+
+
+class Renamed(Config):
+    data: DataPath
+
+    def __xpm_serialize__(self, context: SerializationContext) -> dict[str, object]:
+        return {"data": context.serialize([*context.var_path, "custom"], self.data, self)}
+
+
+class Producer(Task):
+    value: Param[int]
+
+
+class Output(Config):
+    name: Param[str]
+
+
+def test_state_dict_keeps_sharing_and_builds_objects() -> None:
+    obj1 = Object1.C()
+    data = state_dict(SerializationContext(), [obj1, Object2.C(object=obj1)])
+    assert data["data"] == [
+        {"type": "python", "value": id(obj1)},
+        {"type": "python", "value": data["objects"][-1]["id"]},
+    ]
+    one, two = from_state_dict(data)
+    assert isinstance(one, Object1.C) and two.object is one and two.__xpm__.sealed
+    one, two = from_state_dict(data, as_instance=True)
+    assert type(one) is Object1 and type(two) is Object2 and two.object is one
+
+
+def test_data_paths_are_copied_and_found_again(tmp_path: Path) -> None:
+    (tmp_path / "src.txt").write_text("hello")
+    (tmp_path / "saved").mkdir()
+    save(WithData.C(name="n", data=tmp_path / "src.txt"), tmp_path / "saved")
+    record = json.loads((tmp_path / "saved" / "experimaestro.json").read_text())["objects"][-1]
+    assert record["fields"]["data"] == {"type": "path.serialized", "value": "data", "is_folder": False}
+    assert (tmp_path / "saved" / "data").read_text() == "hello"
+    assert load(tmp_path / "saved").data == tmp_path / "saved" / "data"
+    (tmp_path / "custom").mkdir()
+    save(Renamed.C(data=tmp_path / "src.txt"), tmp_path / "custom")
+    assert (tmp_path / "custom" / "custom").read_text() == "hello"
+    with pytest.raises(ValueError, match="Serialization path conflict"):
+        context = SerializationContext(save_directory=tmp_path / "custom2")
+        context.serialize(["x"], tmp_path / "src.txt", None)
+        context.serialize(["x"], tmp_path / "src.txt", None)
+
+
+def test_partial_loading_leaves_out_the_producing_task() -> None:
+    task = Producer.C(value=1)
+    output = Output.C(name="o")
+    output.__xpm__.task = task
+    identifier = output.__identifier__()
+    data = state_dict(SerializationContext(), output)
+    assert [r["type"] for r in data["objects"]] == ["Producer", "Output"]
+    full = from_state_dict(data)
+    assert isinstance(full.__xpm__.task, Producer.C) and full.__identifier__() == identifier
+    partial = from_state_dict(data, partial_loading=True)
+    assert partial.__xpm__.task is None and partial.__identifier__() == identifier  # the saved identifier
+
+
+def test_serialize_and_deserialize_run_init_tasks(tmp_path: Path) -> None:
+    model = Object2.C(object=Object1.C())
+    (tmp_path / "out").mkdir()
+    serialize(model, tmp_path / "out", init_tasks=[SerializationLWTask.C(value=model)])
+    config, init_tasks = deserialize(tmp_path / "out")
+    assert config.__identifier__() == model.__identifier__() and type(init_tasks[0]) is SerializationLWTask.C
+    assert init_tasks[0].value is config
+
+
+def test_the_lw_tasks_keep_experimaestros_type_ids() -> None:
+    from xpmfs.config import typeid
+    from xpmfs.definition import PathSerializationLWTask
+
+    assert typeid(SerializationLWTask) == "experimaestro.core.serializers.serializationlwtask"
+    assert typeid(PathSerializationLWTask) == "experimaestro.core.serializers.pathserializationlwtask"
+
+
+def test_json_of_a_configuration_is_its_objects() -> None:
+    config = Object2.C(object=Object1.C())
+    objects = json.loads(config.__xpm__.__json__())
+    assert [o["type"] for o in objects] == ["Object1", "Object2"]
+    assert objects[-1]["identifier"] == config.__identifier__()
+
+
+def test_a_missing_definition_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"definition\.json: cannot be read"):
+        load(tmp_path)
