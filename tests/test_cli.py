@@ -503,7 +503,7 @@ def test_kill_a_running_job_signals_its_runner(workspace: Workspace, processes: 
     job = make_job(workspace, State.RUNNING, jid("33"), pid=runner.pid, started=time.time())
     held(job)  # a live worker holds the lock
     result = run("kill", "-w", workspace.path, "33")
-    assert result.exit_code == 0 and f"SIGTERM to its runner (pid {runner.pid})" in result.stdout
+    assert result.exit_code == 0 and f"SIGTERM to its runner's process group ({runner.pid})" in result.stdout
     assert job.cancel_path.exists()  # for the worker, which may be on another host
     assert runner.wait(timeout=10) == -signal.SIGTERM
     assert job.marker() is None  # the runner (here: nobody) records the end, not the CLI

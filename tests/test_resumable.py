@@ -61,7 +61,13 @@ def test_two_timeouts_then_success_keeps_the_folder_and_records_the_attempts(ws:
     assert len({line.split()[1] for line in attempts}) == 3  # three processes
     assert (job.path / "result.txt").read_text() == "done at attempt 3"
     # The streams of a resumable task are appended to, not truncated, on a retry.
-    assert (job.path / "timesout.out").read_text().splitlines() == ["attempt 1", "attempt 2", "attempt 3"]
+    # Appended to, each attempt after the first headed by xpmfs (spec/workspace.md, streams).
+    lines = (job.path / "timesout.out").read_text().splitlines()
+    assert [line for line in lines if not line.startswith("----- xpmfs: ")] == ["attempt 1", "attempt 2", "attempt 3"]
+    assert [line.split(" on ")[0] for line in lines if line.startswith("----- xpmfs: ")] == [
+        "----- xpmfs: attempt 2",
+        "----- xpmfs: attempt 3",
+    ]
     # A retried attempt's running status does not carry the previous attempt's ending.
     running = orjson.loads((job.path / "status-2.json").read_bytes())
     assert running["state"] == "running" and running["attempt"] == 2 and running["retry_count"] == 1

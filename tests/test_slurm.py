@@ -157,7 +157,7 @@ def test_batch_script_text(tmp_path: Path) -> None:
         f'--chdir="{job.path}"',  # quoted: the workspace path has a space
         f'--output="{job.stdout_path}"',
         f'--error="{job.stderr_path}"',
-        "--open-mode=append",  # resumable: attempts append to the streams
+        "--open-mode=append",  # streams are never truncated (spec/workspace.md)
         "--signal=B:USR1@300",
         "--time=90",
         "--partition=short",
@@ -170,7 +170,7 @@ def test_batch_script_text(tmp_path: Path) -> None:
     assert "unset XPMFS_LOCK_HELD" in lines and "export XPMFS_WORKER=node1-42" in lines
     assert lines.index("trap '' USR1") == len(lines) - 2
     assert lines[-1] == f"exec /opt/venv/bin/python '{job.script_path}'"
-    assert "--open-mode=truncate" in SlurmLauncher().batch_script(job, Spec("pkg.train", "ab" * 32, {}))
+    assert "--open-mode=append" in SlurmLauncher().batch_script(job, Spec("pkg.train", "ab" * 32, {}))  # not resumable
     assert "--signal" not in SlurmLauncher(signal_before=None).batch_script(job, spec)
     assert subprocess.run(["bash", "-n"], input=text, text=True, check=False).returncode == 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import Processes, job_of, wait_until
-from sample_tasks import Add, After, Count, Gate, Linger
+from sample_tasks import Add, After, Count, Fail, Gate, Linger
 
 from xpmfs import DirectLauncher, experiment
 from xpmfs._process import pid_alive
@@ -140,3 +140,22 @@ def test_every_state_reads_the_same_with_cat_and_show(ws: Path, tmp_path: Path, 
         assert orjson.loads(shown)["state"] == state
         assert orjson.loads(shown)["status"] == orjson.loads(cat)
     gate.write_text("")
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["forked", "fresh"])
+def test_a_job_folders_existing_streams_are_appended_to_never_truncated(
+    ws: Path, tmp_path: Path, processes: Processes, isolate: bool
+) -> None:
+    """spec/workspace.md, "Files xpmfs did not write": streams another tool (or an earlier attempt)
+    left in a job folder are kept; this attempt's output follows a header line."""
+    with experiment(ws, "streams", workers=0, wait=False):
+        job = job_of(ws, Fail.C(why=f"streams {isolate}").submit(launcher=DirectLauncher(isolate=isolate)))
+    job.stdout_path.write_text("written by someone else\n")
+    job.stderr_path.write_text("an earlier traceback\n")
+    processes.worker(ws, extra=["--idle-exit", "1"]).wait(timeout=60)
+    assert job.marker() is State.FAILED
+    err = job.stderr_path.read_text().splitlines()
+    assert err[0] == "an earlier traceback" and err[1].startswith("----- xpmfs: attempt 1 on "), err
+    assert any("RuntimeError" in line for line in err[2:]), err
+    out = job.stdout_path.read_text().splitlines()
+    assert out[0] == "written by someone else" and out[1].startswith("----- xpmfs: attempt 1 on "), out

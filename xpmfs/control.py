@@ -122,9 +122,11 @@ def _request_cancel(job: Job, scancelled: str = "") -> Outcome:
         and current.host == socket.gethostname()
         and _is_runner(current.pid, current.started)
     ):
+        # The runner leads its own process group (spec/workspace.md): the task's subprocesses
+        # are told too, as its worker would tell them.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(current.pid, signal.SIGTERM)
-            signalled = f"; sent SIGTERM to its runner (pid {current.pid})"
+            os.killpg(current.pid, signal.SIGTERM)
+            signalled = f"; sent SIGTERM to its runner's process group ({current.pid})"
     if scancelled:
         signalled += f"; {scancelled}"
     return Outcome(

@@ -42,6 +42,8 @@ ENV_PARENT_PID = "XPMFS_PARENT_PID"  # die when this process dies
 ENV_WORKER = "XPMFS_WORKER"  # the name of the worker that started us
 ENV_CLAIMED = "XPMFS_CLAIMED"  # when that worker claimed the job (time.time())
 ENV_ATTEMPT = "XPMFS_ATTEMPT"  # the attempt that claim starts: the runner records only for it
+#: What a claim tells its runner; a spec's ``environ`` never overrides these.
+CLAIM_VARIABLES = frozenset({ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER, ENV_CLAIMED, ENV_ATTEMPT})
 
 
 # -- the dependency verdict ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,18 @@ from .cache import set_root as set_cache_root  # not `from . import cache`: xpmf
 from .config import instantiate_job, typeid
 from .errors import CorruptedError, GracefulTimeout, TaskCancelled
 from .job import Job, Spec
-from .lifecycle import ENV_ATTEMPT, ENV_CLAIMED, ENV_LOCK_HELD, ENV_PARENT_PID, ENV_WORKER, begin, end_attempt
+from .lifecycle import (
+    CLAIM_VARIABLES,
+    ENV_ATTEMPT,
+    ENV_CLAIMED,
+    ENV_LOCK_HELD,
+    ENV_PARENT_PID,
+    ENV_WORKER,
+    begin,
+    end_attempt,
+)
 from .outputs import install_writer
+from .partial_lock import hold as hold_partials
 from .progress import flush as flush_progress
 from .queue import JobRef
 from .serialization import from_dict
@@ -170,6 +181,7 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
         print(f"xpmfs: job {job.path} has failed meanwhile; SLURM job {cluster_id} does not run it", file=sys.stderr)
         return EXIT_FAILED
     crash_point("start.after-running")
+    _head_streams(running)
     global _task_running
     set_handler(signal.SIGTERM, _on_sigterm)
     try:
@@ -203,25 +215,43 @@ def _cluster_timeout(cluster_id: str) -> bool:
     return slurm.termination_reason(cluster_id) is Reason.TIMEOUT
 
 
+def _head_streams(running: Status) -> None:
+    """Head this attempt's output in ``<name>.out`` and ``<name>.err`` when they hold something
+    already (an earlier attempt's, or another tool's: streams are appended to, never truncated)."""
+    header = (
+        f"----- xpmfs: attempt {running.attempt} on {running.host}, pid {running.pid}, "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(running.started))} -----\n"
+    ).encode()
+    for fd in (1, 2):
+        try:
+            if os.fstat(fd).st_size > 0:
+                os.write(fd, header)
+        except OSError:
+            pass  # a stream that cannot take a line of ours cannot take the task's either: it says so
+
+
 def _execute(job: Job, spec: Spec) -> None:
     for entry in reversed(spec.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
     for name, value in spec.environ.items():  # not update(): its Mapping check runs the ABC machinery
-        os.environ[name] = value
+        if name not in CLAIM_VARIABLES:  # the claim's own say (spec/workspace.md, the runner's environment)
+            os.environ[name] = value
     os.environ[ENV_JOB_DIR] = job.folder
     os.chdir(job.folder)
     set_cache_root(job.workspace)  # @cache methods of the task (and its init tasks) use WS/config
     task: Any = from_dict(spec.config)
     _verify(job, spec, task)
     task.__xpm__.set_jobpath(job.path)
+    config = task
     # The job works with objects of the task's class, as in experimaestro: each built once, its
     # own __init__ then fields then __post_init__ (children first).
     task, init_tasks = instantiate_job(task)
     install_writer(job, task)
-    for init_task in init_tasks:
-        init_task.execute()
-    task.execute()
+    with hold_partials(config, job.path, job.workspace):  # one job at a time per partial folder
+        for init_task in init_tasks:
+            init_task.execute()
+        task.execute()
 
 
 def _verify(job: Job, spec: Spec, task: Any) -> None:

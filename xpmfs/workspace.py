@@ -111,7 +111,9 @@ class Workspace:
         written, naming ``xpmfs adopt``; only the adoption itself (``experimaestro_ok``) creates
         the format file there.
         """
-        root = Path(path).expanduser().absolute()
+        # Normalised, symbolic links kept (os.path.abspath): every process names a job folder the
+        # same way (XPMFS_JOB_DIR, the leftover-process check), whichever way it was given the path.
+        root = Path(os.path.abspath(Path(path).expanduser()))
         wanted = LockMode(lock_mode) if lock_mode is not None else None
         if lease_duration is not None and not _valid_lease(lease_duration):
             raise OptionError(

@@ -12,7 +12,7 @@ child, where nobody will ever release it.
 Protocol (a Unix socket pair; one JSON line per message):
 
 * worker → zygote: ``{"job": <job folder>, "env": {...}, "stdout": <path>, "stderr": <path>,
-  "append": bool, "preload": [<type reference>, ...], "sys_path": [...]}``. ``env`` holds the
+  "preload": [<type reference>, ...], "sys_path": [...]}``. ``env`` holds the
   variables the job sets on top of the environment the zygote started with, which is its
   worker's: a job's environment differs from it by a handful of variables, so the request need
   not carry the forty others.
@@ -265,7 +265,7 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...] | No
     try:
         if inherited is not None:
             _detach(inherited)
-        mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.get("append") else os.O_TRUNC)
+        mode = os.O_WRONLY | os.O_CREAT | os.O_APPEND  # never truncated: see DirectLauncher.start_fresh
         for target, path in ((1, request["stdout"]), (2, request["stderr"])):
             fd = os.open(path, mode, 0o644)
             os.dup2(fd, target)

@@ -24,7 +24,6 @@ from xpmfs import experiment
 
 from .conftest import (
     LEASE,
-    REFERENCE_UNDER_TEST,
     RESCAN,
     SLACK,
     Site,
@@ -161,12 +160,6 @@ def test_the_runner_is_started_as_the_spec_says(site: Site, tmp_path: Path) -> N
     site.check()
 
 
-@pytest.mark.xfail(
-    REFERENCE_UNDER_TEST,
-    strict=True,
-    reason="reference worker: a runner forked by its warm process gets the job folder as the "
-    "workspace path was given (Workspace.open keeps `..`), not normalized as a fresh runner's",
-)
 def test_xpmfs_job_dir_is_the_normalized_job_folder(site: Site, tmp_path: Path) -> None:
     """workspace.md, "Starting the runner": `XPMFS_JOB_DIR` is the job folder made absolute and
     normalized (no `..`), whatever path of the workspace the worker was given."""
@@ -191,11 +184,6 @@ def test_the_runner_is_the_specs_python_running_the_jobs_script(site: Site, tmp_
     assert worker.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reference runner: sets the spec's environ again for the task (xpmfs/runner.py _execute), "
-    "claim variables included",
-)
 def test_a_specs_environ_cannot_change_the_claims_variables(site: Site, tmp_path: Path) -> None:
     """workspace.md, "Starting the runner": the claim's variables are set last; a spec's `environ`
     naming them is ignored, for the runner and for the task."""

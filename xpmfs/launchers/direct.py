@@ -86,8 +86,10 @@ class Direct:
         """Start the job's runner as a new interpreter, ``python <name>.py``, with ``env`` added to
         the worker's environment."""
         job, spec = claim.job, claim.spec
-        mode = "ab" if spec.resumable else "wb"
-        with _open_output(job.stdout_path, mode) as out, _open_output(job.stderr_path, mode) as err:
+        # Appended, never truncated: a job folder may hold streams of earlier attempts, or of
+        # another tool (spec/workspace.md, "Files xpmfs did not write"); the runner heads each
+        # attempt that follows others.
+        with _open_output(job.stdout_path, "ab") as out, _open_output(job.stderr_path, "ab") as err:
             process = subprocess.Popen(
                 [spec.python, str(job.script_path)],
                 cwd=job.path,
@@ -114,7 +116,6 @@ class Direct:
             "env": {**env, ENV_PARENT_PID: str(self._zygote.process.pid)},  # the fork dies with the zygote
             "stdout": stdout,
             "stderr": stderr,
-            "append": spec.resumable,
             "sys_path": list(spec.sys_path),
             "preload": [record["type"] for record in spec.config.get("objects", ()) if "type" in record],
         }

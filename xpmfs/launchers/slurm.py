@@ -229,7 +229,7 @@ class SlurmLauncher:
             f"--output={job.stdout_path}",
             f"--error={job.stderr_path}",
             # A resumable job keeps the streams of its earlier attempts, as the direct launcher does.
-            f"--open-mode={'append' if spec.resumable else 'truncate'}",
+            "--open-mode=append",  # never truncated (spec/workspace.md, "Files xpmfs did not write")
         ]
         if self.signal_before is not None:
             directives.append(f"--signal=B:USR1@{self.signal_before}")
