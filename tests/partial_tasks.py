@@ -31,3 +31,22 @@ class Learn(Task):
     def execute(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / f"{self.max_iter}.txt").write_text(str(self.max_iter))
+
+
+class Slow(Task):
+    """Writes ``start``/``end`` lines into its partial folder, sleeping in between (lock tests)."""
+
+    __xpmid__ = "test.partial.slow"
+    shared = partial(exclude_groups=[it])
+    n: Param[int] = field(groups=[it])
+    folder: Meta[Path] = field(default_factory=PathGenerator("", partial=shared))
+
+    def execute(self) -> None:
+        import time
+
+        log = self.folder / "log.txt"
+        with log.open("a") as out:
+            out.write(f"start {self.n} {time.time()}\n")
+        time.sleep(1.0)
+        with log.open("a") as out:
+            out.write(f"end {self.n} {time.time()}\n")
