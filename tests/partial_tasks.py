@@ -44,6 +44,7 @@ class Slow(Task):
     def execute(self) -> None:
         import time
 
+        self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder / "log.txt"
         with log.open("a") as out:
             out.write(f"start {self.n} {time.time()}\n")
