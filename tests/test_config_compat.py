@@ -415,3 +415,40 @@ def test_a_dry_run_outside_an_experiment_seals_and_returns_the_outputs(capsys: p
         DryTask.C(x=1).submit(run_mode=RunMode.GENERATE_ONLY)
     with pytest.raises(ConfigError, match=r"DryGenerated\.out is generated in the job's folder"):
         DryGenerated.C().submit(run_mode=RunMode.DRY_RUN)
+
+
+# -- docstrings (experimaestro reads them with docstring_parser) ----------------------------------
+
+
+class Documented(Config):
+    """Description of A
+
+    Long description of A.
+
+    Arguments:
+
+        y: Parameter y
+        z (int): Parameter z,
+            on two lines
+    """
+
+    x: Param[int]
+    """Parameter x"""
+
+    y: Param[int]
+    z: Param[int]
+    """Overrides the docstring's"""
+
+
+class Undocumented(Config):
+    __xpmid__ = "test.undocumented"
+
+
+def test_title_description_and_argument_help_come_from_the_docstrings() -> None:
+    xpmtype = Documented.__getxpmtype__()
+    assert xpmtype.title == "Description of A" and xpmtype.description == "Long description of A."
+    fields = fields_of(Documented)
+    assert fields["x"].help == "Parameter x" and fields["y"].help == "Parameter y"
+    assert fields["z"].help == "Overrides the docstring's"
+    assert Undocumented.__getxpmtype__().title == "test.undocumented"  # the type id, as experimaestro
+    assert Undocumented.__getxpmtype__().description is None

@@ -474,8 +474,15 @@ class XPMType:
         self.arguments: Mapping[str, Field] = MappingProxyType(info.fields)
         self.basetype = info.cls
         self.originaltype = info.cls
-        self.title = info.cls.__qualname__
-        self.description = inspect.cleandoc(info.cls.__doc__ or "") or None
+        parsed = parse_docstring(info.cls.__dict__.get("__doc__"))
+        self._title = parsed.title
+        self.description = parsed.description
+        """The class docstring after its first line, up to its first section ("Arguments:"...)."""
+
+    @property
+    def title(self) -> str:
+        """The first line of the class's own docstring, else the type id (experimaestro's rule)."""
+        return self._title or str(self.identifier)
 
     @property
     def value_type(self) -> type:
@@ -489,6 +496,13 @@ class XPMType:
 
     def __initialize__(self) -> None:
         """experimaestro gathers the class's arguments here; xpmfs has them already (no-op)."""
+
+    @property
+    def _partials(self) -> dict[str, Any]:
+        """The partials the class declares itself (``name = partial(...)``), as experimaestro collects them."""
+        from .partial import Partial
+
+        return {name: value for name, value in vars(self._info.cls).items() if isinstance(value, Partial)}
 
     @property
     def field_names(self) -> frozenset[str]:
@@ -794,11 +808,74 @@ _DOCS: dict[type, dict[str, str]] = {}
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Docstrings written right after field declarations in ``cls``'s source (``{}`` if unreadable)."""
+    """The help of ``cls``'s fields: its docstring's "Arguments:" section (or ``:param x:`` lines),
+    overridden by the docstrings written right after field declarations (experimaestro's order)."""
     docs = _DOCS.get(cls)
     if docs is None:
-        docs = _DOCS[cls] = _parse_docs(cls)
+        docs = _DOCS[cls] = {**parse_docstring(cls.__dict__.get("__doc__")).params, **_parse_docs(cls)}
     return docs
+
+
+@dataclass(frozen=True)
+class Docstring:
+    """What :func:`parse_docstring` finds: ``title`` (first line), ``description``, ``params``."""
+
+    title: str | None
+    description: str | None
+    params: dict[str, str]
+
+
+_PARAM_SECTIONS = frozenset({"args", "arguments", "parameters", "params", "attributes", "keyword args"})
+_SECTION = re.compile(r"^([A-Za-z][A-Za-z ]*):\s*$")
+_GOOGLE_PARAM = re.compile(r"^(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+_REST_PARAM = re.compile(r"^:param\s+(?:[^:]*\s)?(\w+)\s*:\s*(.*)$")
+
+
+def parse_docstring(doc: str | None) -> Docstring:
+    """A class docstring as experimaestro reads it (Google style sections or ``:param x:`` lines).
+
+    The title is the first line, the description the text after it up to the first section; the
+    params are the entries of an ``Args``/``Arguments``/``Parameters``/``Attributes`` section
+    (``name: text`` or ``name (type): text``, more indented lines continuing it) or ``:param name:``.
+    """
+    if not doc or not doc.strip():
+        return Docstring(None, None, {})
+    lines = inspect.cleandoc(doc).splitlines()
+    title = lines[0].strip() or None
+    body: list[str] = []
+    params: dict[str, str] = {}
+    section: str | None = None
+    base_indent: int | None = None
+    current: str | None = None
+    for line in lines[1:]:
+        stripped = line.strip()
+        header = _SECTION.match(stripped) if line[: len(line) - len(line.lstrip())] == "" else None
+        rest = _REST_PARAM.match(stripped)
+        if header is not None:
+            section, base_indent, current = header.group(1).lower(), None, None
+            continue
+        if rest is not None:
+            section, current = ":param", rest.group(1)
+            params[current] = rest.group(2).strip()
+            continue
+        if section is None:
+            body.append(line)
+            continue
+        if not stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        if section == ":param" or (base_indent is not None and indent > base_indent):
+            if current is not None:  # a continuation line
+                params[current] = f"{params[current]}\n{stripped}".strip()
+            continue
+        if section in _PARAM_SECTIONS:
+            base_indent = indent
+            entry = _GOOGLE_PARAM.match(stripped)
+            current = entry.group(1) if entry else None
+            if entry:
+                params[current] = entry.group(2).strip()  # type: ignore[index]
+    description = "\n".join(body).strip() or None
+    return Docstring(title, description, params)
 
 
 def _parse_docs(cls: type) -> dict[str, str]:
@@ -839,6 +916,7 @@ __all__ = [
     "field",
     "field_docs",
     "is_config_class",
+    "parse_docstring",
     "public_module",
     "register_config_type",
 ]
