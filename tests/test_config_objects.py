@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,8 @@ def test_composition_sets_the_one_parameter_that_takes_the_value() -> None:
     model = Model.C() @ encoder
     assert model.encoder is encoder
     assert model.__xpm__.provenance_of("encoder").kind == "composed"  # type: ignore[union-attr]
+    location = model.__xpm__.provenance_of("encoder").location  # type: ignore[union-attr]
+    assert location.endswith(f"test_config_objects.py:{sys._getframe().f_lineno - 4}")  # the `@` line
     with pytest.raises(ValueError, match="No parameter"):
         Model.C() @ A.C()
 

@@ -1086,7 +1086,8 @@ class ConfigMixin:
                 where,
                 f"Ambiguous composition: parameters {matching} in {_qualname(other)} all accept type {mine.__name__}",
             )
-        other.__xpm__.set(matching[0], self, _caller(1), "composed")
+        frame = sys._getframe(1)  # where `b @ a` was written
+        other.__xpm__.set(matching[0], self, (frame.f_code.co_filename, frame.f_lineno), "composed")
         return other
 
     @property

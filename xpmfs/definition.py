@@ -27,10 +27,10 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ._classinfo import DataPath, class_info, public_module
 from .config import Config, ConfigInfo, ConfigMixin, LightweightTask, Param, Task, _instance
@@ -57,8 +57,8 @@ class SerializedPath:
         return f"SerializedPath({str(self.path)!r}, is_folder={self.is_folder})"
 
 
-class SerializedPathLoader(Protocol):
-    def __call__(self, path: Path | str | SerializedPath) -> Path: ...
+SerializedPathLoader = Callable[[Path | str | SerializedPath], Path]
+"""Where a saved data path is: ``loader(relative path or SerializedPath) -> Path``."""
 
 
 def _shallow_copy(source: Path, target: Path) -> None:
@@ -164,7 +164,7 @@ class _Writer:
                 with self.context.push(str(key)):
                     self.collect(item)
 
-    def config(self, config: ConfigMixin) -> None:
+    def config(self, config: Any) -> None:  # a ConfigMixin (every one is also a Config)
         context = self.context
         if id(config) in context.serialized:
             return
@@ -292,14 +292,14 @@ def _data_loader(path: str | os.PathLike[str] | SerializedPathLoader | None) -> 
     return loader
 
 
-def _class_of(record: dict[str, Any]) -> type:
+def _class_of(record: dict[str, Any]) -> type[Config]:
     module, qualname = record.get("module"), record.get("type")
     where = f"saved object {record.get('id')}"
     if not isinstance(module, str) or not isinstance(qualname, str):
         raise ConfigError(where, "has no 'module' and 'type'")
     renamed = _RENAMED.get((module, qualname))
     if renamed is not None:
-        return globals()[renamed]  # type: ignore[no-any-return]
+        return globals()[renamed]
     ref = {"module": module, "qualname": qualname}
     file = record.get("file")
     if isinstance(file, str):
@@ -485,7 +485,7 @@ def _definition(loader: SerializedPathLoader, definition_filename: str | None) -
         raise ConfigError(str(file), f"cannot be read ({error})", "was it written by save() or serialize()?") from error
     if isinstance(data, list):  # ConfigInformation.serialize(): the objects alone, the last one the root
         data = {"objects": data, "data": {"type": "python", "value": data[-1]["id"]}}
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def load(

@@ -50,7 +50,7 @@ def from_task_dir(path: str | Path, as_instance: bool = False, partial_loading: 
     ``partial_loading`` is accepted for experimaestro (xpmfs loads the whole tree).
     """
     folder = Path(path).absolute()
-    config = from_dict(_config_data(folder))
+    config: Any = from_dict(_config_data(folder))  # a ConfigMixin
     config.__xpm__.set_jobpath(folder)
     if as_instance:
         from .config import instantiate_job
