@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-# The C module under `signal`: measured with `tools/bench/profile_jobs.py first-call`, the runner's
-# two handler changes cost a forked job 138 µs through `signal.signal`, 45 µs through it (~0.09 ms).
-import _signal  # type: ignore[import-not-found]
 import ctypes
 import ctypes.util
 import functools
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _SIGKILL = int(signal.SIGKILL)
-
-IGNORE = _signal.SIG_IGN
-DEFAULT = _signal.SIG_DFL
-
-
-def set_handler(signum: int, handler: Callable[[int, Any], Any] | int) -> None:
-    """``signal.signal(signum, handler)`` without its Python wrapper; ``handler`` may be
-    :data:`IGNORE` or :data:`DEFAULT`.
-
-    The wrapper turns the previous handler into a ``signal.Handlers`` member, through the enum
-    machinery and a ValueError when that handler is a function. A job forked by the warm runner
-    (xpmfs.zygote) pays for every function it calls the first time: in a fresh fork of a warm
-    process, two ``signal.signal`` calls cost 56 page copies and 120 µs, two of these 12 and
-    12 µs (``tools/bench/profile_jobs.py first-call`` measures such costs).
-    """
-    _signal.signal(signum, handler)
 
 
 def die_with_parent(parent_pid: int) -> None:

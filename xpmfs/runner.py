@@ -19,7 +19,7 @@ from typing import Any
 
 from . import status
 from ._crash import crash_point
-from ._process import IGNORE, die_with_parent, set_handler
+from ._process import die_with_parent
 from .cache import set_root as set_cache_root  # not `from . import cache`: xpmfs.cache is the decorator
 from .config import instantiate_job, typeid
 from .errors import CorruptedError, GracefulTimeout, TaskCancelled
@@ -183,7 +183,7 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
     crash_point("start.after-running")
     _head_streams(running)
     global _task_running
-    set_handler(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         _task_running = True
         try:
@@ -194,7 +194,7 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
             raise TaskCancelled("Job cancelled by SIGTERM")  # the task caught it and returned
     except Cancelled:
         if cluster_id is not None:
-            set_handler(signal.SIGTERM, IGNORE)  # a second SIGTERM must not cut the question short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the question short
         if cluster_id is not None and _cluster_timeout(cluster_id):
             message = f"SLURM job {cluster_id} reached its time limit (SIGTERM)"
             return _finish(job, spec, running, State.FAILED, Reason.TIMEOUT, message, EXIT_TIMEOUT)
@@ -234,9 +234,8 @@ def _execute(job: Job, spec: Spec) -> None:
     for entry in reversed(spec.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    for name, value in spec.environ.items():  # not update(): its Mapping check runs the ABC machinery
-        if name not in CLAIM_VARIABLES:  # the claim's own say (spec/workspace.md, the runner's environment)
-            os.environ[name] = value
+    # The claim's own variables have the last say (spec/workspace.md, the runner's environment).
+    os.environ.update({name: value for name, value in spec.environ.items() if name not in CLAIM_VARIABLES})
     os.environ[ENV_JOB_DIR] = job.folder
     os.chdir(job.folder)
     set_cache_root(job.workspace)  # @cache methods of the task (and its init tasks) use WS/config
@@ -272,7 +271,7 @@ def _finish(
     flush_progress()  # the task's last progress report, on disk before its end is recorded
     sys.stdout.flush()
     sys.stderr.flush()
-    set_handler(signal.SIGTERM, IGNORE)  # the record must be written whole
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the record must be written whole
     try:
         end_attempt(job, spec, running, to, reason, message, code)
     except status.Superseded as superseded:

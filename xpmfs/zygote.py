@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import collections
 import gc
-import json
 import os
 import select
 import signal
@@ -59,12 +58,10 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-
-from ._process import DEFAULT, set_handler
 
 ENV_PARENT = "XPMFS_ZYGOTE_PARENT"  # the worker's pid: the zygote dies with it
 ENV_FD = "XPMFS_ZYGOTE_FD"  # the zygote's end of the socket pair
@@ -74,36 +71,61 @@ SPAWN_TIMEOUT = 30.0  # seconds to wait for the zygote's reply before giving up 
 
 
 def serve(sock: socket.socket) -> int:
-    """The zygote's loop: start a job per request until the worker closes the socket.
+    """The zygote's loop: start a job per request until the worker closes the socket; return
+    the zygote's exit code."""
+    return _Server(sock).serve()
 
-    Lean on purpose: every page this loop writes between two forks is copied once per fork (the
-    fork shares them with the new child), so it calls few functions, and C ones where it can.
+
+class _Server:
+    """The zygote's side of the socket: its forked jobs, its spare fork, the modules it warmed.
+
+    Lean on purpose: every page it writes between two forks is copied once per fork (the fork
+    shares them with the new child), so it does little between requests.
     """
-    from . import runner  # warm up: everything a job needs before its task's own code
-    from ._process import _prctl
-    from .serialization import load_class
 
-    _prctl()  # libc loaded and prctl resolved once here, not in every fork (die_with_parent)
+    def __init__(self, sock: socket.socket) -> None:
+        from . import runner  # warm up: everything a job needs before its task's own code
+        from ._process import _prctl
 
-    watched: dict[str, float] = {}  # source files of preloaded task modules -> mtime
-    preloaded: set[object] = set()  # type references already imported and resolved
-    children: set[int] = set()  # forked jobs, reported to the worker when they end
-    spare: tuple[int, int] | None = None  # (pid, request pipe) of the child forked ahead of time
-    wake_read, wake_write = os.pipe()
-    os.set_blocking(wake_write, False)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd is written
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    poller.register(wake_read, select.POLLIN)
-    sock_fd = sock.fileno()
-    inherited = (sock_fd, wake_read, wake_write)  # the zygote's descriptors, which no job keeps
+        _prctl()  # libc loaded and prctl resolved once here, not in every fork (die_with_parent)
+        self.runner: Any = runner
+        self.sock = sock
+        self.watched: dict[str, float] = {}  # source files of preloaded task modules -> mtime
+        self.preloaded: set[object] = set()  # type references already imported and resolved
+        self.children: set[int] = set()  # forked jobs, reported to the worker when they end
+        self.spare: tuple[int, int] | None = None  # (pid, request pipe) of the child forked ahead of time
+        self.wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd is written
+        self.inherited = (sock.fileno(), self.wake_read, wake_write)  # the zygote's descriptors, which no job keeps
 
-    def send(message: dict[str, Any]) -> None:
-        sock.sendall(json.dumps(message).encode() + b"\n")
+    def serve(self) -> int:
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self.wake_read, select.POLLIN)
+        received = b""  # requests arrive back to back: one read may hold several lines, or part of one
+        while True:
+            for fd, _ in poller.poll():
+                if fd == self.wake_read:
+                    os.read(self.wake_read, 4096)
+                    self.reap()
+                    continue
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    return 0  # the worker is gone or done with us
+                received += data
+                while b"\n" in received:
+                    line, received = received.split(b"\n", 1)
+                    code = self.start(line, orjson.loads(line))
+                    if code is not None:
+                        return code
 
-    def reap() -> None:
-        nonlocal spare
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(orjson.dumps(message) + b"\n")
+
+    def reap(self) -> None:
+        """Tell the worker of each forked job that ended; forget a spare that died waiting."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -111,22 +133,64 @@ def serve(sock: socket.socket) -> int:
                 return
             if pid == 0:
                 return
-            if pid in children:
-                children.discard(pid)
-                sock.sendall(b'{"pid": %d, "exit": %d}\n' % (pid, os.waitstatus_to_exitcode(status)))
-            elif spare is not None and spare[0] == pid:  # it died waiting (killed): fork another later
-                os.close(spare[1])
-                spare = None
+            if pid in self.children:
+                self.children.discard(pid)
+                self.send({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+            elif self.spare is not None and self.spare[0] == pid:  # killed waiting: fork another later
+                os.close(self.spare[1])
+                self.spare = None
             # else a spare let go (see drop_spare): it was never a job
 
-    def drop_spare() -> None:
-        nonlocal spare
-        if spare is not None:
-            os.close(spare[1])  # it reads the end of its pipe, and exits
-            spare = None
+    def start(self, line: bytes, request: dict[str, Any]) -> int | None:
+        """Start the job of ``request`` (or refuse it); an exit code when this zygote must end."""
+        if _stale(self.watched):
+            self.send({"job": request["job"], "error": "stale"})
+            return EXIT_STALE
+        try:
+            fresh = self.warm_up(request)  # whether this request made the zygote warmer than its spare
+        except Exception as error:  # the task's module does not import: let the fresh path report it
+            self.send({"job": request["job"], "error": f"{type(error).__name__}: {error}"})
+            return None
+        if fresh:
+            self.drop_spare()  # forked before this request's modules or workspace: less warm than we are
+        pid = self.hand_to_spare(line) if self.spare is not None else None
+        if pid is None:
+            # Objects that exist now are never collected in a fork: leave them out of its GC
+            # passes, which would otherwise touch (and so copy) every page of the heap.
+            gc.freeze()
+            pid = os.fork()
+            if pid == 0:
+                _child(request, self.runner, self.inherited)
+        self.children.add(pid)
+        self.send({"pid": pid})
+        self.fork_spare()  # for the next request, while this job runs
+        return None
 
-    def fork_spare() -> None:
-        nonlocal spare
+    def warm_up(self, request: dict[str, Any]) -> bool:
+        """Import what ``request`` needs (its import path, its task's modules, its workspace);
+        return whether anything was new."""
+        from .serialization import load_class
+
+        fresh = _extend_path(request.get("sys_path", ()))
+        for ref in request.get("preload", ()):
+            key = (ref.get("module"), ref.get("qualname"), ref.get("file")) if isinstance(ref, dict) else repr(ref)
+            if key not in self.preloaded:
+                cls = load_class(ref, "preload")
+                _watch(cls, self.watched)
+                _resolve_fields(cls)
+                self.preloaded.add(key)
+                fresh = True
+        try:
+            return self.runner.open_workspace_of(request["job"]) or fresh  # once per workspace
+        except Exception:  # a damaged format file: the fork reports it in its job
+            return fresh
+
+    def drop_spare(self) -> None:
+        if self.spare is not None:
+            os.close(self.spare[1])  # it reads the end of its pipe, and exits
+            self.spare = None
+
+    def fork_spare(self) -> None:
         try:
             read, write = os.pipe()
         except OSError:
@@ -140,16 +204,14 @@ def serve(sock: socket.socket) -> int:
             return
         if pid == 0:
             os.close(write)
-            _spare(read, runner, inherited)
+            _spare(read, self.runner, self.inherited)
         os.close(read)
-        spare = (pid, write)
+        self.spare = (pid, write)
 
-    def hand_to_spare(line: bytes) -> int | None:
+    def hand_to_spare(self, line: bytes) -> int | None:
         """Give ``line`` to the spare and return its pid; ``None`` if it died meanwhile."""
-        nonlocal spare
-        assert spare is not None
-        pid, write = spare
-        spare = None
+        assert self.spare is not None
+        (pid, write), self.spare = self.spare, None
         try:
             view = memoryview(line)
             while view:
@@ -160,63 +222,15 @@ def serve(sock: socket.socket) -> int:
             os.close(write)
         return pid
 
-    def start(line: bytes, request: dict[str, Any]) -> int | None:
-        """Start the job of ``request`` (or refuse it); an exit code when this zygote must end."""
-        if _stale(watched):
-            send({"job": request["job"], "error": "stale"})
-            return EXIT_STALE
-        fresh = False  # whether this request made the zygote warmer than its spare
-        try:
-            for entry in reversed(request.get("sys_path", ())):
-                if entry not in sys.path:
-                    sys.path.insert(0, entry)
-                    fresh = True
-            for ref in request.get("preload", ()):
-                key = (ref.get("module"), ref.get("qualname"), ref.get("file")) if isinstance(ref, dict) else repr(ref)
-                if key not in preloaded:
-                    cls = load_class(ref, "preload")
-                    _watch(cls, watched)
-                    _resolve_fields(cls)
-                    preloaded.add(key)
-                    fresh = True
-        except Exception as error:  # the task's module does not import: let the fresh path report it
-            send({"job": request["job"], "error": f"{type(error).__name__}: {error}"})
-            return None
-        try:
-            fresh = runner.open_workspace_of(request["job"]) or fresh  # once per workspace
-        except Exception:  # a damaged format file: the fork reports it in its job
-            pass
-        if fresh:
-            drop_spare()  # forked before this request's modules or workspace: less warm than we are
-        pid = hand_to_spare(line) if spare is not None else None
-        if pid is None:
-            # Objects that exist now are never collected in a fork: leave them out of its GC
-            # passes, which would otherwise touch (and so copy) every page of the heap.
-            gc.freeze()
-            pid = os.fork()
-            if pid == 0:
-                _child(request, runner, inherited)
-        children.add(pid)
-        sock.sendall(b'{"pid": %d}\n' % pid)  # the most frequent message, made without json
-        fork_spare()  # for the next request, while this job runs
-        return None
 
-    received = b""  # requests arrive back to back: one read may hold several lines, or part of one
-    while True:
-        for fd, _ in poller.poll():
-            if fd != sock_fd:
-                os.read(wake_read, 4096)
-                reap()
-                continue
-            data = sock.recv(1 << 16)
-            if not data:
-                return 0  # the worker is gone or done with us
-            received += data
-            while b"\n" in received:
-                line, received = received.split(b"\n", 1)
-                code = start(line, orjson.loads(line))
-                if code is not None:
-                    return code
+def _extend_path(entries: Iterable[str]) -> bool:
+    """Put a job's ``sys_path`` entries first on the import path; return whether one was new."""
+    added = False
+    for entry in reversed(list(entries)):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+            added = True
+    return added
 
 
 def _spare(read: int, runner: Any, inherited: tuple[int, ...]) -> None:
@@ -236,9 +250,7 @@ def _spare(read: int, runner: Any, inherited: tuple[int, ...]) -> None:
         request = orjson.loads(data)
     except BaseException:
         os._exit(1)
-    for entry in reversed(request.get("sys_path", ())):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
+    _extend_path(request.get("sys_path", ()))
     _child(request, runner, None)
 
 
@@ -249,7 +261,7 @@ def _detach(inherited: tuple[int, ...]) -> None:
         os.close(fd)
     os.setsid()
     signal.set_wakeup_fd(-1)
-    set_handler(signal.SIGCHLD, DEFAULT)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -270,8 +282,7 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...] | No
             fd = os.open(path, mode, 0o644)
             os.dup2(fd, target)
             os.close(fd)
-        for name, value in request["env"].items():  # update() checks for a Mapping: ABC machinery
-            os.environ[name] = value
+        os.environ.update(request["env"])
         os.chdir(request["job"])
         code = runner.run_folder(request["job"])  # absolute: the worker sends Job.folder
     except SystemExit as exit_:
