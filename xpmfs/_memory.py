@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +214,16 @@ class FailedStarts:
 
     def forget(self, names: Container[str]) -> None:
         self._failed = {ref: failed for ref, failed in self._failed.items() if ref.entry_name in names}
+
+
+def forget_ended(names: Collection[str], specs: Specs, dependencies: Dependencies, failed: FailedStarts) -> None:
+    """Drop what is cached about jobs whose queue entry is gone (not in ``names``), once that is
+    most of the cache."""
+    if len(specs) > 2 * len(names) + 64:
+        specs.forget(names)
+        dependencies.forget(names)
+    if len(failed) > len(names):
+        failed.forget(names)
 
 
 def _tail(path: Path) -> str:

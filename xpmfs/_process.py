@@ -7,6 +7,7 @@ import ctypes.util
 import functools
 import os
 import signal
+import threading
 from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
@@ -25,6 +26,21 @@ def die_with_parent(parent_pid: int) -> None:
         prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(128 + signal.SIGKILL)
+
+
+def when_closed(fd: int, then: Callable[[], None]) -> None:
+    """Call ``then`` (from a thread of its own) once the pipe ``fd`` reads its end of file: every
+    write end is closed, so the processes that held them are gone (nobody writes on it)."""
+
+    def follow() -> None:
+        try:
+            while os.read(fd, 512):
+                pass
+        except OSError:
+            pass  # a bad descriptor is as good as a closed one
+        then()
+
+    threading.Thread(target=follow, name="xpmfs-lifeline", daemon=True).start()
 
 
 def kill_job_group(pgid: int, job_dir: str) -> int:

@@ -7,6 +7,7 @@ one left by a crashed worker goes stale and is ignored (and removed by ``xpmfs c
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import socket
@@ -18,6 +19,8 @@ import orjson
 
 from . import _atomic
 from ._process import pid_alive
+
+log = logging.getLogger("xpmfs.worker")
 
 SUFFIX = ".json"
 STALE_AFTER_BEATS = 3  # a worker is presumed dead after missing this many heartbeats
@@ -44,6 +47,18 @@ def register(workers_dir: Path, *, jobs: int, heartbeat: float) -> tuple[WorkerR
     path = workers_dir / record.filename
     _atomic.write_json(path, asdict(record))
     return record, path
+
+
+def unregister(path: Path) -> None:
+    """Remove this worker's own registration ``path`` as it stops.
+
+    A failure (read-only, failing) only leaves it to go stale (`xpmfs check --fix` removes it):
+    the error that ends the worker, if one does, is what to report, not this one.
+    """
+    try:
+        remove_registration(path)
+    except OSError as error:
+        log.warning("cannot remove %s (%s)", path, error.strerror)
 
 
 def beat(path: Path) -> None:

@@ -30,14 +30,15 @@ from pathlib import Path
 
 from . import heartbeat, lifecycle, queue
 from ._crash import crash_point
-from ._memory import MAX_FAILED_STARTS, Dependencies, Specs
+from ._memory import MAX_FAILED_STARTS, Dependencies, Specs, forget_ended
+from ._process import when_closed
 from ._running import Running
 from .errors import Error, OptionError, WorkspaceError
 from .job import Job, Spec
 from .launchers import Context, Launchers
 from .launchers.base import Launcher
 from .queue import JobRef
-from .trust import Trust, resolve_user
+from .trust import Trust
 from .watch import Watcher
 from .workspace import Workspace
 
@@ -68,16 +69,14 @@ class Worker:
     lifeline: int | None = None
     warm: bool = True  # fork jobs from a warm runner (xpmfs.zygote) unless a job asks to be isolated
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")  # as heartbeat names it
-    _stopping: bool = field(default=False, init=False)
-    _orphaned: bool = field(default=False, init=False)  # set from the lifeline's thread
-    _unregistered: bool = field(default=False, init=False)
-    _thorough: bool = field(default=True, init=False)  # this pass looks at every waiting job's own folder too
-    _next_thorough: float = field(default=0.0, init=False)
-    _retry_soon: bool = field(default=False, init=False)  # a claim met a lock held briefly: rescan soon
-    _idle_since: float = field(default=0.0, init=False)
-    _watcher: Watcher | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        self._stopping = self._unregistered = False
+        self._orphaned = False  # set from the lifeline's thread
+        self._retry_soon = False  # a claim met a lock held briefly: rescan soon
+        self._thorough, self._next_thorough = True, 0.0  # this pass looks at every waiting job's own folder too
+        self._idle_since = 0.0
+        self._watcher: Watcher | None = None
         self._entries = queue.Entries(self.workspace.queue_dir)
         self._dependencies = Dependencies(self.workspace.jobs_dir)
         self._specs = Specs(Trust.of(self.trust_users), lambda: self.name)
@@ -94,7 +93,7 @@ class Worker:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stop())
         if self.lifeline is not None:
-            threading.Thread(target=self._follow_lifeline, name="xpmfs-lifeline", daemon=True).start()
+            when_closed(self.lifeline, self._lifeline_ended)
         log.info("worker %s: %d slot(s) on %s", self.name, self.jobs, self.workspace.path)
         next_beat, self._idle_since, full, due = 0.0, time.monotonic(), True, True
         try:
@@ -124,7 +123,7 @@ class Worker:
                     due = full or watcher.woken or self._retry_due()
         finally:
             self._launchers.close()
-            _unregister(record, self.name)
+            heartbeat.unregister(record)
         return 0
 
     def _wait_for(self, next_beat: float) -> float | None:
@@ -158,13 +157,7 @@ class Worker:
         if self._watcher is not None:
             self._watcher.wake()
 
-    def _follow_lifeline(self) -> None:
-        assert self.lifeline is not None
-        try:
-            while os.read(self.lifeline, 512):
-                pass  # nobody writes: only the end of file (every write end closed) matters
-        except OSError:
-            pass  # a bad descriptor is as good as a closed one
+    def _lifeline_ended(self) -> None:
         self._orphaned = True
         self._wake()
 
@@ -176,7 +169,7 @@ class Worker:
         log.info("worker %s: its experiment's process is gone; claiming no new job, finishing %d running",
                  self.name, len(self._running))  # fmt: skip
         self._stopping = self.drain = self._unregistered = True
-        _unregister(record_path, self.name)
+        heartbeat.unregister(record_path)
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -207,7 +200,7 @@ class Worker:
                 busy += self._consider(name, ref, slots=False)
         for launcher in self._launchers.made():
             launcher.follow(full)
-        self._forget_ended()
+        forget_ended(self._entries.names(), self._specs, self._dependencies, self._running.failed_starts)
         return busy
 
     def _consider(self, name: str, ref: JobRef, *, slots: bool) -> int:
@@ -248,15 +241,6 @@ class Worker:
             self._specs.report(job, error)  # one damaged job (unreadable status...) must not stop us
             return 1
 
-    def _forget_ended(self) -> None:
-        """Drop what is cached about jobs whose entry is gone, once that is most of the cache."""
-        names = self._entries.names()
-        if len(self._specs) > 2 * len(self._entries) + 64:
-            self._specs.forget(names)
-            self._dependencies.forget(names)
-        if len(self._running.failed_starts) > len(self._entries):
-            self._running.failed_starts.forget(names)
-
     def _claim(self, job: Job, spec: Spec, launcher: Launcher) -> int:
         # A run held here is stopped when a peer takes its lease; a job handed off is not ours to hold.
         on_lost = (lambda reason, ref=job.ref: self._running.lost(ref, reason)) if launcher.holds_slot else None
@@ -292,17 +276,6 @@ class Worker:
         self._running.cancel_requested()
 
 
-def _unregister(record_path: Path, name: str) -> None:
-    try:
-        os.unlink(record_path)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        # Read-only, failing: the record goes stale (`xpmfs check --fix` removes it). The error
-        # that ends the worker, if one does, is what to report, not this one.
-        log.warning("worker %s: cannot remove %s (%s)", name, record_path, error.strerror)
-
-
 def run_worker(
     path: str | os.PathLike[str],
     *,
@@ -324,12 +297,9 @@ def run_worker(
             Path(path), f"--jobs must be at least 1, not {jobs}", "give a positive number of job slots"
         )
     users = tuple(trust_users)
-    for user in users:
-        try:
-            resolve_user(user)
-        except LookupError as error:
-            raise OptionError("trust_users", str(error), "name an existing user, or give a uid") from None
-    worker = Worker(
-        workspace, jobs=jobs, idle_exit=idle_exit, rescan=rescan, drain=drain, trust_users=users, lifeline=lifeline
-    )
+    try:
+        Trust.of(users)  # an unknown name fails now, naming the option
+    except LookupError as error:
+        raise OptionError("trust_users", str(error), "name an existing user, or give a uid") from None
+    worker = Worker(workspace, jobs, idle_exit, rescan, drain=drain, trust_users=users, lifeline=lifeline)
     return worker.run()
