@@ -360,25 +360,7 @@ def _import_path(entries: tuple[str, ...]) -> Iterator[None]:
 
 
 def _damaged_status(job: Job, fix: bool, problem: str) -> Problem:
-    path = job.xpm_dir / status.STATUS_FILE
-    if not fix:
-        return Problem(path, "damaged-status", f"{problem} (fix: rewrite it from the terminal markers)")
-    # A worker that meets the damaged status takes the lock for a moment, then gives up: wait that out.
-    with job.locked() as lock:
-        if lock is None:
-            return Problem(path, "damaged-status", f"{problem}; not fixed: the job's lock is held, try again later")
-        state = _rebuild_status(job)
-        if state is not State.DONE and state is not State.FAILED:
-            queue.add(job.workspace.queue_dir, job.ref)  # unfinished: it must be queued (invariant 4)
-    return Problem(path, "damaged-status", f"{problem}; rewritten as {state.value} from the markers", True)
-
-
-def _rebuild_status(job: Job) -> State:
-    """Replace a damaged ``status.json`` (lock held): moved aside (kept for a person to look at),
-    then rebuilt by :func:`xpmfs.lifecycle.settle` from the markers and the history."""
-    xpm_dir = job.xpm_dir
-    os.replace(xpm_dir / status.STATUS_FILE, xpm_dir / f"{status.STATUS_FILE}{DAMAGED_SUFFIX}")
-    return lifecycle.settle(xpm_dir, "status rebuilt by xpmfs check --fix")
+    return _settle(job, fix, "damaged-status", problem, "rewrite it from the terminal markers", damaged=True)
 
 
 def _contradictory_outcome(job: Job, fix: bool) -> Problem | None:
@@ -386,17 +368,29 @@ def _contradictory_outcome(job: Job, fix: bool) -> Problem | None:
     found = lifecycle.outcome_problems(job.xpm_dir)
     if not found:
         return None
-    problem = "; ".join(found)
+    return _settle(job, fix, "contradictory-outcome", "; ".join(found), "settle it by the job's history")
+
+
+def _settle(job: Job, fix: bool, kind: str, problem: str, how: str, *, damaged: bool = False) -> Problem:
+    """A job whose outcome must be settled again: say ``how`` to fix it, or with ``fix``, under the
+    job's lock, let :func:`xpmfs.lifecycle.settle` rebuild it from the markers and the history (a
+    ``damaged`` ``status.json`` moved aside first, kept for a person to look at), and queue it
+    again if it is unfinished (invariant 4)."""
     path = job.xpm_dir / status.STATUS_FILE
     if not fix:
-        return Problem(path, "contradictory-outcome", f"{problem} (fix: settle it by the job's history)")
+        return Problem(path, kind, f"{problem} (fix: {how})")
+    # A worker that meets the damaged status takes the lock for a moment, then gives up: wait that out.
     with job.locked() as lock:
         if lock is None:
-            return Problem(path, "contradictory-outcome", f"{problem}; not fixed: the job's lock is held, try later")
-        state = lifecycle.settle(job.xpm_dir, "outcome settled by xpmfs check --fix")
+            return Problem(path, kind, f"{problem}; not fixed: the job's lock is held, try again later")
+        if damaged:
+            os.replace(path, job.xpm_dir / f"{status.STATUS_FILE}{DAMAGED_SUFFIX}")
+        why = "status rebuilt" if damaged else "outcome settled"
+        state = lifecycle.settle(job.xpm_dir, f"{why} by xpmfs check --fix")
         if not state.terminal:
-            queue.add(job.workspace.queue_dir, job.ref)  # unfinished: it must be queued (invariant 4)
-    return Problem(path, "contradictory-outcome", f"{problem}; settled as {state.value} by the history", True)
+            queue.add(job.workspace.queue_dir, job.ref)
+    done = "rewritten as {} from the markers" if damaged else "settled as {} by the history"
+    return Problem(path, kind, f"{problem}; {done.format(state.value)}", True)
 
 
 def _stale_cancel(job: Job, fix: bool) -> Problem | None:

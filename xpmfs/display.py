@@ -28,8 +28,21 @@ from .workspace import JOBS_DIR
 TTY_INTERVAL = 0.2
 #: Seconds between two plain lines (not a terminal), at least.
 PLAIN_INTERVAL = 10.0
-#: The order states are named in (others, from newer writers, come after, sorted).
-ORDER = ("done", "running", "submitted", "ready", "waiting", "failed", "unknown")
+#: The order states are shown in, by ``xpmfs top`` and here (a status line names ``done``
+#: first, as ``12/20 done``); others, from newer writers, come after, sorted.
+STATE_ORDER = ("running", "submitted", "ready", "waiting", "done", "failed", "unknown")
+#: Each state's colour on a terminal, as rich style words (the colour last); ``stale``: a job
+#: whose status says running while nobody runs it.
+STATE_STYLES = {
+    "running": "cyan",
+    "submitted": "cyan",
+    "ready": "yellow",
+    "waiting": "dim yellow",
+    "done": "green",
+    "failed": "bold red",
+    "unknown": "magenta",
+    "stale": "magenta",
+}
 
 
 class Failure(NamedTuple):
@@ -43,7 +56,7 @@ class Failure(NamedTuple):
 def _text_counts(counts: Mapping[str, int]) -> str:
     total = sum(counts.values())
     parts = [f"{counts.get('done', 0)}/{total} done"]
-    for state in (*ORDER[1:], *sorted(set(counts) - set(ORDER))):
+    for state in (*(name for name in STATE_ORDER if name != "done"), *sorted(set(counts) - set(STATE_ORDER))):
         if counts.get(state):
             parts.append(f"{counts[state]} {state}")
     return ", ".join(parts)
@@ -57,11 +70,22 @@ def _short_job(job: str) -> str:
     return job
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(max(0.0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+def clock(seconds: float, *, pad: bool = False) -> str:
+    """A duration as ``1:02:03``, or ``2:03`` under an hour (``02:03`` with ``pad``, as tqdm prints it)."""
+    minutes, seconds = divmod(int(max(0.0, seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{seconds:02d}"
+    return f"{minutes:02d}:{seconds:02d}" if pad else f"{minutes}:{seconds:02d}"
+
+
+def age(seconds: float) -> str:
+    """How long ago, in one short word: ``42s``, ``5m``, ``3h``, ``2d``."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 class StatusLine:
@@ -137,7 +161,7 @@ class StatusLine:
             self._draw_tty(now)
         elif self._counts != self._printed_counts:
             self._printed_counts = dict(self._counts)
-            self._write(f"{self.prefix}{_text_counts(self._counts)}  {_clock(now - self._started)}\n")
+            self._write(f"{self.prefix}{_text_counts(self._counts)}  {clock(now - self._started)}\n")
 
     def close(
         self, counts: Mapping[str, int] | None = None, failures: Sequence[Failure | tuple[str, ...]] | None = None
@@ -151,7 +175,7 @@ class StatusLine:
             self._failures = [item if isinstance(item, Failure) else Failure(*item) for item in failures]
         self.closed = True
         self._clear()
-        elapsed = _clock(self._clock() - self._started)
+        elapsed = clock(self._clock() - self._started)
         total = sum(self._counts.values())
         self._write(f"{self.prefix}{total} job(s) in {elapsed}: {_text_counts(self._counts)}\n")
         # Failures not announced yet (given only now); the others were printed as they happened,
@@ -173,7 +197,7 @@ class StatusLine:
         return f"{self.prefix}failed: {_short_job(item.job)}{why}; see {item.stderr}"
 
     def _draw_tty(self, now: float) -> None:
-        text = f"{self.prefix}{_text_counts(self._counts)}  {_clock(now - self._started)}"
+        text = f"{self.prefix}{_text_counts(self._counts)}  {clock(now - self._started)}"
         width = self._width()
         if len(text) >= width:
             # A line longer than the terminal wraps, and "\r" would then redraw only its end.

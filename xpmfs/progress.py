@@ -37,6 +37,7 @@ from typing import IO, Any, Generic, TypeVar
 import orjson
 
 from . import _atomic
+from .display import clock
 from .errors import Error
 from .job import XPM_DIR
 
@@ -496,12 +497,12 @@ class tqdm(Generic[T]):  # noqa: N801 -- named like the class it stands in for
             filled = int(fraction * 20)
             bar = "#" * filled + " " * (20 - filled)
             remaining = (self.total - self.n) / rate if rate > 0 else None
-            eta = _clock(remaining) if remaining is not None else "?"
+            eta = clock(remaining, pad=True) if remaining is not None else "?"
             return (
                 f"{prefix}{fraction * 100:3.0f}%|{bar}| {_count(self.n)}/{_count(self.total)} "
-                f"[{_clock(elapsed)}<{eta}, {rate:.2f}{self.unit}/s{postfix}]"
+                f"[{clock(elapsed, pad=True)}<{eta}, {rate:.2f}{self.unit}/s{postfix}]"
             )
-        return f"{prefix}{_count(self.n)}{self.unit} [{_clock(elapsed)}, {rate:.2f}{self.unit}/s{postfix}]"
+        return f"{prefix}{_count(self.n)}{self.unit} [{clock(elapsed, pad=True)}, {rate:.2f}{self.unit}/s{postfix}]"
 
 
 def trange(*args: int, **kwargs: Any) -> tqdm[int]:
@@ -522,10 +523,3 @@ def _count(value: float) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"

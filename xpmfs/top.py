@@ -29,6 +29,7 @@ from rich.text import Text
 
 from . import heartbeat
 from .catalog import JobInfo, last_log_line, list_jobs
+from .display import STATE_ORDER, STATE_STYLES, clock
 from .heartbeat import WorkerInfo
 from .job import Job
 from .progress import Progress
@@ -42,19 +43,8 @@ DEFAULT_RESCAN = 1.0
 MIN_FRAME = 0.2
 #: How many of the most recent failures a frame lists.
 MAX_FAILED = 5
-#: The order in which states are counted (then ``unknown``).
-STATE_ORDER = ("running", "submitted", "ready", "waiting", "done", "failed", "unknown")
 #: States counted only when some job is in them (rare: a cluster launcher, a damaged job).
 _SHOWN_IF_ANY = frozenset({"submitted", "unknown"})
-_STATE_STYLES = {
-    "running": "cyan",
-    "submitted": "cyan",
-    "ready": "yellow",
-    "waiting": "yellow dim",
-    "done": "green",
-    "failed": "bold red",
-    "unknown": "magenta",
-}
 
 
 @dataclass(frozen=True)
@@ -131,15 +121,6 @@ def snapshot(ws: Workspace, experiment: str | None = None) -> Frame:
 # -- drawing -----------------------------------------------------------------------------------
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(max(0.0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
-
-
 def _one_line(text: str | None) -> str:
     """Text from a task (a message, an exception) as one line: no newline or control character."""
     kept = []
@@ -185,7 +166,7 @@ def render(frame: Frame, *, live: bool = False) -> RenderableType:
         number = frame.counts.get(label, 0)
         if index:
             counts.append(" · ", style="dim")
-        counts.append(f"{label} {number}", style=_STATE_STYLES[label] if number else "dim")
+        counts.append(f"{label} {number}", style=STATE_STYLES[label] if number else "dim")
     if frame.stale:
         counts.append(f"   ({frame.stale} stale: their process is gone; `xpmfs check --fix`)", style="magenta")
 
@@ -213,7 +194,7 @@ def render(frame: Frame, *, live: bool = False) -> RenderableType:
         running.add_row(
             job,
             status.host if status is not None and status.host else "-",
-            _duration(row.runtime),
+            clock(row.runtime) if row.runtime is not None else "-",
             _bar(reported),
             Text(_one_line(reported.message)) if reported is not None else Text(""),
             Text(row.last_line or "", style="dim"),
