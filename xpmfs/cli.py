@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from .display import STATE_STYLES, age
 from .errors import Error
 from .status import Reason, State
 
@@ -269,7 +270,8 @@ def _state_text(info: JobInfo) -> str:
 
 
 def _style_state(info: JobInfo, text: str) -> str:
-    return click.style(text, **_COLOURS["stale" if info.stale else info.label])
+    *how, colour = STATE_STYLES["stale" if info.stale else info.label].split()
+    return click.style(text, fg=colour, bold="bold" in how or None, dim="dim" in how or None)
 
 
 def _tags_text(tags: Mapping[str, Any]) -> str:
@@ -282,20 +284,11 @@ def _time(value: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else "-"
 
 
-def _age(seconds: float) -> str:
-    """``42s``, ``5m``, ``3h``, ``2d``: how long ago, in one short word."""
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
 def _progress_text(reported: Progress) -> str:
     text = reported.percent
     if reported.message:
         text += f"  {reported.message}"
-    return text + f"  (reported {_age(time.time() - reported.updated)} ago)"
+    return text + f"  (reported {age(time.time() - reported.updated)} ago)"
 
 
 def _json_line(record: Any) -> None:
@@ -370,7 +363,7 @@ def ls(workspace: str, state: str | None, experiment: str | None, tags: dict[str
             _state_text(info),
             f"{info.ref.typeid}/{info.ref.jobid[:12]}",
             info.progress.percent if info.progress is not None else "",
-            _age(now - info.updated) if info.updated else "",
+            age(now - info.updated) if info.updated else "",
             _tags_text(info.tags),
         ]
         for info in infos
