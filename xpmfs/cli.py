@@ -194,17 +194,6 @@ def adopt(workspace: str, dry_run: bool) -> None:
 # -- shared options and helpers ----------------------------------------------------------------
 
 _STATE_CHOICES = [state.value for state in State] + ["unknown"]
-_COLOURS: dict[str, dict[str, Any]] = {
-    "done": {"fg": "green"},
-    "failed": {"fg": "red", "bold": True},
-    "running": {"fg": "cyan"},
-    "submitted": {"fg": "cyan"},
-    "ready": {"fg": "yellow"},
-    "waiting": {"fg": "yellow", "dim": True},
-    "unknown": {"fg": "magenta"},
-    "stale": {"fg": "magenta"},
-}
-
 
 def _open(path: str) -> Workspace:
     from .workspace import Workspace
