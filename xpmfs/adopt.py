@@ -383,7 +383,7 @@ def adopt_for_submission(job: Job, spec: Spec) -> None:
         name = layout.task_name(job.ref.typeid)
         raise WorkspaceError(
             job.path,
-            f"is being run by experimaestro ({layout.live_process(job.folder, name) or 'it holds its lock'})",
+            f"is being run by experimaestro ({layout.live_process(os.fspath(job), name) or 'it holds its lock'})",
             "wait until it has ended, then run the experiment again (xpmfs then adopts its outcome)",
         )
 

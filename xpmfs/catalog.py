@@ -194,7 +194,7 @@ def job_info(
     ``status.json`` for a done job, whose marker tells its state and its time: most of a big
     workspace is done jobs, and the marker's ``stat`` is one system call where the status is four.
     """
-    found = status.marker_stat(job.xpm_folder)
+    found = job.marker_stat()
     marker = found[0] if found is not None else None
     problem = None
     if brief and marker is State.DONE:
@@ -227,7 +227,7 @@ def job_info(
         reported = current_progress(job, current)
     return JobInfo(
         ref=job.ref,
-        folder=job.folder,
+        folder=os.fspath(job),
         state=state,
         status=current,
         reason=reason,
@@ -495,7 +495,7 @@ def log_path(job: Job, stream: Stream = "out") -> Path:
     path = job.stderr_path if stream == "err" else job.stdout_path
     if job.adopted and not path.exists():
         # Adopted from experimaestro and not run by xpmfs since: experimaestro's <name>.out/.err.
-        return Path(f"{job.folder}/{job.name}.{stream}")
+        return job.path / f"{job.name}.{stream}"
     return path
 
 

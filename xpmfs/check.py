@@ -371,7 +371,7 @@ def _contradictory_outcome(job: Job, fix: bool) -> Problem | None:
     return _settle(job, fix, "contradictory-outcome", "; ".join(found), "settle it by the job's history")
 
 
-def _settle(job: Job, fix: bool, kind: str, problem: str, how: str, *, damaged: bool = False) -> Problem:
+def _settle(job: Job, fix: bool, kind: Kind, problem: str, how: str, *, damaged: bool = False) -> Problem:
     """A job whose outcome must be settled again: say ``how`` to fix it, or with ``fix``, under the
     job's lock, let :func:`xpmfs.lifecycle.settle` rebuild it from the markers and the history (a
     ``damaged`` ``status.json`` moved aside first, kept for a person to look at), and queue it

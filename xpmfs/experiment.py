@@ -389,7 +389,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             queue.add(self.workspace.queue_dir, job.ref)
         else:
             # Known already (a re-run, another experiment, a crash half-way through a submission).
-            if not job.spec_path.exists() and os.path.exists(f"{job.folder}/params.json"):
+            if not job.spec_path.exists() and os.path.exists(job.path / "params.json"):
                 from .adopt import adopt_for_submission  # not at the top: xpmfs.adopt imports this module
 
                 adopt_for_submission(job, spec)  # experimaestro made this folder: adopt it first (spec/adopt.md)

@@ -30,7 +30,7 @@ import orjson
 from . import _atomic, trust
 from .errors import CorruptedError, FormatError
 from .queue import JobRef
-from .status import STATUS_FILE, Reason, State, Status, read_failure, terminal_marker
+from .status import STATUS_FILE, Reason, State, Status, marker_stat, read_failure, terminal_marker
 from .status import read as read_status
 from .workspace import FORMAT, Workspace
 
@@ -129,36 +129,38 @@ class Job:
     """A job folder in a workspace. Cheap to create: it joins two strings.
 
     Workers, listings and scans make one for every job they look at, and most only ask for its
-    status or marker: those read through the string ``xpm_folder``. The ``Path`` objects are made on
-    first use (three ``Path`` joins cost ~5 µs, a tenth of what ``xpmfs ls`` spends on a job).
+    status or marker, which it reads through its folder's text: the ``Path`` objects (:attr:`path`,
+    :attr:`xpm_dir`) are made on first use. A job is path-like: ``os.fspath(job)`` is its folder's
+    text, for what needs text (an environment variable, a message to the warm runner, a listing).
     """
 
-    __slots__ = ("_path", "_stem", "_xpm_dir", "folder", "name", "ref", "workspace", "xpm_folder")
+    __slots__ = ("_folder", "_path", "_stem", "_xpm", "_xpm_dir", "name", "ref", "workspace")
 
     def __init__(self, workspace: Workspace, ref: JobRef) -> None:
         self.workspace = workspace
         self.ref = ref
-        self.folder = f"{workspace.jobs_dir}/{ref.typeid}/{ref.jobid}"
-        """The job's folder as a string (:attr:`path` is the same as a ``Path``)."""
-        self.xpm_folder = f"{self.folder}/{XPM_DIR}"
-        """Its ``__xpm__`` folder as a string (:attr:`xpm_dir` is the same as a ``Path``)."""
+        self._folder = f"{workspace.jobs_dir}/{ref.typeid}/{ref.jobid}"
+        self._xpm = f"{self._folder}/{XPM_DIR}"
         self._path: Path | None = None
         self._xpm_dir: Path | None = None
         self._stem: str | None = None
         self.name = task_name(ref.typeid)
 
+    def __fspath__(self) -> str:
+        return self._folder
+
     @property
     def path(self) -> Path:
         """The job's folder, ``WS/jobs/<typeid>/<jobid>``."""
         if self._path is None:
-            self._path = self.workspace.job_path(self.ref.typeid, self.ref.jobid)
+            self._path = Path(self._folder)
         return self._path
 
     @property
     def xpm_dir(self) -> Path:
         """Its ``__xpm__`` folder: spec, status, markers, lock."""
         if self._xpm_dir is None:
-            self._xpm_dir = Path(self.xpm_folder)
+            self._xpm_dir = Path(self._xpm)
         return self._xpm_dir
 
     def __repr__(self) -> str:
@@ -181,7 +183,7 @@ class Job:
     @property
     def adopted(self) -> bool:
         """Whether experimaestro created this folder and xpmfs adopted it (its ``<name>.*`` are not ours)."""
-        return os.path.exists(f"{self.xpm_folder}/{ADOPTED_FILE}")
+        return os.path.exists(f"{self._xpm}/{ADOPTED_FILE}")
 
     @property
     def stem(self) -> str:
@@ -189,7 +191,7 @@ class Job:
         ``<folder>/<name>.xpmfs``, so that experimaestro's own ``<name>.py``/``.out``/``.err`` stay as
         they are. Looked up once per object (one ``stat``)."""
         if self._stem is None:
-            self._stem = f"{self.folder}/{self.name}" + (ADOPTED_STEM if self.adopted else "")
+            self._stem = f"{self._folder}/{self.name}" + (ADOPTED_STEM if self.adopted else "")
         return self._stem
 
     @property
@@ -239,7 +241,7 @@ class Job:
     # -- reading ---------------------------------------------------------------------------
 
     def read_spec(self) -> Spec:
-        path = f"{self.xpm_folder}/{SPEC_FILE}"
+        path = f"{self._xpm}/{SPEC_FILE}"
         try:
             data = _atomic.read_bytes(path)
         except FileNotFoundError as error:
@@ -248,7 +250,7 @@ class Job:
 
     def read_owned_spec(self) -> tuple[Spec, int]:
         """The spec and the uid that owns the very file it was read from (see :mod:`xpmfs.trust`)."""
-        path = f"{self.xpm_folder}/{SPEC_FILE}"
+        path = f"{self._xpm}/{SPEC_FILE}"
         try:
             data, owner = trust.read_owned(path)
         except FileNotFoundError as error:
@@ -256,17 +258,21 @@ class Job:
         return _parse_spec(path, data), owner
 
     def status(self) -> Status | None:
-        return read_status(self.xpm_folder)
+        return read_status(self._xpm)
 
     def marker(self) -> State | None:
-        return terminal_marker(self.xpm_folder)
+        return terminal_marker(self._xpm)
+
+    def marker_stat(self) -> tuple[State, os.stat_result] | None:
+        """Its terminal marker and the marker's ``stat`` (when it ended), or ``None``."""
+        return marker_stat(self._xpm)
 
     def lock(self, on_lost: Callable[[str], None] | None = None) -> JobLock:
         """The job's lock; ``on_lost`` is told (shared mode) when a peer took the lease from us."""
         from .lock import JobLock  # not at the top: see "No filelock" in xpmfs.zygote
 
         return JobLock(
-            f"{self.xpm_folder}/{LOCK_FILE}",
+            f"{self._xpm}/{LOCK_FILE}",
             self.workspace.lock_mode,
             lease_duration=self.workspace.lease_duration,
             on_lost=on_lost,
@@ -343,7 +349,7 @@ class Job:
     def clear_cancel(self) -> None:
         """Forget a cancel request (the job ended, or is being resubmitted)."""
         try:
-            os.unlink(f"{self.xpm_folder}/{CANCEL_FILE}")
+            os.unlink(f"{self._xpm}/{CANCEL_FILE}")
         except FileNotFoundError:
             pass
 

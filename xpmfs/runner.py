@@ -94,7 +94,7 @@ def _parts(folder: str) -> tuple[str, str, str]:
 def open_workspace_of(job_folder: str) -> bool:
     """Open the workspace of the job in ``job_folder`` once, for the jobs forked from this process;
     return whether this call opened it."""
-    # The warm runner asks for every job: its folders are absolute (Job.folder), and abspath is
+    # The warm runner asks for every job: its folders are absolute (os.fspath of a Job), and abspath is
     # posixpath's Python, which costs the zygote page copies on each fork (xpmfs.zygote).
     root = _parts(job_folder if job_folder.startswith("/") else os.path.abspath(job_folder))[0]
     if root in _opened:
@@ -236,8 +236,8 @@ def _execute(job: Job, spec: Spec) -> None:
             sys.path.insert(0, entry)
     # The claim's own variables have the last say (spec/workspace.md, the runner's environment).
     os.environ.update({name: value for name, value in spec.environ.items() if name not in CLAIM_VARIABLES})
-    os.environ[ENV_JOB_DIR] = job.folder
-    os.chdir(job.folder)
+    os.environ[ENV_JOB_DIR] = os.fspath(job)
+    os.chdir(job)
     set_cache_root(job.workspace)  # @cache methods of the task (and its init tasks) use WS/config
     task: Any = from_dict(spec.config)
     _verify(job, spec, task)

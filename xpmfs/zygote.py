@@ -284,7 +284,7 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...] | No
             os.close(fd)
         os.environ.update(request["env"])
         os.chdir(request["job"])
-        code = runner.run_folder(request["job"])  # absolute: the worker sends Job.folder
+        code = runner.run_folder(request["job"])  # absolute: the worker sends os.fspath(job)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:

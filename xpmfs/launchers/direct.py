@@ -112,7 +112,7 @@ class Direct:
             self._zygote = Zygote(on_exit=self.context.wake, environ=dict(self.context.environ))
         stdout, stderr = job.output_files
         request = {
-            "job": job.folder,
+            "job": os.fspath(job),
             "env": {**env, ENV_PARENT_PID: str(self._zygote.process.pid)},  # the fork dies with the zygote
             "stdout": stdout,
             "stderr": stderr,
