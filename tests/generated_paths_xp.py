@@ -54,6 +54,22 @@ class A(Config):
     path: Meta[Path] = field(default_factory=PathGenerator("test.txt"))
 
 
+class InitAsTask(Task):  # experimaestro accepts a Task as an init task
+    __xpmid__ = "gp.InitAsTask"
+    p: Meta[Path] = field(default_factory=PathGenerator("t.bin"))
+
+    def execute(self) -> None:
+        pass
+
+
+class InitAsConfig(Config):  # ... and a plain configuration with an execute() method
+    __xpmid__ = "gp.InitAsConfig"
+    a: Param[A]
+
+    def execute(self) -> None:
+        pass
+
+
 class B(Config):
     __xpmid__ = "gp.B"
     a: Param[A]
@@ -156,6 +172,9 @@ def main(ws: Path) -> dict[str, object]:
         plain = Plain.C(x=2)
         plain.submit(init_tasks=[init])
         out["job_init_task"] = [rel(init.p, ws), rel(init.a.path, ws)]
+        task_init, config_init = InitAsTask.C(), InitAsConfig.C(a=A.C())
+        Plain.C(x=3).submit(init_tasks=[task_init, config_init])
+        out["job_init_task_not_lightweight"] = [rel(task_init.p, ws), rel(config_init.a.path, ws)]
         pt = PT.C(sub=PA.C(y=1), y=2)
         pt.submit()
         out["job_partial"] = [rel(pt.ck, ws), rel(pt.sub.ck, ws)]

@@ -595,15 +595,33 @@ def test_submit_calls_the_handler_with_init_tasks_already_in_place() -> None:
         evaluate.submit()  # the handler is gone after reset
 
 
-def test_init_tasks_must_be_lightweight_tasks() -> None:
+def test_init_tasks_are_configurations() -> None:
+    # experimaestro accepts any configuration (a Task, a plain Config with execute()); not other values.
     token = set_submit_handler(lambda task, **kwargs: task)
     try:
         with pytest.raises(
-            ConfigError, match=r"^Evaluate\.submit\(init_tasks\[0\]\): expected a LightweightTask, got Model"
+            ConfigError, match=r"^Evaluate\.submit\(init_tasks\[0\]\): expected a configuration, got 42"
         ):
-            Evaluate.C(model=Model.C()).submit(init_tasks=[Model.C()])
+            Evaluate.C(model=Model.C()).submit(init_tasks=[42])
+        model, learn = Model.C(), ModelLearn.C(model=Model.C())
+        evaluate = Evaluate.C(model=model).submit(init_tasks=[model, learn])
     finally:
         reset_submit_handler(token)
+    assert evaluate.__xpm__.init_tasks == (model, learn)
+
+
+def test_an_init_task_that_is_a_task_is_a_dependency_once_submitted() -> None:
+    # As experimaestro: a submitted task given as init task makes the job wait for its job; one not
+    # submitted only runs inside this job, so what it uses counts instead.
+    learner = Learner.C(model=Model.C())
+    loader = task_outputs_of(learner)  # a ModelLoader, output of learner
+    evaluate = Evaluate.C(model=Model.C())
+    unsubmitted = UseDataset.C(dataset=Dataset.C(topics=Topics.C(path="/t"), documents=Documents.C(path="/d")))
+    assert dependencies(evaluate, [unsubmitted]) == []
+    assert dependencies(evaluate, [Evaluate.C(model=Model.C(), other=learner)]) == [learner]
+    assert dependencies(evaluate, [loader]) == [learner]
+    learner.__xpm__.job = object()  # what the experiment sets on submission
+    assert dependencies(evaluate, [learner]) == [learner]
 
 
 def test_sealed_task_keeps_its_init_tasks() -> None:

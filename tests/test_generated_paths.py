@@ -37,6 +37,10 @@ VECTORS = {
     "shared_first_declared_wins": ["out/z/test.txt", "out/z/test.txt"],
     "job_nested": f"{_C}/out/b/a/test.txt",
     "job_init_task": [f"{_PLAIN}/out/__init_tasks__/0/init.bin", f"{_PLAIN}/out/__init_tasks__/0/a/test.txt"],
+    "job_init_task_not_lightweight": [
+        "jobs/gp.plain/89116331b4c8252b70ef9fb89d8353214427a31fd0efc42ffa552c62900b46c9/out/__init_tasks__/0/t.bin",
+        "jobs/gp.plain/89116331b4c8252b70ef9fb89d8353214427a31fd0efc42ffa552c62900b46c9/out/__init_tasks__/1/a/test.txt",
+    ],
     "job_partial": [
         "partials/gp.pt/cks/f39955e702edb7eadffe11598695e9e5c9633a38777bb8fb60838a9823c500ca/ck",
         "partials/gp.pa/cks/0c7e05ebc58e088d3e0290a08baabb88f4f75449d990c3a45f206f33c2cd9515/ck",

@@ -13,7 +13,19 @@ from typing import Generic, TypeVar
 
 import pytest
 
-from xpmfs import Config, DataPath, Identifier, InstanceConfig, Param, deprecate, field, stop_tags, tag
+from xpmfs import (
+    Config,
+    DataPath,
+    Identifier,
+    InstanceConfig,
+    LightweightTask,
+    Param,
+    Task,
+    deprecate,
+    field,
+    stop_tags,
+    tag,
+)
 
 NS = Identifier("test.ns")
 T = TypeVar("T")
@@ -128,8 +140,51 @@ def _shared() -> Main:
     return Main.C(m1=sub, m2=sub)
 
 
+class InitLight(LightweightTask):
+    __xpmid__ = "test.init.Init"
+    x: Param[int]
+
+
+class InitPlain(Config):
+    __xpmid__ = "test.init.Plain"
+    x: Param[int]
+
+
+class InitPre(Task):
+    __xpmid__ = "test.init.Pre"
+    x: Param[int]
+
+
+class InitMain(Task):
+    __xpmid__ = "test.init.Main"
+    y: Param[int]
+
+
+def _with_init(*init_tasks: Config) -> InitMain:
+    main = InitMain.C(y=1)
+    main.__xpm__.set_init_tasks(init_tasks)
+    return main
+
+
 # Computed by experimaestro 2.7.0.
 VECTORS = {
+    "init-none": (_with_init, "54660d09e9bdf2428b4b4a1a16f5ed6a76a7493f3ef4b720091208dc918143a4"),
+    "init-lightweight": (
+        lambda: _with_init(InitLight.C(x=1)),
+        "627c3a6d4b3f7a578166f5df5673e677d62a584f4cbdd3023c2acfb04674ec6e",
+    ),
+    "init-plain-config": (
+        lambda: _with_init(InitPlain.C(x=1)),
+        "6b2c417ceb159563630b76ebb61dff60ee3eb286205591593ba321d2539ef3ca",
+    ),
+    "init-task": (
+        lambda: _with_init(InitPre.C(x=1)),
+        "3805cfc3448d6be444196dcbdc0559c3e8d28fd807f2ce617cbf5e835d3c07a3",
+    ),
+    "init-task-then-lightweight": (
+        lambda: _with_init(InitPre.C(x=1), InitLight.C(x=2)),
+        "8b3d1e532ab96dbe262a7fc586cfa0152f1a5e0a4e51cd01fec221f17320f9fe",
+    ),
     "namespace": (lambda: NsA.C(x=1), "ec9a51dbab53aa48d3b5048e07c42cd57e28188a5484cb20301f1da1b59421ab"),
     "namespace-inherited": (lambda: NsChild.C(x=1), "ec9a51dbab53aa48d3b5048e07c42cd57e28188a5484cb20301f1da1b59421ab"),
     "factory-ignored-default": (lambda: Fac.C(b=2), "ef38c03470a1751281648da3880dca86dbfd6a3714f16af7eeeadfee9517f003"),

@@ -492,7 +492,7 @@ class XPMType:
     @property
     def config_type(self) -> type:
         """The class of configuration objects: ``X.C`` (``X.XPMConfig``)."""
-        return self._info.cls.XPMConfig  # type: ignore[attr-defined, no-any-return]
+        return self._info.cls.XPMConfig  # type: ignore[attr-defined]  # a Config class: _classinfo cannot import config
 
     def __initialize__(self) -> None:
         """experimaestro gathers the class's arguments here; xpmfs has them already (no-op)."""

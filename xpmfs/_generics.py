@@ -59,7 +59,7 @@ def bind(bindings: Bindings, hint: Any, value: Any, where: str) -> None:
         origin, args = generic
         _check_class_arguments(hint, origin, args, value, where)
         inner: Bindings = getattr(getattr(value, "__xpm__", None), "typevars", {})
-        for parameter, arg in zip(origin.__parameters__, args, strict=False):
+        for parameter, arg in zip(getattr(origin, "__parameters__", ()), args, strict=False):
             bound = inner.get(parameter)
             if bound is None:
                 continue

@@ -17,6 +17,7 @@ the task whose output the configuration is, init tasks, tags, and the experiment
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import contextvars
 import copy as _copy
@@ -118,7 +119,7 @@ def stop_tags(value: Any) -> Any:
     return wrapped
 
 
-class TagDict(dict):  # type: ignore[type-arg]
+class TagDict(dict[str, Any]):
     """The tags of a configuration: sorted by name, read-only and hashable (a dict key, a set member)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -128,8 +129,8 @@ class TagDict(dict):  # type: ignore[type-arg]
     def _read_only(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("a TagDict is read-only; build a new one with TagDict({**old, name: value})")
 
-    __setitem__ = __delitem__ = _read_only  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+    __setitem__ = __delitem__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(self.items()))
@@ -198,9 +199,9 @@ class ConfigInfo:
         self.cls_info = cls_info
         self.values: dict[str, Any] = cls_info.initial_values()
         self.sealed = False
-        self.task: Task | None = None
+        self.task: TaskConfig | None = None
         """The task this configuration is an output of (set by ``dep``); ``None`` otherwise."""
-        self.init_tasks: tuple[LightweightTask, ...] = ()
+        self.init_tasks: tuple[ConfigMixin, ...] = ()
         self.own_tags: dict[str, Any] = {}
         """Tags set on this configuration (:meth:`tags` collects the tree's)."""
         self.tag_sources: dict[str, str] = {}
@@ -381,10 +382,16 @@ class ConfigInfo:
             raise SealedError(_qualname(self.config), "the configuration is sealed; its meta flag cannot change")
         self.meta = meta
 
-    def set_init_tasks(self, init_tasks: Iterable[LightweightTask]) -> None:
+    def set_init_tasks(self, init_tasks: Iterable[Any]) -> None:
+        """Set the configurations run in the job before the task (experimaestro's ``init_tasks``).
+
+        Any configuration is accepted, as in experimaestro: usually a :class:`LightweightTask`; a
+        :class:`Task` (a submitted one makes the job wait for it) or a plain configuration with an
+        ``execute()`` method work too. The job calls ``execute()`` on each object, in order.
+        """
         name = _qualname(self.config)
         stopped: set[int] = set()
-        tasks_list = []
+        tasks_list: list[ConfigMixin] = []
         for i, given in enumerate(init_tasks):
             task = given
             if isinstance(given, TaggedValue):
@@ -397,11 +404,11 @@ class ConfigInfo:
                 if given.stop_tags:
                     stopped.add(id(given.value))
                 task = given.value
-            if not isinstance(task, LightweightTask):
+            if not isinstance(task, ConfigMixin):
                 raise ConfigError(
                     f"{name}.submit(init_tasks[{i}])",
-                    f"expected a LightweightTask, got {task!r} ({type(task).__name__})",
-                    "init tasks are LightweightTask configurations",
+                    f"expected a configuration, got {task!r} ({type(task).__name__})",
+                    "init tasks are configurations built with .C(...), usually of a LightweightTask",
                 )
             tasks_list.append(task)
         tasks = tuple(tasks_list)
@@ -415,7 +422,7 @@ class ConfigInfo:
         self.init_tasks = tasks
         self._stop_init_tags(stopped)
 
-    def _stop_init_tags(self, stopped: set[int]) -> None:
+    def _stop_init_tags(self, stopped: builtins.set[int]) -> None:
         self.stop_tags = {key for key in self.stop_tags if isinstance(key, str)} | stopped
 
     # -- lifecycle --
@@ -513,7 +520,7 @@ class ConfigInfo:
         return deserialize_root(path, as_instance, return_tasks, partial_loading, definition_filename)
 
 
-def _configs_in(value: Any) -> Iterator[Config]:
+def _configs_in(value: Any) -> Iterator[ConfigMixin]:
     """Configurations directly inside a value (through lists, tuples, sets and dict values)."""
     if isinstance(value, ConfigMixin):
         yield value
@@ -525,14 +532,14 @@ def _configs_in(value: Any) -> Iterator[Config]:
             yield from _configs_in(item)
 
 
-def _children(config: Config) -> Iterator[Config]:
+def _children(config: ConfigMixin) -> Iterator[ConfigMixin]:
     info = config.__xpm__
     for value in info.values.values():
         yield from _configs_in(value)
     yield from info.init_tasks
 
 
-def _validate(config: Config, trail: str, seen: set[int]) -> None:
+def _validate(config: ConfigMixin, trail: str, seen: set[int]) -> None:
     seen.add(id(config))
     info = config.__xpm__
     values = info.values
@@ -557,7 +564,7 @@ def _validate(config: Config, trail: str, seen: set[int]) -> None:
         check()  # the user's own cross-field checks (experimaestro's hook)
 
 
-def _seal(config: Config, root: Config, context: ConfigWalkContext | None, seen: set[int]) -> None:
+def _seal(config: ConfigMixin, root: ConfigMixin, context: ConfigWalkContext | None, seen: set[int]) -> None:
     """Seal ``config`` and what is below it, generating values in ``context`` (experimaestro's walk).
 
     Children are walked in the class's field order, then the init tasks, each inside
@@ -584,7 +591,10 @@ def _seal(config: Config, root: Config, context: ConfigWalkContext | None, seen:
         with _push(context, INIT_TASKS):
             for index, task in enumerate(info.init_tasks):
                 with _push(context, str(index)):
-                    _seal_value(task, root, context, seen)
+                    # Unlike a task in a field, an init task runs in this job: experimaestro seals it
+                    # here even when it is a Task (a submitted one is sealed already).
+                    if id(task) not in seen and not task.__xpm__.sealed:
+                        _seal(task, root, context, seen)
     if context is not None:
         for f in info.cls_info.generated:
             if f.name not in info.values:
@@ -599,7 +609,7 @@ def _seal(config: Config, root: Config, context: ConfigWalkContext | None, seen:
     info.sealed = True
 
 
-def _seal_value(value: Any, root: Config, context: ConfigWalkContext | None, seen: set[int]) -> None:
+def _seal_value(value: Any, root: ConfigMixin, context: ConfigWalkContext | None, seen: set[int]) -> None:
     if isinstance(value, ConfigMixin):
         if id(value) not in seen and not value.__xpm__.sealed and not isinstance(value, Task):
             _seal(value, root, context, seen)
@@ -647,7 +657,7 @@ def _generated_paths(value: Any, trail: str, seen: set[int] | None = None) -> li
     return found or [trail]
 
 
-def _set_main_jobpath(config: Config, root: Config, jobpath: Path, seen: set[int]) -> None:
+def _set_main_jobpath(config: ConfigMixin, root: ConfigMixin, jobpath: Path, seen: set[int]) -> None:
     seen.add(id(config))
     if config is not root:
         config.__xpm__.main_jobpath = jobpath
@@ -731,7 +741,7 @@ def instantiate_job(task: ConfigMixin) -> tuple[Any, list[Any]]:
     return obj, [objects[id(init)] for init in task.__xpm__.init_tasks]
 
 
-def post_init(config: Config) -> None:
+def post_init(config: ConfigMixin) -> None:
     """Call ``__post_init__`` on every configuration of the tree, children first, each once.
 
     Configuration objects do not need it (the job builds objects with :func:`instantiate_job`,
@@ -739,7 +749,7 @@ def post_init(config: Config) -> None:
     """
     done: set[int] = set()
 
-    def visit(current: Config) -> None:
+    def visit(current: ConfigMixin) -> None:
         done.add(id(current))
         for child in _children(current):
             if id(child) not in done:
@@ -762,7 +772,7 @@ class _ClassProperty:
 def _qualname(obj: Any) -> str:
     """The declared class's name for a configuration (``X``, not ``X.XPMConfig``), or an object's."""
     cls = obj if isinstance(obj, type) else type(obj)
-    return cls.__dict__.get("__xpm_origin__", cls).__qualname__  # type: ignore[no-any-return]
+    return cls.__dict__.get("__xpm_origin__", cls).__qualname__
 
 
 _CONFIG_TYPES_LOCK = threading.RLock()
@@ -795,7 +805,8 @@ def config_type(cls: type) -> type:
         # Every field, inherited ones too: a default a subclass overrides sits on the subclass,
         # which comes after the parents' configuration classes in the method order.
         namespace.update((field_name, FieldDescriptor(f)) for field_name, f in info.fields.items())
-        made = type(cls)(f"{name}.XPMConfig", (*(bases or (ConfigMixin,)), cls), namespace)
+        metaclass: type = type(cls)  # a Config class may have its own metaclass (ABCMeta...)
+        made = metaclass(f"{name}.XPMConfig", (*(bases or (ConfigMixin,)), cls), namespace)
         register_config_type(info, made)
         return made
 
@@ -819,7 +830,7 @@ class Config:
         XPMValue: ClassVar[type]
         __xpmtype__: ClassVar[XPMType]
 
-    C = XPMConfig = _ClassProperty(config_type)  # type: ignore[assignment]
+    C = XPMConfig = _ClassProperty(config_type)
     """``X.C(**values)``: a new configuration of ``X`` (an ``X.XPMConfig``, validated values)."""
 
     XPMValue = _ClassProperty(lambda cls: class_info(cls).value_type)  # type: ignore[assignment]
@@ -945,7 +956,16 @@ class Config:
         handler(owner, name, kwargs)
 
 
-class ConfigMixin:
+if TYPE_CHECKING:
+    # Every X.C derives from ConfigMixin and from X, a Config: for the type checker a configuration
+    # object is a Config. At run time ConfigMixin stays outside Config's hierarchy (it is not itself
+    # a configuration class, and X's own methods come after it in X.C's method order).
+    _ConfigObject = Config
+else:
+    _ConfigObject = object
+
+
+class ConfigMixin(_ConfigObject):
     """Behaviour of configuration objects: every ``X.C`` (``X.XPMConfig``) derives from it and from ``X``."""
 
     __xpm_configobject__: ClassVar[bool] = True
@@ -996,7 +1016,7 @@ class ConfigMixin:
             _log.warning(
                 "Attribute '%s' was in deprecated config %s but is not in %s. The value is being discarded.",
                 name,
-                old.__xpm__.cls_info.deprecation.original_identifier,  # type: ignore[union-attr]
+                old.__xpm__.cls_info.deprecation.original_identifier,
                 self.__xpm__.cls_info.typeid,
             )
             return
@@ -1292,10 +1312,10 @@ class TaskConfig(ConfigMixin, Task):
             raise ConfigError(where, f"expected a callable, got {callback!r}")
         self.__xpm__.output_watchers.append(OutputWatcher(owner, name, callback))
 
-    def submit(  # type: ignore[override]
+    def submit(
         self,
         *,
-        init_tasks: Iterable[LightweightTask] | None = None,
+        init_tasks: Iterable[Config] | None = None,
         launcher: Any = None,
         max_retries: int | None = None,
         **options: Any,
@@ -1318,7 +1338,7 @@ class TaskConfig(ConfigMixin, Task):
             self, init_tasks=list(self.__xpm__.init_tasks), launcher=launcher, max_retries=max_retries, **options
         )
 
-    def _dry_submit_alone(self, init_tasks: Iterable[LightweightTask] | None) -> Any:
+    def _dry_submit_alone(self, init_tasks: Iterable[Config] | None) -> Any:
         info = self.__xpm__
         if init_tasks is not None:
             info.set_init_tasks(init_tasks)
@@ -1390,13 +1410,14 @@ class OutputWatcher:
 
     __slots__ = ("callback", "method", "owner")
 
-    def __init__(self, owner: Config, method: str, callback: Callable[[Any], None]) -> None:
+    def __init__(self, owner: ConfigMixin, method: str, callback: Callable[[Any], None]) -> None:
         self.owner = owner
         self.method = method
         self.callback = callback
 
     def output(self, task: Task, kwargs: Mapping[str, Any]) -> Any:
         """Rebuild the output the running task announced (``method(dep, **kwargs)``)."""
+        assert isinstance(task, TaskConfig), "the experiment's task is a configuration (X.C)"
         return getattr(self.owner, self.method)(DependentMarker(task, dynamic=True), **kwargs)
 
 
@@ -1440,7 +1461,7 @@ class DependentMarker:
 
     __slots__ = ("dynamic", "task")
 
-    def __init__(self, task: Task, *, dynamic: bool = False) -> None:
+    def __init__(self, task: TaskConfig, *, dynamic: bool = False) -> None:
         self.task = task
         self.dynamic = dynamic
         """Marks dynamic outputs: they exist once announced, so using them waits for nothing."""
@@ -1478,12 +1499,12 @@ class DependentMarker:
         return config
 
 
-def task_outputs_of(task: Task) -> Any:
+def task_outputs_of(task: TaskConfig) -> Any:
     """Call ``task.task_outputs`` with a real ``dep`` (what ``submit()`` returns)."""
     return task.task_outputs(DependentMarker(task))
 
 
-def dependencies(config: Config, init_tasks: Iterable[Config] = ()) -> list[Task]:
+def dependencies(config: ConfigMixin, init_tasks: Iterable[ConfigMixin] = ()) -> list[Task]:
     """Other tasks whose outputs appear in ``config``'s tree or in ``init_tasks``'s: the job's dependencies.
 
     A task counts when one of its outputs (a configuration marked by ``dep``) or the task object
@@ -1493,7 +1514,7 @@ def dependencies(config: Config, init_tasks: Iterable[Config] = ()) -> list[Task
     found: dict[int, Task] = {}
     seen: set[int] = {id(config)}
 
-    def visit(children: Iterable[Config]) -> None:
+    def visit(children: Iterable[ConfigMixin]) -> None:
         for child in children:
             if id(child) in seen:
                 continue
@@ -1509,11 +1530,18 @@ def dependencies(config: Config, init_tasks: Iterable[Config] = ()) -> list[Task
             visit(_children(child))
 
     visit(_children(config))
-    visit(init_tasks)
+    # An init task that is a Task not submitted runs only inside this job (experimaestro): what it
+    # uses counts, not the task itself.
+    for init_task in init_tasks:
+        if isinstance(init_task, Task) and init_task.__xpm__.job is None and id(init_task) not in seen:
+            seen.add(id(init_task))
+            visit(_children(init_task))
+        else:
+            visit((init_task,))
     return list(found.values())
 
 
-def tags(config: Config) -> TagDict:
+def tags(config: ConfigMixin) -> TagDict:
     """All tags of the tree, producing tasks included; a configuration's tags override its children's.
 
     Values wrapped in :func:`stop_tags` (fields or init tasks) are not visited. When two parts of
@@ -1523,11 +1551,11 @@ def tags(config: Config) -> TagDict:
     collected: dict[str, tuple[Any, str]] = {}
     seen: set[int] = set()
 
-    def visit(current: Config) -> None:
+    def visit(current: ConfigMixin) -> None:
         seen.add(id(current))
         info = current.__xpm__
         stopped = info.stop_tags
-        nested: list[Config] = []
+        nested: list[ConfigMixin] = []
         for name, value in info.values.items():
             if name not in stopped:
                 nested.extend(_configs_in(value))
@@ -1557,7 +1585,7 @@ def tags(config: Config) -> TagDict:
     return TagDict({name: value for name, (value, _) in collected.items()})
 
 
-def tagspath(config: Config) -> str:
+def tagspath(config: ConfigMixin) -> str:
     """The tags as a path component: ``"epochs=100_lr=0.001"`` (sorted; ``/`` in text becomes ``-``)."""
 
     def text(value: Any) -> Any:
@@ -1637,7 +1665,7 @@ class SubmitHook:
         return cls
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.spec() == self.spec()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.spec() == self.spec()
 
     def __hash__(self) -> int:
         return hash((type(self), self.spec()))
@@ -1647,12 +1675,12 @@ def _unique_hooks(hooks: Iterable[SubmitHook]) -> tuple[SubmitHook, ...]:
     return tuple(dict.fromkeys(hooks))  # SubmitHook equality is (type, spec())
 
 
-def submit_hooks(config: Config) -> list[SubmitHook]:
+def submit_hooks(config: ConfigMixin) -> list[SubmitHook]:
     """The hooks of every class in ``config``'s tree (not crossing into other tasks), each once."""
     hooks: list[SubmitHook] = []
     seen: set[int] = set()
 
-    def visit(current: Config) -> None:
+    def visit(current: ConfigMixin) -> None:
         seen.add(id(current))
         hooks.extend(type(current).__xpm_hooks__)
         for child in _children(current):

@@ -380,7 +380,7 @@ class _Reader:
                 info.task = producer  # type: ignore[assignment]
             init_tasks = [self.objects[n] for n in record.get("init-tasks", ()) if n in self.objects]
             if init_tasks:
-                info.set_init_tasks(init_tasks)  # type: ignore[arg-type]
+                info.set_init_tasks(init_tasks)
         for record in records:
             config = self.objects.get(record["id"])
             if config is not None:
