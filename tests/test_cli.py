@@ -35,7 +35,7 @@ from xpmfs.heartbeat import WorkerRecord
 from xpmfs.job import Job, Spec
 from xpmfs.queue import JobRef
 from xpmfs.status import Reason, State
-from xpmfs.workspace import Workspace
+from xpmfs.workspace import EXPERIMENT_LOCK, Workspace
 
 TYPE = "demo.tasks.Train"
 OTHER_TYPE = "demo.tasks.Eval"
@@ -144,7 +144,7 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
         for name in dirs:
             tree[os.path.relpath(os.path.join(folder, name), root)] = None
         for name in files:
-            if name != "lock":
+            if name not in ("lock", EXPERIMENT_LOCK):
                 path = os.path.join(folder, name)
                 tree[os.path.relpath(path, root)] = Path(path).read_bytes()
     return tree

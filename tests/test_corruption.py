@@ -35,7 +35,7 @@ from xpmfs.cli import main
 from xpmfs.job import Job
 from xpmfs.queue import JobRef
 from xpmfs.status import State, transition
-from xpmfs.workspace import Workspace
+from xpmfs.workspace import EXPERIMENT_LOCK, Workspace
 
 pytestmark = pytest.mark.timeout(120)
 RESCAN = "0.3"
@@ -83,7 +83,7 @@ def make_shared(ws: Path, lease: float = LEASE) -> None:
     """
     record = {"format": "xpmfs/1", "lock_mode": "shared", "lease_duration": lease}
     (ws / ".xpmfs" / "format").write_bytes(orjson.dumps(record))
-    for lock in ws.rglob("lock"):
+    for lock in [*ws.rglob("lock"), *ws.rglob(EXPERIMENT_LOCK)]:
         if lock.stat().st_size == 0:
             lock.unlink()
 
@@ -503,7 +503,7 @@ def test_an_empty_lease_marker_expires_like_a_lease(base: Path, processes: Proce
 @pytest.mark.parametrize("marker", ["remote", "empty"])
 def test_an_experiment_killed_elsewhere_can_run_again_once_its_lease_expires(base: Path, marker: str) -> None:
     make_shared(base)
-    lock = base / "experiments" / "left-behind" / "lock"
+    lock = base / "experiments" / "left-behind" / EXPERIMENT_LOCK
     lock.parent.mkdir(parents=True)
     lock.write_bytes(lease_marker(4242, "node-far", LEASE) if marker == "remote" else b"")
     started = time.monotonic()

@@ -8,7 +8,7 @@ jobs keep running if the script dies). On leaving the block it waits for its job
 
 ::
 
-    WS/experiments/<name>/lock          held while a run of the experiment is alive
+    WS/experiments/<name>/xpmfs.lock    held while a run of the experiment is alive
     WS/experiments/<name>/jobs.jsonl    one line per submission (single writer: the lock holder)
     WS/experiments/<name>/runs/<run>/   one folder per run: run.json, embedded worker logs
 """
@@ -46,7 +46,7 @@ from .settings import DEFAULT_MAX_RETRIES, WorkspaceSettings, resolve_workspace
 from .settings import load as load_settings
 from .status import State
 from .watch import Watcher
-from .workspace import EXPERIMENT_JOURNAL, EXPERIMENT_LOCK, EXPERIMENT_RUNS, LockMode, Workspace
+from .workspace import EXPERIMENT_JOURNAL, EXPERIMENT_LOCK, EXPERIMENT_RUNS, LockMode, Workspace, refuse_experimaestro
 
 if TYPE_CHECKING:
     from .lock import JobLock
@@ -645,7 +645,9 @@ def _open_workspace(root: Path, lock_mode: LockMode | str | None, run_mode: RunM
     """The workspace at ``root``; created unless the run writes nothing.
 
     A dry run opens an existing workspace to read its jobs' states; where there is none, it sees
-    the workspace a normal run would create (every job new) and creates nothing.
+    the workspace a normal run would create (every job new) and creates nothing. An experimaestro
+    workspace not adopted yet is refused as a normal run refuses it (its jobs are not new: a normal
+    run would not run them, it would not start at all), naming `xpmfs adopt --dry-run`.
     """
     if run_mode.writes:
         return Workspace.open(root, create=True, lock_mode=lock_mode)
@@ -653,6 +655,8 @@ def _open_workspace(root: Path, lock_mode: LockMode | str | None, run_mode: RunM
         return Workspace.open(root, lock_mode=lock_mode)
     if root.exists() and not root.is_dir():
         return Workspace.open(root)  # raises: not a directory
+    if root.is_dir():
+        refuse_experimaestro(root)
     return Workspace(root, LockMode(lock_mode) if lock_mode is not None else LockMode.LOCAL)
 
 

@@ -9,7 +9,7 @@ folder.
     WS/.xpmfs/format            {"format": "xpmfs/1", "lock_mode": "local", "lease_duration": 30.0}
     WS/queue/                   one empty entry per submitted, unfinished job
     WS/workers/                 one heartbeat file per live worker
-    WS/experiments/<name>/      an experiment's lock, journal and runs
+    WS/experiments/<name>/      an experiment's lock (xpmfs.lock), journal and runs
     WS/jobs/<typeid>/<jobid>/   one folder per job
     WS/config/<typeid>/<id>/    @cache folders
 """
@@ -37,7 +37,9 @@ EXPERIMENTS_DIR = "experiments"
 JOBS_DIR = "jobs"
 CONFIG_DIR = "config"
 # In an experiment's folder, WS/experiments/<name>/ (read by `xpmfs ls`, `clean` and `check` too):
-EXPERIMENT_LOCK = "lock"  # held by the running experiment
+# Not "lock": in an adopted workspace that name is experimaestro's experiment lock (spec/adopt.md),
+# a file xpmfs must not write. Before 2026-12 xpmfs used "lock"; such a file is left alone.
+EXPERIMENT_LOCK = "xpmfs.lock"  # held by the running experiment
 EXPERIMENT_JOURNAL = "jobs.jsonl"  # one line per submission (single writer: the experiment)
 EXPERIMENT_RUNS = "runs"  # one folder per run
 
@@ -128,7 +130,7 @@ class Workspace:
         format_file = root / DOT_DIR / FORMAT_FILE
         if not format_file.exists():
             if not experimaestro_ok and root.is_dir():
-                _refuse_experimaestro(root)
+                refuse_experimaestro(root)
             if not create:
                 if root.is_dir() and any(root.iterdir()):
                     raise WorkspaceError(
@@ -208,7 +210,7 @@ class Workspace:
         return cls(root, mode, float(lease))
 
 
-def _refuse_experimaestro(root: Path) -> None:
+def refuse_experimaestro(root: Path) -> None:
     """Raise if ``root`` is an experimaestro workspace: xpmfs must not write there before adopting it."""
     from .experimaestro_layout import is_workspace  # only reached when the format file is missing
 
