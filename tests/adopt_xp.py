@@ -4,7 +4,7 @@
 "imports switched" of a user who moves a workspace from one to the other.
 
 Usage: python adopt_xp.py WORKSPACE EXPERIMENT MODE, MODE being ``first`` (done, failed and
-dependent jobs), ``second`` (more of them, and a job that sleeps while ``XPM_SLEEP`` is set, with a
+dependent jobs, a DataPath), ``second`` (more of them, and a job that sleeps while ``XPM_SLEEP`` is set, with a
 job waiting for it) or ``all`` (every job of both, as a user re-running everything would).
 """
 
@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 if os.environ.get("XPM_LIB") == "experimaestro":
-    from experimaestro import Config, Meta, Param, PathGenerator, Task, experiment, field, tag
+    from experimaestro import Config, DataPath, Meta, Param, PathGenerator, Task, experiment, field, tag
 else:
-    from xpmfs import Config, Meta, Param, PathGenerator, Task, experiment, field, tag
+    from xpmfs import Config, DataPath, Meta, Param, PathGenerator, Task, experiment, field, tag
 
 
 class Options(Config):
@@ -49,6 +49,15 @@ class Use(Task):
         self.output.write_text(f"{int(self.a.output.read_text()) + 1}\n")
 
 
+class Data(Task):
+    """A DataPath field: experimaestro writes it in params.json as ``path.serialized``."""
+
+    data: DataPath
+
+    def execute(self) -> None:
+        print(Path(self.data).read_text()[:20])
+
+
 class Fail(Task):
     x: Param[int]
 
@@ -70,6 +79,7 @@ def first() -> None:
     a = Add.C(x=tag(1), options=Options.C(rate=0.5, names=["a", "b"], weights={"w": 1.5})).submit()
     Use.C(a=a).submit()
     Fail.C(x=tag(3)).submit()
+    Data.C(data=Path(__file__).absolute()).submit()
 
 
 def second() -> None:

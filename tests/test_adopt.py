@@ -9,6 +9,7 @@ covers the many-jobs logic and an adoption killed half-way.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -24,13 +25,15 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT, TESTS, wait_until
 
+from xpmfs import RunMode
 from xpmfs import adopt as adoption
 from xpmfs.catalog import details, list_jobs, read_log
 from xpmfs.cli import main as cli
 from xpmfs.errors import WorkspaceError
 from xpmfs.job import Job
 from xpmfs.queue import JobRef
-from xpmfs.workspace import Workspace
+from xpmfs.status import State
+from xpmfs.workspace import EXPERIMENT_LOCK, Workspace
 
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 import adopt_synth
@@ -134,11 +137,11 @@ def _start_second(python: Path, ws: Path, done: int = 3) -> subprocess.Popen[byt
 @pytest.fixture(scope="session")
 def experimaestro_ws(side_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace written by experimaestro 2.7: experiment ``first`` (2 done, one of them a
-    dependency of the other; 1 failed) and ``second`` (done jobs, and sleeping jobs killed)."""
+    dependency of the other, 1 with a DataPath; 1 failed) and ``second`` (done jobs, and sleeping jobs killed)."""
     ws = tmp_path_factory.mktemp("experimaestro") / "ws"
     first = _run_experimaestro(side_python, ws, "first", "first")
     first.wait(timeout=300)  # experimaestro 2.7 exits with 0 although a job failed
-    second = _start_second(side_python, ws, done=5)  # with first's 2
+    second = _start_second(side_python, ws, done=6)  # with first's 3
     _kill_all(second, ws)
     return ws
 
@@ -160,7 +163,8 @@ def _snapshot(root: Path, *, xpmfs_too: bool = False) -> dict[str, bytes]:
         for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
             path = os.path.join(folder, name)
             if not xpmfs_too and (
-                ".xpmfs." in name or (rel.startswith("experiments") and name == "jobs.jsonl" and rel.count("/") == 1)
+                ".xpmfs." in name
+                or (rel.startswith("experiments") and name in ("jobs.jsonl", EXPERIMENT_LOCK) and rel.count("/") == 1)
             ):
                 continue
             if os.path.islink(path):
@@ -184,7 +188,14 @@ def test_an_experimaestro_workspace_is_refused_with_the_adopt_command_and_left_u
     from xpmfs import experiment
 
     before = _snapshot(ws, xpmfs_too=True)
-    for attempt in (lambda: Workspace.open(ws), lambda: Workspace.open(ws, create=True), lambda: experiment(ws, "x")):
+    attempts = (
+        lambda: Workspace.open(ws),
+        lambda: Workspace.open(ws, create=True),
+        lambda: experiment(ws, "x"),
+        lambda: experiment(ws, "x", run_mode=RunMode.DRY_RUN),  # not "every job new": a real run would refuse
+        lambda: experiment(ws, "x", run_mode=RunMode.GENERATE_ONLY),
+    )
+    for attempt in attempts:
         with pytest.raises(WorkspaceError, match="experimaestro workspace") as raised:
             attempt()
         assert f"xpmfs adopt {ws}" in str(raised.value)
@@ -270,15 +281,13 @@ def test_an_adopted_configuration_loads_with_its_identifier(ws: Path) -> None:
 # -- part 3: the same experiment, imports switched ---------------------------------------------------
 
 
-def test_rerunning_the_experiment_with_xpmfs_runs_only_failed_and_unfinished_jobs(ws: Path) -> None:
-    adoption.adopt(ws)
-    before = _snapshot(ws)
-    done_before = {info.ref for info in list_jobs(Workspace.open(ws), state="done")}
+def _rerun_with_xpmfs(ws: Path) -> None:
+    """Run experiments ``first`` and ``second`` again with xpmfs (imports switched)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
     env.pop("XPM_SLEEP", None)
-    for name, mode in (("first", "first"), ("second", "second")):
+    for name in ("first", "second"):
         result = subprocess.run(
-            [sys.executable, str(SCRIPT), str(ws), name, mode],
+            [sys.executable, str(SCRIPT), str(ws), name, name],
             capture_output=True,
             text=True,
             env=env,
@@ -286,6 +295,25 @@ def test_rerunning_the_experiment_with_xpmfs_runs_only_failed_and_unfinished_job
             check=False,
         )
         assert (result.returncode != 0) == (name == "first"), result.stderr[-2000:]
+
+
+def _stats(paths: list[Path]) -> dict[Path, tuple[int, int, int]]:
+    return {path: (path.stat().st_ino, path.stat().st_mtime_ns, path.stat().st_size) for path in paths}
+
+
+@pytest.mark.parametrize("lock_mode", ["local", "shared"])
+def test_rerunning_the_experiment_with_xpmfs_runs_only_failed_and_unfinished_jobs(ws: Path, lock_mode: str) -> None:
+    adoption.adopt(ws, lock_mode=lock_mode)
+    assert Workspace.open(ws).lock_mode.value == lock_mode
+    before = _snapshot(ws)
+    done_before = {info.ref for info in list_jobs(Workspace.open(ws), state="done")}
+    # experimaestro's experiment locks: xpmfs's runs neither write nor even open them for writing.
+    their_locks = _stats(sorted(ws.glob("experiments/*/lock")))
+    assert their_locks
+    _rerun_with_xpmfs(ws)
+    assert _stats(list(their_locks)) == their_locks
+    if lock_mode == "local":  # a shared lock (a lease marker) is removed on release
+        assert sorted(ws.glob(f"experiments/*/{EXPERIMENT_LOCK}")), "xpmfs's experiment lock has a name of its own"
     # experimaestro's files are byte-identical (new outputs of the jobs run are added): done jobs did not run again.
     after = _snapshot(ws)
     assert {name: after.get(name) for name in before} == before
@@ -297,10 +325,53 @@ def test_rerunning_the_experiment_with_xpmfs_runs_only_failed_and_unfinished_job
     [fail] = jobs["fail"]
     assert fail.label == "failed" and fail.status.attempt == 2
     assert "failing 3 on purpose" in Path(f"{fail.folder}/fail.xpmfs.err").read_text()
+    assert not Path(fail.folder, "fail.done").exists()
     for sleeper in jobs["sleep"]:
         assert sleeper.label == "done"
         assert Path(sleeper.folder, "slept.txt").read_text() == "slept\n"
         assert Path(sleeper.folder, "sleep.xpmfs.err").exists()
+        # experimaestro's marker, added (empty, as experimaestro writes it): going back runs it not again.
+        assert Path(sleeper.folder, "sleep.done").read_bytes() == b""
+    # A workspace adopted in either lock mode is adopted again (nothing new) in the same mode.
+    assert adoption.adopt(ws).adopted == 0
+
+
+def test_a_worker_leaves_an_adopted_job_queued_while_experimaestro_holds_its_lock(ws: Path) -> None:
+    adoption.adopt(ws)
+    [folder] = [
+        path
+        for path in ws.glob("jobs/__main__.sleep/*")
+        if json.loads((path / "params.json").read_text())["objects"][-1]["fields"]["x"] == 1
+    ]
+    job = Job(Workspace.open(ws), JobRef("__main__.sleep", folder.name))
+    # As experimaestro's runner does for the whole run: flock(2) on <name>.lock.
+    fd = os.open(folder / "sleep.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+    env.pop("XPM_SLEEP", None)
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(ws), "second", "second"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        others = [Job(job.workspace, JobRef("__main__.sleep", path.name)) for path in folder.parent.iterdir()]
+        others = [other for other in others if other.ref != job.ref]
+        wait_until(lambda: all(other.marker() is State.DONE for other in others), timeout=120, what="the others")
+        time.sleep(3.0)  # the worker looks at it again meanwhile (rescans)
+        current = job.status()
+        assert current is not None and current.state is State.READY and job.marker() is None, current
+        assert (ws / "queue" / f"{job.ref.typeid}~{job.ref.jobid}").exists(), "left queued"
+        assert not (job.path / "sleep.xpmfs.err").exists(), "never started"
+    finally:
+        os.close(fd)  # experimaestro's run ends: xpmfs runs it now
+    _out, err = process.communicate(timeout=180)
+    assert process.returncode == 0, err[-2000:]
+    assert job.marker() is State.DONE
+    logs = b"".join(path.read_bytes() for path in ws.glob("experiments/second/runs/*/worker-*.log"))
+    assert logs.count(b"is being run by experimaestro") == 1, logs[-2000:]
 
 
 def test_a_job_experimaestro_is_running_is_left_to_it_then_adopted_once_ended(
@@ -318,6 +389,33 @@ def test_a_job_experimaestro_is_running_is_left_to_it_then_adopted_once_ended(
         _kill_all(process, ws)
     report = adoption.adopt(ws)
     assert report.counts["running"] == 0 and report.counts["unfinished"] >= 1, report.lines()
+
+
+# -- part 5: back to experimaestro -------------------------------------------------------------------
+
+
+def test_experimaestro_run_again_after_xpmfs_runs_no_done_job_and_leaves_xpmfs_files_alone(
+    side_python: Path, ws: Path
+) -> None:
+    adoption.adopt(ws)
+    _rerun_with_xpmfs(ws)
+    theirs = set(_snapshot(ws))
+    ours = {name: digest for name, digest in _snapshot(ws, xpmfs_too=True).items() if name not in theirs}
+    done = list_jobs(Workspace.open(ws), state="done")
+    # Done before the adoption, and done by xpmfs since (the killed sleepers): experimaestro removes
+    # a job's .done before it runs it, so an unchanged .done is a job it did not run.
+    markers = _stats([Path(info.folder, f"{info.ref.typeid.rpartition('.')[2]}.done") for info in done])
+    assert any("sleep" in str(path) for path in markers)
+    [fail] = list_jobs(Workspace.open(ws), state="failed")
+    failed_before = Path(fail.folder, "fail.failed").stat().st_mtime_ns
+    for name in ("first", "second"):
+        _run_experimaestro(side_python, ws, name, name).wait(timeout=300)
+    after = _snapshot(ws, xpmfs_too=True)
+    assert {name: after.get(name) for name in ours} == ours, "experimaestro changed a file of xpmfs"
+    assert _stats(list(markers)) == markers, "experimaestro ran a done job again"
+    assert Path(fail.folder, "fail.failed").stat().st_mtime_ns != failed_before, "the failed job is run again"
+    # xpmfs reads the workspace as before (experimaestro's new run journals are imported on request).
+    assert {info.ref for info in list_jobs(Workspace.open(ws), state="done")} == {info.ref for info in done}
 
 
 # -- many jobs, interrupted --------------------------------------------------------------------------
@@ -368,7 +466,8 @@ def test_a_folder_experimaestro_creates_after_adoption_is_adopted_when_xpmfs_sub
 
 
 def test_params_json_values_translate(tmp_path: Path) -> None:
-    """Values experimaestro 2.7 writes that the real runs above do not: enums, sets, NaN, absolute paths."""
+    """Values experimaestro 2.7 writes that the real runs above do not: enums, sets, NaN, absolute
+    paths, a relative DataPath (path.serialized)."""
     from xpmfs.experimaestro_layout import read_params
 
     folder = tmp_path / "jobs" / "m.t" / ("a" * 64)
@@ -385,6 +484,7 @@ def test_params_json_values_translate(tmp_path: Path) -> None:
                 "e": {"type": "enum", "module": "m", "enum": "E", "value": "A"},
                 "s": {"type": "set", "items": [2, 1]},
                 "p": {"type": "path", "value": "/abs/x"},
+                "dp": {"type": "path.serialized", "value": "rel/data", "is_folder": False},
                 "f": float("nan"),
                 "d": {"k": [1, 2]},
             },
@@ -395,6 +495,7 @@ def test_params_json_values_translate(tmp_path: Path) -> None:
     fields = params.config["objects"][0]["fields"]
     assert fields == {
         "d": {"k": [1, 2]},
+        "dp": {"$path": "rel/data"},  # as experimaestro's runner gives it: the value as it is
         "e": {"$enum": {"module": "m", "qualname": "E", "name": "A"}},
         "f": {"$float": "nan"},
         "p": {"$path": "/abs/x"},
@@ -402,6 +503,24 @@ def test_params_json_values_translate(tmp_path: Path) -> None:
     }
     assert params.config["objects"][0]["jobpath"] == str(folder)
     assert orjson.dumps(params.config)
+
+
+def test_experimaestro_1_markers_and_experiment_links_read(tmp_path: Path) -> None:
+    """What spec/adopt.md says is read from 1.x's layout (files made here, not by a real 1.x)."""
+    from xpmfs.experimaestro_layout import outcome, submissions
+
+    folder = tmp_path / "jobs" / "m.task" / ("b" * 64)
+    folder.mkdir(parents=True)
+    (folder / "task.failed").write_text("2\n")  # 1.x: a bare exit code
+    failed = outcome(str(folder), "task")
+    assert (failed.state, failed.reason, failed.exit_code) == ("failed", "error", 2)
+    (folder / "task.failed").write_text("0")
+    assert outcome(str(folder), "task").state == "done"
+    links = tmp_path / "experiments" / "old" / "jobs" / "m.task"
+    links.mkdir(parents=True)
+    (links / folder.name).symlink_to(folder)
+    [found] = submissions(tmp_path / "experiments" / "old")
+    assert (found.run, found.job, found.tags) == ("experimaestro-1", f"m.task/{folder.name}", {})
 
 
 def test_adoption_takes_well_under_a_second_per_thousand_jobs(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
+import math
 import os
 import shutil
 import sys
@@ -31,12 +33,22 @@ import orjson
 
 from . import _atomic, journal
 from . import experimaestro_layout as layout
-from .errors import ConfigError, FormatError, WorkspaceError
-from .experiment import JOURNAL_FILE
+from .errors import ConfigError, OptionError, WorkspaceError
 from .job import ADOPTED_FILE, SPEC_FILE, XPM_DIR, Job, Spec
 from .journal import Journal
 from .status import DONE_MARKER, FAILED_MARKER, STATUS_FILE, Reason, State, Status
-from .workspace import DOT_DIR, EXPERIMENTS_DIR, FORMAT_FILE, JOBS_DIR, LockMode, Workspace
+from .workspace import (
+    DEFAULT_LEASE_DURATION,
+    DOT_DIR,
+    EXPERIMENT_JOURNAL,
+    EXPERIMENT_LOCK,
+    FORMAT_FILE,
+    JOBS_DIR,
+    LockMode,
+    Workspace,
+)
+
+log = logging.getLogger("xpmfs.adopt")
 
 ADOPT_FORMAT = "xpmfs-adopt/1"
 #: ``.xpmfs/adopt.lock``: flock-ed by the adoption running (one at a time per workspace).
@@ -113,12 +125,21 @@ class Report:
 Progress = Callable[[int, int], None]  # (jobs looked at, jobs in all)
 
 
-def adopt(path: str | os.PathLike[str], *, dry_run: bool = False, progress: Progress | None = None) -> Report:
+def adopt(
+    path: str | os.PathLike[str],
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    lock_mode: LockMode | str | None = None,
+    lease_duration: float | None = None,
+) -> Report:
     """Adopt the experimaestro workspace at ``path`` (see the module's documentation).
 
     ``dry_run``: look at everything, change nothing, and say what would be done. ``progress`` is
-    called as jobs are looked at. Raises :class:`WorkspaceError` when ``path`` is no experimaestro
-    workspace, or an adoption of it is running already.
+    called as jobs are looked at. ``lock_mode`` (and ``lease_duration``): those of the xpmfs
+    workspace made (default ``local``); for one adopted already, they must be the recorded ones
+    (``None``: whatever is recorded). Raises :class:`WorkspaceError` when ``path`` is no
+    experimaestro workspace, or an adoption of it is running already.
     """
     began = time.monotonic()
     root = Path(path).expanduser().absolute()
@@ -134,13 +155,19 @@ def adopt(path: str | os.PathLike[str], *, dry_run: bool = False, progress: Prog
             "give the folder experimaestro's experiments used as their workspace",
         )
     if report.was_adopted:
-        workspace = Workspace.open(root)  # refuses another format, with its fix
-        if workspace.lock_mode is not LockMode.LOCAL:
-            raise FormatError(
-                format_file,
-                f"uses lock mode {workspace.lock_mode.value!r}; adoption supports 'local' only",
-                "see spec/adopt.md (experimaestro's experiment locks are flock(2) locks)",
-            )
+        # Refuses another format, or another lock mode than asked, with its fix.
+        workspace = Workspace.open(root, lock_mode=lock_mode, lease_duration=lease_duration)
+    else:
+        # Created at the end (below); meanwhile, the lock settings the experiments' locks obey.
+        if lease_duration is not None and not (
+            isinstance(lease_duration, (int, float)) and 0 < lease_duration < math.inf
+        ):
+            raise OptionError("lease_duration", f"must be a positive number of seconds, not {lease_duration!r}")
+        workspace = Workspace(
+            root,
+            LockMode(lock_mode or LockMode.LOCAL),
+            DEFAULT_LEASE_DURATION if lease_duration is None else float(lease_duration),
+        )
     lock_fd = None if dry_run else _lock(root)
     try:
         refs = _job_folders(root / JOBS_DIR)
@@ -154,10 +181,16 @@ def adopt(path: str | os.PathLike[str], *, dry_run: bool = False, progress: Prog
                 report.versions[version] += 1
             if progress is not None:
                 progress(number, len(refs))
-        _import_experiments(root, report)
+        _import_experiments(workspace, report)
         if not dry_run and (not report.was_adopted or report.adopted or report.submissions):
             # Last: until this file exists, the workspace is refused with `xpmfs adopt` as the fix.
-            Workspace.open(root, create=True, lock_mode=LockMode.LOCAL, experimaestro_ok=True)
+            Workspace.open(
+                root,
+                create=True,
+                lock_mode=workspace.lock_mode,
+                lease_duration=workspace.lease_duration,
+                experimaestro_ok=True,
+            )
             report.seconds = time.monotonic() - began
             _atomic.write_json(
                 root / DOT_DIR / RECORD_FILE,
@@ -194,7 +227,7 @@ def _lock(root: Path) -> int:
 
 
 def _job_folders(jobs_dir: Path) -> list[tuple[str, str]]:
-    refs = []
+    refs: list[tuple[str, str]] = []
     try:
         typeids = sorted(name for name in os.listdir(jobs_dir) if name[:1] != ".")
     except FileNotFoundError:
@@ -388,6 +421,41 @@ def adopt_for_submission(job: Job, spec: Spec) -> None:
         )
 
 
+def run_by_experimaestro(job: Job) -> str | None:
+    """Why experimaestro may be running the adopted ``job`` now, or ``None``.
+
+    Asked by a worker's claim (xpmfs.lifecycle), for adopted folders only: experimaestro does not
+    know xpmfs's lock, so its lock file and its pid file (:func:`experimaestro_layout.live_process`)
+    are what tells. Logged once per job and process while it lasts.
+    """
+    folder = os.fspath(job)
+    why = layout.live_process(folder, layout.task_name(job.ref.typeid))
+    if why is None:
+        _told.discard(folder)
+    elif folder not in _told:
+        _told.add(folder)
+        log.warning("%s is being run by experimaestro (%s): left queued until it has ended", folder, why)
+    return why
+
+
+_told: set[str] = set()  # the jobs run_by_experimaestro has reported (it says so once)
+
+
+def mirror_done(job: Job) -> None:
+    """Add experimaestro's ``<name>.done`` (empty, as experimaestro writes it) to the adopted
+    ``job``'s folder, which an xpmfs attempt ended done: experimaestro, run again on the workspace,
+    then does not run it again (it reads only its own markers). Created only where there is none
+    (``O_EXCL``: never an existing file, experimaestro's or not); a failure is logged, not raised
+    (xpmfs's own marker is the record)."""
+    path = f"{os.fspath(job)}/{layout.task_name(job.ref.typeid)}.done"
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        pass
+    except OSError as error:
+        log.warning("%s: cannot be created (%s): experimaestro would run this job again", path, error.strerror)
+
+
 def is_provisional(job: Job) -> bool:
     """Whether ``job``'s spec was written by adoption (from ``params.json``): the first xpmfs
     submission of the job replaces it with its own, which knows the interpreter and import path."""
@@ -403,13 +471,17 @@ def is_provisional(job: Job) -> bool:
 # -- experiments -----------------------------------------------------------------------------------
 
 
-def _import_experiments(root: Path, report: Report) -> None:
+def _import_experiments(workspace: Workspace, report: Report) -> None:
     """Append each experimaestro submission not imported yet to ``experiments/<name>/jobs.jsonl``.
 
-    The journal's single writer is whoever holds the experiment's lock: experimaestro's ``lock``,
-    which xpmfs's runs lock too (flock). A running experiment is skipped, and imported next time.
+    The journal's single writer is whoever holds xpmfs's experiment lock (``xpmfs.lock``, in the
+    workspace's lock mode): an xpmfs run of the experiment, or this. experimaestro's ``lock`` is
+    flock-ed as well (without writing it), so that a run of experimaestro's does not add lines to
+    its run journal while they are read. A running experiment is skipped, and imported next time.
     """
-    experiments_dir = root / EXPERIMENTS_DIR
+    from .lock import JobLock  # filelock: only where a lock is taken
+
+    experiments_dir = workspace.experiments_dir
     try:
         names = sorted(entry.name for entry in os.scandir(experiments_dir) if entry.is_dir() and entry.name[:1] != ".")
     except FileNotFoundError:
@@ -427,15 +499,20 @@ def _import_experiments(root: Path, report: Report) -> None:
             report.experiments += 1
             continue
         fd = layout.experiment_lock(folder)
-        if fd is None:
+        lock = JobLock(folder / EXPERIMENT_LOCK, workspace.lock_mode, lease_duration=workspace.lease_duration)
+        if fd is None or not lock.try_acquire():
+            if fd is not None:
+                os.close(fd)
+            who = "experimaestro's lock" if fd is None else EXPERIMENT_LOCK
             report.problems.append(
-                f"{folder}: the experiment is running (its lock is held): its {len(new)} submissions "
+                f"{folder}: the experiment is running ({who} is held): its {len(new)} submissions "
                 "are imported by the next `xpmfs adopt`"
             )
             continue
         try:
-            new = _not_imported(folder, found)  # under the lock: an xpmfs run may have written meanwhile
-            with Journal(folder / JOURNAL_FILE) as writer:
+            found = list(layout.submissions(folder))  # under experimaestro's lock: complete runs
+            new = _not_imported(folder, found)  # under xpmfs's: an xpmfs run may have written meanwhile
+            with Journal(folder / EXPERIMENT_JOURNAL) as writer:
                 for submission in new:
                     writer.append(
                         {
@@ -447,6 +524,7 @@ def _import_experiments(root: Path, report: Report) -> None:
                         }
                     )
         finally:
+            lock.release()
             os.close(fd)
         if new:
             report.submissions += len(new)
@@ -454,8 +532,17 @@ def _import_experiments(root: Path, report: Report) -> None:
 
 
 def _not_imported(folder: Path, found: list[layout.Submission]) -> list[layout.Submission]:
-    seen = {(record.get("run"), record.get("job")) for _offset, record in journal.read(folder / JOURNAL_FILE)}
+    seen = {(record.get("run"), record.get("job")) for _offset, record in journal.read(folder / EXPERIMENT_JOURNAL)}
     return [submission for submission in found if (submission.run, submission.job) not in seen]
 
 
-__all__ = ["CATEGORIES", "Report", "adopt", "adopt_folder", "adopt_for_submission", "is_provisional"]
+__all__ = [
+    "CATEGORIES",
+    "Report",
+    "adopt",
+    "adopt_folder",
+    "adopt_for_submission",
+    "is_provisional",
+    "mirror_done",
+    "run_by_experimaestro",
+]

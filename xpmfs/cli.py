@@ -174,7 +174,13 @@ def init(workspace: str, lock_mode: str | None, lease: float | None) -> None:
 @main.command()
 @click.argument("workspace", type=click.Path(file_okay=False, exists=True))
 @click.option("--dry-run", is_flag=True, help="Say what would be done (jobs by state, problems); change nothing.")
-def adopt(workspace: str, dry_run: bool) -> None:
+@click.option(
+    "--lock-mode",
+    type=click.Choice(["local", "shared"]),
+    help="The xpmfs workspace's lock mode (as `xpmfs init`). [default: local, or the one recorded]",
+)
+@click.option("--lease", type=click.FloatRange(min=0, min_open=True), help="Shared mode: seconds a lease lasts.")
+def adopt(workspace: str, dry_run: bool, lock_mode: str | None, lease: float | None) -> None:
     """Take over an experimaestro workspace in place, so its finished jobs are found again.
 
     Adds xpmfs's files (.xpmfs/, each job's __xpm__/, the experiments' jobs.jsonl) and changes
@@ -186,7 +192,9 @@ def adopt(workspace: str, dry_run: bool) -> None:
     from .adopt import progress_bar
 
     with progress_bar(sys.stderr) as progress:
-        report = adopt_workspace(workspace, dry_run=dry_run, progress=progress)
+        report = adopt_workspace(
+            workspace, dry_run=dry_run, progress=progress, lock_mode=lock_mode, lease_duration=lease
+        )
     for line in report.lines():
         click.echo(line)
 
@@ -194,6 +202,7 @@ def adopt(workspace: str, dry_run: bool) -> None:
 # -- shared options and helpers ----------------------------------------------------------------
 
 _STATE_CHOICES = [state.value for state in State] + ["unknown"]
+
 
 def _open(path: str) -> Workspace:
     from .workspace import Workspace

@@ -351,6 +351,11 @@ class _Translator:
             if base == "workspace":
                 return {"$path": str(self.workspace / value)}
             return {"$path": value}
+        if kind == "path.serialized":
+            # A DataPath's value (experimaestro's SerializedPath). In a job's params.json it is the
+            # path as given (no save directory: nothing was copied), and experimaestro's runner
+            # gives the task that path as it is (``data_loader`` None: ``v.path``); so does this.
+            return {"$path": str(raw.get("value"))}
         if kind == "enum":
             return {"$enum": {"module": raw.get("module"), "qualname": raw.get("enum"), "name": raw.get("value")}}
         if kind == "set":
@@ -453,8 +458,8 @@ def experiment_lock(experiment_dir: Path) -> int | None:
     descriptor that holds it, or ``None`` if a run of the experiment holds it. Creates the file,
     empty, only if it does not exist; closing the descriptor releases the lock.
 
-    xpmfs's own experiment runs take the same ``flock`` on the same file (lock mode ``local``), so
-    this also keeps an xpmfs run of the experiment out.
+    This keeps a run of experimaestro's out. xpmfs's own runs lock ``xpmfs.lock`` (the
+    workspace's lock mode), never this file.
     """
     path = experiment_dir / EXPERIMENT_LOCK
     try:

@@ -162,7 +162,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             )
         if workers is not None and workers < 0:
             raise OptionError("experiment(workers=...)", f"must be 0 or more, not {workers}", "0 starts no worker")
-        self.workspace = _open_workspace(root, lock_mode, self.run_mode)
+        opened = _open_workspace(root, lock_mode, self.run_mode)
         self.name = name
         self.wait_on_exit = wait
         self.workers = (os.cpu_count() or 1) if workers is None else workers
@@ -173,6 +173,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self.max_retries = entry.max_retries if entry is not None else DEFAULT_MAX_RETRIES
         # The jobs' environment: settings' global env, the workspace's env, then setenv().
         self._environ: dict[str, str] = load_settings().environment_for(entry)
+        self.workspace = ExperimentWorkspace.of(opened, self._environ, self.run_mode, WorkspaceLauncher(self.launcher))
         self.path = self.workspace.experiment_path(name)
         self.jobs: dict[JobRef, JobHandle] = {}
         self._lock: JobLock | None = None
@@ -192,11 +193,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         a variable already set there or by an earlier ``setenv`` keeps its value (experimaestro's
         rule). A job's environment is part of its spec, written when it is first submitted.
         """
-        if not isinstance(name, str) or not name or "=" in name:
-            raise OptionError("experiment.setenv(name=...)", f"{name!r} is not an environment variable name")
-        text = os.fspath(value) if isinstance(value, os.PathLike) else value
-        if not isinstance(text, str):
-            raise OptionError(f"experiment.setenv({name!r}, ...)", f"the value must be a string, not {value!r}")
+        text = _environ_value("experiment.setenv", name, value)
         if override or name not in self._environ:
             self._environ[name] = text
 
@@ -375,7 +372,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             sys_path=_import_path(),
             # Submit hooks win over setenv and the settings (experimaestro's order). Not hashed:
             # the environment never changes a job's identifier.
-            environ={**self._environ, **handle.environ},
+            environ={**self._environ, **self._launcher_environ(launcher), **handle.environ},
             submitted=time.time(),
         )
         if not mode.queues:
@@ -390,7 +387,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         else:
             # Known already (a re-run, another experiment, a crash half-way through a submission).
             if not job.spec_path.exists() and os.path.exists(job.path / "params.json"):
-                from .adopt import adopt_for_submission  # not at the top: xpmfs.adopt imports this module
+                from .adopt import adopt_for_submission  # not at the top: needed for adopted workspaces only
 
                 adopt_for_submission(job, spec)  # experimaestro made this folder: adopt it first (spec/adopt.md)
             if not job.write_spec(spec):
@@ -410,6 +407,10 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         self._ensure_workers()
         return task_outputs_of(task)
 
+    def _launcher_environ(self, launcher: Any) -> dict[str, str]:
+        """``xp.workspace.launcher.setenv`` values: for jobs run by the experiment's default launcher."""
+        return self.workspace.launcher.environ if launcher is self.launcher else {}
+
     def _simulate(self, job: Job, spec: Spec, mode: RunMode, job_tags: Any) -> None:
         """A submission in a dry or generate-only run: show the job; generate-only writes its folder."""
         if self._listing is None:
@@ -428,7 +429,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     def _repair_spec(self, job: Job, spec: Spec) -> None:
         """Replace an existing spec that cannot be read: this experiment knows its right content.
         So does a spec that `xpmfs adopt` wrote from experimaestro's params.json (spec/adopt.md)."""
-        from .adopt import is_provisional  # not at the top: xpmfs.adopt imports this module
+        from .adopt import is_provisional  # not at the top: needed for adopted workspaces only
 
         try:
             job.read_spec()
@@ -639,6 +640,54 @@ def _warn_ignored(**given: Any) -> None:
     ]
     for name in asked:
         warnings.warn(f"experiment({name}=...) is ignored: {IGNORED_OPTIONS[name]}", UserWarning, stacklevel=3)
+
+
+def _environ_value(where: str, name: Any, value: Any) -> str:
+    """``value`` as the text of environment variable ``name``; an ``OptionError`` if either is wrong."""
+    if not isinstance(name, str) or not name or "=" in name:
+        raise OptionError(f"{where}(name=...)", f"{name!r} is not an environment variable name")
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(text, str):
+        raise OptionError(f"{where}({name!r}, ...)", f"the value must be a string, not {value!r}")
+    return text
+
+
+class WorkspaceLauncher:
+    """``xp.workspace.launcher``: the experiment's default launcher, with experimaestro's ``setenv``.
+
+    ``setenv(name, value)`` gives ``name=value`` to the jobs submitted from now on that run with
+    the default launcher (none given to ``submit``), as experimaestro's launcher environment: over
+    ``xp.workspace.env``, under submit hooks. Like every environment value it is written in the
+    job's spec (``environ``) and never hashed.
+    """
+
+    def __init__(self, launcher: Any) -> None:
+        self.launcher = launcher
+        """The experiment's launcher (``None``: the direct launcher)."""
+        self.environ: dict[str, str] = {}
+
+    def setenv(self, key: str, value: str | os.PathLike[str]) -> None:
+        self.environ[key] = _environ_value("workspace.launcher.setenv", key, value)
+
+
+@dataclass(frozen=True)
+class ExperimentWorkspace(Workspace):
+    """``xp.workspace``: the workspace, with what experimaestro's ``Workspace`` gives an experiment.
+
+    ``env`` is the jobs' environment before submit hooks (settings.yaml's global and workspace
+    ``env``, then ``xp.setenv``; assigning to it is ``setenv``), ``run_mode`` the experiment's, and
+    ``launcher`` a :class:`WorkspaceLauncher`.
+    """
+
+    env: dict[str, str] = field(default_factory=dict, compare=False)
+    run_mode: RunMode = field(default=RunMode.NORMAL, compare=False)
+    launcher: WorkspaceLauncher = field(default_factory=lambda: WorkspaceLauncher(None), compare=False)
+
+    @classmethod
+    def of(
+        cls, workspace: Workspace, env: dict[str, str], run_mode: RunMode, launcher: WorkspaceLauncher
+    ) -> ExperimentWorkspace:
+        return cls(workspace.path, workspace.lock_mode, workspace.lease_duration, env, run_mode, launcher)
 
 
 def _open_workspace(root: Path, lock_mode: LockMode | str | None, run_mode: RunMode) -> Workspace:

@@ -28,7 +28,7 @@ from . import _atomic, journal, queue, status
 from ._crash import crash_point
 from ._process import kill_job_group
 from .errors import CorruptedError, UntrustedError
-from .job import XPM_DIR, Job, Spec
+from .job import ADOPTED_STEM, XPM_DIR, Job, Spec
 from .status import Reason, State, Status, Superseded
 
 if TYPE_CHECKING:
@@ -122,8 +122,9 @@ class Claim:
 
 #: Why :func:`claim` took no job: its lock is held by a run (``busy``) or briefly (``held``: look
 #: again soon, a release makes no event), it ``ended``, it ``waits`` for a dependency, it ``failed``
-#: because one did, it is ``in-flight`` on a cluster, or its code is ``untrusted``.
-NotClaimed = Literal["busy", "held", "ended", "waits", "failed", "in-flight", "untrusted"]
+#: because one did, it is ``in-flight`` on a cluster, its code is ``untrusted``, or (an adopted
+#: folder) ``experimaestro`` is running it (spec/adopt.md): left queued, looked at again later.
+NotClaimed = Literal["busy", "held", "ended", "waits", "failed", "in-flight", "untrusted", "experimaestro"]
 
 
 def claim(
@@ -179,6 +180,13 @@ def _look_again(
         assert found.dependency is not None
         fail(job, Reason.DEPENDENCY, _dependency_failed(job, found.dependency))
         return "failed", None
+    # Adopted from experimaestro, which knows not xpmfs's lock but has its own. `stem` costs other
+    # jobs nothing: it is looked up once per Job, and starting the runner needs it anyway.
+    if job.stem.endswith(ADOPTED_STEM):
+        from .adopt import run_by_experimaestro
+
+        if run_by_experimaestro(job) is not None:
+            return "experimaestro", None
     current = job.status()
     if status.complete_interrupted(job.xpm_dir, current) is not None:
         # A runner died between writing its final status and the marker: finish that.
@@ -321,6 +329,10 @@ def end_attempt(
         crash_point("retry.after-ready")
         return State.READY
     status.transition(job.xpm_dir, to, fence=running.attempt, reason=reason, message=message, **ending)
+    if to is State.DONE and job.stem.endswith(ADOPTED_STEM):
+        from .adopt import mirror_done
+
+        mirror_done(job)  # experimaestro's <name>.done too, so that it does not run the job again
     job.clear_cancel()  # a kill request must not outlive the run
     crash_point("complete.after-marker")
     queue.remove(job.workspace.queue_dir, job.ref)
