@@ -15,6 +15,7 @@ jobs keep running if the script dies). On leaving the block it waits for its job
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -687,7 +688,8 @@ class ExperimentWorkspace(Workspace):
     def of(
         cls, workspace: Workspace, env: dict[str, str], run_mode: RunMode, launcher: WorkspaceLauncher
     ) -> ExperimentWorkspace:
-        return cls(workspace.path, workspace.lock_mode, workspace.lease_duration, env, run_mode, launcher)
+        opened = {f.name: getattr(workspace, f.name) for f in dataclasses.fields(Workspace) if f.init}
+        return cls(**opened, env=env, run_mode=run_mode, launcher=launcher)
 
 
 def _open_workspace(root: Path, lock_mode: LockMode | str | None, run_mode: RunMode) -> Workspace:
