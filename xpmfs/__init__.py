@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "SubmitHook": "config",
     "Task": "config",
     "field": "config",
+    "forwardoption": "forwardoption",
     "setmeta": "config",
     "tag": "config",
     "tags": "config",
@@ -132,6 +133,7 @@ __all__ = [
     "deserialize",
     "experiment",
     "field",
+    "forwardoption",
     "from_state_dict",
     "from_task_dir",
     "help",
@@ -227,6 +229,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from .errors import Error, FailedExperiment, GracefulTimeout, TaskCancelled
     from .experiment import experiment
+    from .forwardoption import forwardoption
     from .generators import (
         STDERR,
         STDOUT,

@@ -160,7 +160,6 @@ OUT_OF_SCOPE = {
     "JobDependency",
     "JobStateError",
     "Launcher",
-    "forwardoption",
 }
 
 SHIM_MODULE = '''\
