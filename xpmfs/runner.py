@@ -21,9 +21,10 @@ from . import status
 from ._crash import crash_point
 from ._process import die_with_parent
 from .cache import set_root as set_cache_root  # not `from . import cache`: xpmfs.cache is the decorator
-from .config import instantiate_job, typeid
+from .config import instantiate_job, set_remaining_time_provider, typeid
 from .errors import CorruptedError, GracefulTimeout, TaskCancelled
 from .job import Job, Spec
+from .launchers import Inside, inside
 from .lifecycle import (
     CLAIM_VARIABLES,
     ENV_ATTEMPT,
@@ -118,48 +119,37 @@ def run_folder(folder: str) -> int:
     if parent:
         die_with_parent(int(parent))
     job = job_in(folder)
-    cluster_id = _enter_cluster(job)
+    cluster = _enter_cluster(job)
     lock = None
     if os.environ.pop(ENV_LOCK_HELD, None) != "1":
         lock = job.lock()
         # A SLURM job may start before the worker that submitted it has released the lock.
-        if not lock.acquire(_cluster_lock_wait(job) if cluster_id else 0):
+        if not lock.acquire(cluster.lock_wait(job.workspace.lease_duration) if cluster else 0):
             holder = lock.holder()
             who = f" by pid {holder.pid} on {holder.host}" if holder else ""
             print(f"xpmfs: job {job.path} is being run{who}; nothing to do", file=sys.stderr)
             return EXIT_BUSY
     try:
-        return _run_locked(job, cluster_id)
+        return _run_locked(job, cluster)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _enter_cluster(job: Job) -> str | None:
-    """Inside a SLURM job: ``remaining_time()`` asks squeue, USR1 announces the end (a flag, see
-    ``xpmfs.launchers.slurm``). Returns the SLURM job id if it was submitted for this very job."""
-    if not os.environ.get("SLURM_JOB_ID"):
+def _enter_cluster(job: Job) -> Inside | None:
+    """Inside a scheduler's job (SLURM's): ``remaining_time()`` asks its launcher. Returns it if
+    it was submitted for this very job."""
+    cluster = inside()
+    if cluster is None:
         return None
-    from .config import set_remaining_time_provider
-    from .launchers import slurm
-
-    slurm.install_warning_handler()
-    cluster_id = slurm.cluster_job_id()
-    assert cluster_id is not None
-    set_remaining_time_provider(slurm.RemainingTime(cluster_id))
+    set_remaining_time_provider(cluster.remaining_time)
     try:
-        return cluster_id if slurm.is_slurm(job.read_spec().launcher) else None
+        return cluster if cluster.runs(job.read_spec().launcher) else None
     except CorruptedError:
         return None  # _run_locked reports it
 
 
-def _cluster_lock_wait(job: Job) -> float:
-    from .launchers import slurm
-
-    return slurm.runner_lock_wait(job.workspace.lease_duration)
-
-
-def _run_locked(job: Job, cluster_id: str | None = None) -> int:
+def _run_locked(job: Job, cluster: Inside | None = None) -> int:
     spec = job.read_spec()
     claimed = os.environ.get(ENV_CLAIMED)
     attempt = os.environ.get(ENV_ATTEMPT)
@@ -167,7 +157,7 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
         running = begin(
             job,
             claimed_attempt=int(attempt) if attempt is not None else None,
-            cluster_id=cluster_id,
+            cluster_id=cluster.cluster_id if cluster is not None else None,
             worker=os.environ.get(ENV_WORKER),
             claimed=float(claimed) if claimed is not None else None,
         )
@@ -178,7 +168,8 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
         return EXIT_DONE
     if not isinstance(running, Status):
         # Cancelled (`xpmfs kill`) or failed while its SLURM job was pending: not ours to revive.
-        print(f"xpmfs: job {job.path} has failed meanwhile; SLURM job {cluster_id} does not run it", file=sys.stderr)
+        where = cluster.name if cluster is not None else "its cluster job"
+        print(f"xpmfs: job {job.path} has failed meanwhile; {where} does not run it", file=sys.stderr)
         return EXIT_FAILED
     crash_point("start.after-running")
     _head_streams(running)
@@ -193,10 +184,10 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
         if _cancelled:
             raise TaskCancelled("Job cancelled by SIGTERM")  # the task caught it and returned
     except Cancelled:
-        if cluster_id is not None:
+        if cluster is not None:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the question short
-        if cluster_id is not None and _cluster_timeout(cluster_id):
-            message = f"SLURM job {cluster_id} reached its time limit (SIGTERM)"
+        if cluster is not None and cluster.timed_out():
+            message = f"{cluster.name} reached its time limit (SIGTERM)"
             return _finish(job, spec, running, State.FAILED, Reason.TIMEOUT, message, EXIT_TIMEOUT)
         return _finish(job, spec, running, State.FAILED, Reason.CANCELLED, "cancelled (SIGTERM)", EXIT_CANCELLED)
     except GracefulTimeout as error:
@@ -206,13 +197,6 @@ def _run_locked(job: Job, cluster_id: str | None = None) -> int:
         sys.stderr.flush()
         return _finish(job, spec, running, State.FAILED, Reason.ERROR, f"{type(error).__name__}: {error}", EXIT_FAILED)
     return _finish(job, spec, running, State.DONE, None, None, EXIT_DONE)
-
-
-def _cluster_timeout(cluster_id: str) -> bool:
-    # SLURM sends SIGTERM both at the time limit and on scancel; only SLURM can tell which.
-    from .launchers import slurm
-
-    return slurm.termination_reason(cluster_id) is Reason.TIMEOUT
 
 
 def _head_streams(running: Status) -> None:

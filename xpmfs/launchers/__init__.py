@@ -7,87 +7,75 @@ process reads it back with :func:`from_json`. A launcher never touches the confi
 - :class:`SlurmLauncher`: the claiming worker hands the job to ``sbatch`` (``spec/slurm.md``).
 
 A worker runs them through objects behind one small protocol (:mod:`xpmfs.launchers.base`):
-:class:`~xpmfs.launchers.direct.Direct` and :class:`~xpmfs.launchers.slurm.Slurm`.
+:class:`~xpmfs.launchers.direct.Direct` and :class:`~xpmfs.launchers.slurm.Slurm`, which
+:class:`Launchers` makes (:mod:`xpmfs.launchers.kinds`). A job's runner asks :func:`inside` for
+the scheduler job it runs in.
+
+Each name below is imported from its module when first used (PEP 562), as in :mod:`xpmfs`: a
+fresh runner (``python <name>.py``) asks :func:`inside` and must not pay for loading SLURM's
+module (~10 ms) when it does not run under SLURM.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import importlib
+import os
+from typing import TYPE_CHECKING, Any
 
-from . import base
-from .base import Context, Handle
-from .direct import Direct, DirectLauncher
-from .slurm import Slurm, SlurmError, SlurmLauncher
+if TYPE_CHECKING:
+    from .base import Context, Handle, Inside
+    from .direct import DirectLauncher
+    from .kinds import KINDS, Launcher, Launchers, from_json
+    from .slurm import SlurmError, SlurmLauncher
 
-#: A spec's launcher record, as ``submit(launcher=...)`` takes it (the seed's ``Launcher``).
-Launcher = DirectLauncher | SlurmLauncher
-
-#: Each kind of launcher, by the ``type`` of its spec record: the record class, and the class a
-#: worker runs such jobs with (:class:`~xpmfs.launchers.base.Launcher`).
-KINDS: dict[str, Callable[[Context], base.Launcher]] = {DirectLauncher.TYPE: Direct, SlurmLauncher.TYPE: Slurm}
-_TYPES: dict[str, type[DirectLauncher] | type[SlurmLauncher]] = {
-    DirectLauncher.TYPE: DirectLauncher,
-    SlurmLauncher.TYPE: SlurmLauncher,
+#: Public name -> the module (under xpmfs.launchers) that defines it.
+_EXPORTS = {
+    "Context": "base",
+    "Handle": "base",
+    "Inside": "base",
+    "DirectLauncher": "direct",
+    "KINDS": "kinds",
+    "Launcher": "kinds",
+    "Launchers": "kinds",
+    "from_json": "kinds",
+    "SlurmError": "slurm",
+    "SlurmLauncher": "slurm",
 }
 
-
-class Launchers:
-    """A worker's launchers, one object per kind, made on first use."""
-
-    def __init__(self, context: Context) -> None:
-        self.context = context
-        self._made: dict[str, base.Launcher] = {}
-
-    def of(self, record: Mapping[str, Any]) -> base.Launcher:
-        """The launcher for a spec's ``launcher`` record; ``ValueError`` for a kind this xpmfs does
-        not know (a newer writer's): running it otherwise would ignore what was asked."""
-        kind = record.get("type", DirectLauncher.TYPE)
-        launcher = self._made.get(kind)
-        if launcher is None:
-            make = KINDS.get(kind)
-            if make is None:
-                raise ValueError(f"unknown launcher {kind!r} (known: {', '.join(sorted(KINDS))}); upgrade xpmfs")
-            launcher = self._made[kind] = make(self.context)
-        return launcher
-
-    def any_without_slot(self) -> bool:
-        """Whether a kind of launcher that needs no worker slot can launch from this host."""
-        return any(
-            not self.of({"type": kind}).holds_slot and self.of({"type": kind}).problem() is None for kind in KINDS
-        )
-
-    def made(self) -> list[base.Launcher]:
-        """The launchers made so far."""
-        return list(self._made.values())
-
-    def close(self) -> None:
-        for launcher in self._made.values():
-            launcher.close()
+#: The environment variable that tells a runner it runs in a scheduler's job -> the launcher
+#: module that knows that scheduler (its ``inside()`` answers for it).
+_SCHEDULERS = {"SLURM_JOB_ID": "slurm"}
 
 
-def from_json(record: Mapping[str, Any] | None) -> Launcher:
-    """The launcher a spec's ``launcher`` record describes (``None`` or ``{}``: direct).
+def inside() -> Inside | None:
+    """The scheduler job this process (a job's runner) runs in, by the launcher that knows it;
+    ``None`` when it runs on its own (started by a worker's direct launcher, or by hand)."""
+    for variable, module in _SCHEDULERS.items():
+        if os.environ.get(variable):
+            found: Inside | None = importlib.import_module(f"{__name__}.{module}").inside()
+            return found
+    return None
 
-    :raises ValueError: an unknown ``type`` (a newer writer's launcher) or bad options. A worker
-        must then leave the job alone: running it directly would ignore what was asked.
-    """
-    if not record:
-        return DirectLauncher()
-    kind = record.get("type", DirectLauncher.TYPE)
-    launcher = _TYPES.get(kind)
-    if launcher is None:
-        raise ValueError(f"unknown launcher type {kind!r} (known: {', '.join(sorted(_TYPES))}); upgrade xpmfs")
-    return launcher.from_json(record)
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [
+    "KINDS",
     "Context",
     "DirectLauncher",
     "Handle",
+    "Inside",
     "Launcher",
     "Launchers",
     "SlurmError",
     "SlurmLauncher",
     "from_json",
+    "inside",
 ]

@@ -5,14 +5,15 @@ A spec's ``launcher`` record (:class:`~xpmfs.launchers.DirectLauncher`,
 :class:`Launcher` object per kind, which *does* it: starts a claimed job and returns a
 :class:`Handle` to poll and cancel, or hands the job off (a cluster scheduler), then follows it
 until it ends. The worker loop knows no launcher by name; it asks
-:class:`xpmfs.launchers.Launchers` for the one a spec names.
+:class:`xpmfs.launchers.Launchers` for the one a spec names. A job's runner asks
+:func:`xpmfs.launchers.inside` for the scheduler job it runs in, if any (:class:`Inside`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..job import Job, Spec
@@ -42,6 +43,27 @@ class Handle(Protocol):
 
     def cancel(self, signum: int) -> None:
         """Send ``signum`` to the run's process group (SIGTERM: stop; SIGKILL: hand back)."""
+
+
+class Inside(Protocol):
+    """The runner's side of a launcher: the scheduler job (a SLURM job) this runner runs in."""
+
+    cluster_id: str  # the scheduler's id of the job
+    name: str  # the job in messages: ``SLURM job 42``
+
+    def remaining_time(self) -> float | None:
+        """Seconds left before the scheduler ends the job (``None``: no limit); what
+        ``ResumableTask.remaining_time()`` answers."""
+
+    def runs(self, launcher: Mapping[str, Any]) -> bool:
+        """Whether the scheduler job was submitted for a job whose spec's ``launcher`` record is
+        this launcher's (not, say, for a worker started in an allocation, running direct jobs)."""
+
+    def lock_wait(self, lease_duration: float) -> float:
+        """How long the runner waits for the job's lock (its submitter may still hold it)."""
+
+    def timed_out(self) -> bool:
+        """Asked on SIGTERM: whether it came at the time limit (else it is a cancellation)."""
 
 
 class Launcher(Protocol):

@@ -648,6 +648,33 @@ class RemainingTime:
         return max(0.0, self._value - (now - self._asked))
 
 
+class InSlurm:
+    """The runner's side of the SLURM launcher (:class:`~xpmfs.launchers.base.Inside`), in SLURM
+    job ``cluster_id``: USR1 announces the end (a flag), ``remaining_time()`` asks squeue."""
+
+    def __init__(self, cluster_id: str) -> None:
+        self.cluster_id = cluster_id
+        self.name = f"SLURM job {cluster_id}"
+        install_warning_handler()
+        self.remaining_time = RemainingTime(cluster_id)
+
+    def runs(self, launcher: Mapping[str, Any]) -> bool:
+        return is_slurm(launcher)
+
+    def lock_wait(self, lease_duration: float) -> float:
+        return runner_lock_wait(lease_duration)
+
+    def timed_out(self) -> bool:
+        # SLURM sends SIGTERM both at the time limit and on scancel; only SLURM can tell which.
+        return termination_reason(self.cluster_id) is Reason.TIMEOUT
+
+
+def inside() -> InSlurm | None:
+    """The SLURM job this process runs in, or ``None`` outside SLURM."""
+    cluster_id = cluster_job_id()
+    return InSlurm(cluster_id) if cluster_id is not None else None
+
+
 def _from_end_time() -> float | None:
     try:
         return max(0.0, float(os.environ[ENV_JOB_END_TIME]) - time.time())
@@ -682,6 +709,7 @@ def termination_reason(cluster_id: str) -> Reason:
 __all__ = [
     "DEFAULT_SIGNAL_BEFORE",
     "ClusterJob",
+    "InSlurm",
     "RemainingTime",
     "SlurmError",
     "SlurmLauncher",
@@ -689,6 +717,7 @@ __all__ = [
     "cancel",
     "cluster_job_id",
     "end_announced",
+    "inside",
     "install_warning_handler",
     "is_slurm",
     "parse_duration",
