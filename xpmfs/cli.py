@@ -17,19 +17,34 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from ._lazy import lazy_module
 from .display import STATE_STYLES, age
 from .errors import Error
 from .status import Reason, State
+from .workspace import Workspace
 
 if TYPE_CHECKING:
     from .catalog import JobInfo, Stream
     from .job import Job
     from .progress import Progress
-    from .workspace import Workspace
 
-# The library modules are imported inside each command: `xpmfs worker` (started for every
-# embedded worker) and `--help` should not pay for what other commands need (the catalog pulls
-# in the experiment module and watchdog, control pulls in psutil).
+# The library modules each command calls, loaded when it first uses them: `xpmfs worker`
+# (started for every embedded worker) and `--help` do not pay for what other commands need (the
+# catalog pulls in progress and the journals, control psutil, top rich and watchdog).
+if TYPE_CHECKING:
+    from . import adopt as _adopt
+    from . import catalog as _catalog
+    from . import check as _check
+    from . import control as _control
+    from . import heartbeat as _heartbeat
+    from . import top as _top
+    from . import trust as _trust
+    from . import worker as _worker
+else:
+    _adopt, _catalog, _check, _control, _heartbeat, _top, _trust, _worker = (
+        lazy_module(f"xpmfs.{name}")
+        for name in ("adopt", "catalog", "check", "control", "heartbeat", "top", "trust", "worker")
+    )
 
 
 class _Group(click.Group):
@@ -81,11 +96,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _trusted_users(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    from .trust import resolve_user
-
     for value in values:
         try:
-            resolve_user(value)
+            _trust.resolve_user(value)
         except LookupError as error:
             raise click.BadParameter(f"{error}; give a login name or a uid", ctx, param) from None
     return values
@@ -132,9 +145,7 @@ def worker(
         xpmfs worker ~/experiments/ws --jobs 4 --idle-exit 60
         xpmfs worker /shared/ws --trust-user alice --trust-user bob
     """
-    from .worker import run_worker
-
-    code = run_worker(
+    code = _worker.run_worker(
         workspace,
         jobs=jobs,
         idle_exit=idle_exit,
@@ -164,8 +175,6 @@ def init(workspace: str, lock_mode: str | None, lease: float | None) -> None:
     Example:
         xpmfs init /shared/ws --lock-mode shared     # then: sbatch workers/xpmfs-workers.sbatch /shared/ws
     """
-    from .workspace import Workspace
-
     ws = Workspace.open(workspace, create=True, lock_mode=lock_mode, lease_duration=lease)
     lease_text = f", leases of {ws.lease_duration:g}s" if ws.lock_mode.value == "shared" else ""
     click.echo(f"{ws.path}: workspace ready (lock mode {ws.lock_mode.value}{lease_text})")
@@ -188,13 +197,8 @@ def adopt(workspace: str, dry_run: bool, lock_mode: str | None, lease: float | N
     runnable again; jobs experimaestro is running are left to it. Safe to interrupt and run
     again; a second run changes nothing. See spec/adopt.md.
     """
-    from .adopt import adopt as adopt_workspace
-    from .adopt import progress_bar
-
-    with progress_bar(sys.stderr) as progress:
-        report = adopt_workspace(
-            workspace, dry_run=dry_run, progress=progress, lock_mode=lock_mode, lease_duration=lease
-        )
+    with _adopt.progress_bar(sys.stderr) as progress:
+        report = _adopt.adopt(workspace, dry_run=dry_run, progress=progress, lock_mode=lock_mode, lease_duration=lease)
     for line in report.lines():
         click.echo(line)
 
@@ -205,8 +209,6 @@ _STATE_CHOICES = [state.value for state in State] + ["unknown"]
 
 
 def _open(path: str) -> Workspace:
-    from .workspace import Workspace
-
     return Workspace.open(path)
 
 
@@ -228,11 +230,9 @@ def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -
     """Shell completion of JOB: id prefixes and ``<typeid>/`` of the workspace (files for a path)."""
     from click.shell_completion import CompletionItem
 
-    from .catalog import complete_job
-
     if incomplete.startswith(("/", ".", "~")):
         return [CompletionItem(incomplete, type="file")]
-    return [CompletionItem(name) for name in complete_job(ctx.params.get("workspace"), incomplete)]
+    return [CompletionItem(name) for name in _catalog.complete_job(ctx.params.get("workspace"), incomplete)]
 
 
 def job_argument(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -248,9 +248,7 @@ def job_argument(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _find(workspace: str | None, name: str) -> Job:
-    from .catalog import find_job
-
-    return find_job(_open(workspace) if workspace else None, name)
+    return _catalog.find_job(_open(workspace) if workspace else None, name)
 
 
 #: `xpmfs ls` writes its table this many lines at a time: one write a line costs as much as
@@ -273,9 +271,7 @@ def _style_state(info: JobInfo, text: str) -> str:
 
 
 def _tags_text(tags: Mapping[str, Any]) -> str:
-    from .catalog import tag_text
-
-    return " ".join(f"{key}={tag_text(value)}" for key, value in sorted(tags.items()))
+    return " ".join(f"{key}={_catalog.tag_text(value)}" for key, value in sorted(tags.items()))
 
 
 def _time(value: float | None) -> str:
@@ -347,10 +343,8 @@ def ls(workspace: str, state: str | None, experiment: str | None, tags: dict[str
         xpmfs ls ~/ws --state failed --tag model=bert
         xpmfs ls ~/ws --json | jq -r 'select(.stale) | .path'
     """
-    from .catalog import list_jobs
-
     # The table needs no done job's status.json (--json prints it whole).
-    infos = list_jobs(_open(workspace), state=state, experiment=experiment, tags=tags, brief=not as_json)
+    infos = _catalog.list_jobs(_open(workspace), state=state, experiment=experiment, tags=tags, brief=not as_json)
     if as_json:
         for info in infos:
             _json_line(info.to_json())
@@ -415,9 +409,7 @@ def top(workspace: str, experiment: str | None, once: bool, rescan: float) -> No
         xpmfs top ~/ws --experiment squares
         xpmfs top ~/ws --once
     """
-    from .top import run as run_top
-
-    sys.exit(run_top(_open(workspace), experiment, once=once, rescan=rescan))
+    sys.exit(_top.run(_open(workspace), experiment, once=once, rescan=rescan))
 
 
 @main.command()
@@ -433,9 +425,7 @@ def show(workspace: str | None, job: str, as_json: bool) -> None:
         xpmfs show -w ~/ws 3eee5a80
         xpmfs show ~/ws/jobs/my.task/3eee5a80b576c1ec.../
     """
-    from .catalog import details
-
-    found = details(_find(workspace, job))
+    found = _catalog.details(_find(workspace, job))
     if as_json:
         _json_line(found.to_json())
         return
@@ -497,10 +487,8 @@ def log(workspace: str | None, job: str, follow: bool, stream: Stream) -> None:
         xpmfs log -w ~/ws -f 3eee5a80
         xpmfs log --err ~/ws/jobs/my.task/3eee5a80.../
     """
-    from .catalog import read_log
-
     found = _find(workspace, job)
-    for chunk in read_log(found, stream, follow=follow):
+    for chunk in _catalog.read_log(found, stream, follow=follow):
         click.echo(chunk, nl=False)  # bytes go out as they are; echo flushes, so -f shows each chunk at once
 
 
@@ -514,9 +502,7 @@ def workers(workspace: str, as_json: bool) -> None:
     Example:
         xpmfs workers ~/ws
     """
-    from . import heartbeat
-
-    infos = sorted(heartbeat.scan(_open(workspace).workers_dir), key=lambda item: (item.record.host, item.record.pid))
+    infos = sorted(_heartbeat.scan(_open(workspace).workers_dir), key=lambda item: (item.record.host, item.record.pid))
     if as_json:
         for info in infos:
             record = info.record
@@ -563,9 +549,7 @@ def kill(workspace: str | None, job: str) -> None:
     Example:
         xpmfs kill -w ~/ws 3eee5a80
     """
-    from . import control
-
-    click.echo(control.kill(_find(workspace, job)).message)
+    click.echo(_control.kill(_find(workspace, job)).message)
 
 
 @main.command()
@@ -578,9 +562,7 @@ def retry(workspace: str | None, job: str, force: bool) -> None:
     Example:
         xpmfs retry -w ~/ws 3eee5a80
     """
-    from . import control
-
-    click.echo(control.retry(_find(workspace, job), force=force).message)
+    click.echo(_control.retry(_find(workspace, job), force=force).message)
 
 
 @main.command()
@@ -611,9 +593,7 @@ def clean(
     """
     if not (failed or done or dead_workers):
         raise click.UsageError("say what to remove: --failed, --done and/or --workers")
-    from . import control
-
-    removals = control.clean(
+    removals = _control.clean(
         _open(workspace),
         failed=failed,
         done=done,
@@ -657,9 +637,7 @@ def check_command(workspace: str, fix: bool, no_verify: bool, no_wait: bool, tru
         xpmfs check ~/ws
         xpmfs check ~/ws --fix
     """
-    from .check import check
-
-    problems = check(
+    problems = _check.check(
         _open(workspace),
         fix=fix,
         verify=not no_verify,
