@@ -25,6 +25,7 @@ import psutil
 from . import _atomic, catalog, heartbeat, lifecycle, queue, status
 from .errors import CorruptedError, WorkspaceError
 from .job import LOCK_WAIT, TRASH_PREFIX, Job
+from .launchers import slurm
 from .lock import JobLock
 from .status import State
 from .workspace import EXPERIMENT_LOCK, Workspace
@@ -100,8 +101,6 @@ def _scancel(job: Job, current: status.Status | None) -> str:
     """``scancel`` the SLURM job of a ``submitted``/``running`` job; say what happened ("" if none)."""
     if current is None or current.state not in (State.SUBMITTED, State.RUNNING) or not current.cluster_id:
         return ""
-    from .launchers import slurm
-
     problem = slurm.cancel(current.cluster_id)
     if problem is None:
         return f"scancel'ed SLURM job {current.cluster_id}"

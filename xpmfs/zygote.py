@@ -63,6 +63,8 @@ from typing import Any
 
 import orjson
 
+from ._process import _prctl, die_with_parent
+
 ENV_PARENT = "XPMFS_ZYGOTE_PARENT"  # the worker's pid: the zygote dies with it
 ENV_FD = "XPMFS_ZYGOTE_FD"  # the zygote's end of the socket pair
 EXIT_STALE = 75
@@ -84,8 +86,7 @@ class _Server:
     """
 
     def __init__(self, sock: socket.socket) -> None:
-        from . import runner  # warm up: everything a job needs before its task's own code
-        from ._process import _prctl
+        from . import runner  # warm up (the zygote only, not the worker): all a job needs but its task
 
         _prctl()  # libc loaded and prctl resolved once here, not in every fork (die_with_parent)
         self.runner: Any = runner
@@ -483,8 +484,6 @@ class Zygote:
 
 
 def main() -> int:
-    from ._process import die_with_parent
-
     if sys.path and sys.path[0] == os.getcwd():
         # `python -m` put the worker's folder first on the import path; a fresh runner does not
         # have it, so neither may a fork (it could shadow a task's module).

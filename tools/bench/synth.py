@@ -26,11 +26,11 @@ import orjson
 
 from xpmfs import _atomic, queue, status
 from xpmfs.config import typeid
-from xpmfs.experiment import JOURNAL_FILE
 from xpmfs.job import SPEC_FILE, XPM_DIR, Spec
 from xpmfs.queue import JobRef
 from xpmfs.serialization import to_dict
 from xpmfs.status import State, Status
+from xpmfs.workspace import EXPERIMENT_JOURNAL as JOURNAL_FILE
 from xpmfs.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
