@@ -57,6 +57,21 @@ class ProgressGate(Task):
             pass
 
 
+class NestedGate(Task):
+    """Two nested tqdm loops; in epoch 3, 4 batches of 10 in, it waits for the file ``gate``."""
+
+    gate: Meta[str]
+
+    def execute(self) -> None:
+        for epoch in xpmfs.tqdm(range(10), desc="epochs"):
+            with xpmfs.tqdm(total=10, desc="batches") as bar:
+                bar.update(4 if epoch == 3 else 10)
+                if epoch == 3:
+                    while not os.path.exists(self.gate):
+                        time.sleep(0.02)
+                    bar.update(6)
+
+
 # -- helpers -------------------------------------------------------------------------------------
 
 
@@ -175,9 +190,9 @@ def test_message_rules_and_experimaestro_keywords(job_dir: Path) -> None:
     progress_module.flush()
     assert reported(job_dir, fraction=0.2, message="loading")
     xpmfs.progress(0.3, desc="training")  # experimaestro's name for the message
-    xpmfs.progress(0.9, level=1, desc="inner loop")  # nested levels are accepted, not recorded
+    xpmfs.progress(0.9, level=1, desc="inner loop")  # a nested level: level 0 stays as it was
     progress_module.flush()
-    assert reported(job_dir, fraction=0.3, message="training")
+    assert reported(job_dir, fraction=0.3, message="training", nested=[{"fraction": 0.9, "message": "inner loop"}])
     xpmfs.progress(1.5, "")  # clamped; "" clears the message
     progress_module.flush()
     assert reported(job_dir, fraction=1.0, message="")
@@ -214,9 +229,9 @@ def test_experimaestros_signature(job_dir: Path, capsys: pytest.CaptureFixture[s
     progress_module.flush()
     assert reported(job_dir, fraction=0.5, message="train")
     assert capsys.readouterr().err == "xpmfs: progress [0] train 50.0%\n"
-    xpmfs.progress(0.75, 1, "inner", console=True)  # a nested level prints, and is not recorded
+    xpmfs.progress(0.75, 1, "inner", console=True)  # a nested level prints, and is recorded
     progress_module.flush()
-    assert reported(job_dir, fraction=0.5, message="train")
+    assert reported(job_dir, fraction=0.5, message="train", nested=[{"fraction": 0.75, "message": "inner"}])
     assert capsys.readouterr().err == "xpmfs: progress [1] inner 75.0%\n"
     xpmfs.progress(fraction=0.8, message="xpmfs keywords")  # the names of xpmfs 0.1
     progress_module.flush()
@@ -227,6 +242,48 @@ def test_experimaestros_signature(job_dir: Path, capsys: pytest.CaptureFixture[s
         xpmfs.progress(0.5, "description", desc="description again")
     with pytest.raises(TypeError, match="not both"):
         xpmfs.progress(0.5, fraction=0.6)
+
+
+def test_nested_levels_as_experimaestros_reporter(job_dir: Path) -> None:
+    """A report at level L keeps the levels above it, drops those below it, and starts missing
+    ones at 0 with no message (experimaestro 2.7's Reporter.set_progress / Job.set_progress)."""
+
+    def levels() -> list[tuple[float | None, str | None]]:
+        progress_module.flush()
+        record = progress_module.read(job_dir)
+        return [(level.fraction, level.message) for level in record.levels]
+
+    xpmfs.progress(0.5, level=2, desc="batch")  # levels 0 and 1 never reported: 0, no message
+    assert levels() == [(0.0, None), (0.0, None), (0.5, "batch")]
+    xpmfs.progress(0.3, level=0, desc="epoch 3/10")  # the outer loop steps: the inner ones are over
+    assert levels() == [(0.3, "epoch 3/10")]
+    xpmfs.progress(0.1, level=1, desc="train")
+    xpmfs.progress(0.4, level=2, desc="batch")
+    assert levels() == [(0.3, "epoch 3/10"), (0.1, "train"), (0.4, "batch")]
+    xpmfs.progress(0.2, level=1)  # desc=None keeps the level's message; level 2 is dropped
+    assert levels() == [(0.3, "epoch 3/10"), (0.2, "train")]
+    xpmfs.progress(0.6, level=2)  # a level started afresh has no message
+    assert levels() == [(0.3, "epoch 3/10"), (0.2, "train"), (0.6, None)]
+    xpmfs.progress(None, level=1, desc="")  # no total; "" clears
+    assert levels() == [(0.3, "epoch 3/10"), (None, "")]
+    shown = progress_module.read(job_dir)
+    assert shown.percent == "30%" and shown.detail == "epoch 3/10"
+    xpmfs.progress(0.4, level=1, desc="batch")
+    progress_module.flush()
+    assert progress_module.read(job_dir).detail == "epoch 3/10 · batch 40%"
+
+
+def test_readers_default_what_an_older_file_lacks(job_dir: Path) -> None:
+    path = job_dir / "__xpm__" / "progress.json"
+    path.write_text('{"fraction": 0.42, "message": "epoch 3", "updated": 5.0}')  # before nested levels
+    old = progress_module.read(job_dir)
+    assert old.nested == () and old.detail == "epoch 3" and old.to_json()["nested"] == []
+    path.write_text('{"fraction": 0.4, "nested": [{"fraction": 2, "message": 7}, "odd", {"message": "x"}]}')
+    odd = progress_module.read(job_dir)
+    assert [(level.fraction, level.message) for level in odd.nested] == [(1.0, None), (None, None), (None, "x")]
+    assert odd.detail == "100% · x" and odd.message is None and odd.updated == 0.0
+    path.write_text('{"fraction": 0.4, "nested": {"not": "a list"}}')
+    assert progress_module.read(job_dir).nested == ()
 
 
 def test_a_vanished_job_folder_does_not_kill_the_task(job_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -250,9 +307,11 @@ def test_tqdm_iterates_and_reports_its_outer_loop(job_dir: Path) -> None:
             pass
         progress_module.flush()
         seen.append(on_disk(job_dir))
-    assert [record["message"] for record in seen] == ["epochs"] * 4  # the inner bar never reports
+    assert [record["message"] for record in seen] == ["epochs"] * 4
     assert [record["fraction"] for record in seen] == [0.0, 0.25, 0.5, 0.75]
-    wait_until(lambda: reported(job_dir, fraction=1.0, message="epochs"), timeout=2, what="the end of the loop")
+    # The inner bar reports at level 1: here, after its loop, at its end (the outer step drops it).
+    assert all(record["nested"] == [{"fraction": 1.0, "message": "batches"}] for record in seen), seen
+    wait_until(lambda: reported(job_dir, fraction=1.0, message="epochs", nested=[]), timeout=2, what="the loop's end")
     # Not a terminal (a job's .err): short bars print their final line only, inner ones nothing.
     assert len(log.getvalue().splitlines()) == 1
     assert log.getvalue().startswith("epochs: 100%|####################| 4/4 [")
@@ -418,6 +477,29 @@ def test_the_last_progress_is_on_disk_before_the_job_ends(ws: Path, processes: P
     assert reported(job.path, fraction=1.0, message="finishing z"), on_disk(job.path)
     shown = run("show", "-w", ws, job.ref.jobid[:10]).stdout
     assert "100%  finishing z" in shown
+
+
+def test_nested_progress_of_a_real_job_in_show_and_top(ws: Path, processes: Processes, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with experiment(ws, "nested", wait=False, workers=0):
+        task = NestedGate.C(gate=str(gate))
+        task.submit()
+    job = Job(Workspace.open(ws), task.__xpm__.job.ref)
+    processes.worker(ws, jobs=1)
+    batches = [{"fraction": 0.4, "message": "batches"}]
+    wait_until(lambda: reported(job.path, fraction=0.3, nested=batches), what="epoch 3, batch 4/10")
+    shown = run("show", "-w", ws, job.ref.jobid[:10])
+    assert "30%  epochs · batches 40%  (reported" in shown.stdout, shown.output
+    record = json.loads(run("show", "-w", ws, job.ref.jobid[:10], "--json").stdout)
+    assert record["progress"]["nested"] == batches
+    top = CliRunner().invoke(main, ["top", str(ws), "--once"], env={"COLUMNS": "200"})
+    row = next(line for line in top.stdout.splitlines() if job.ref.jobid[:12] in line)
+    assert " 30%" in row and "epochs · batches 40%" in row, row
+    gate.write_text("open")
+    wait_until(job.marker, what="the job to end")
+    assert job.marker() is State.DONE
+    # The last report is level 0's end, which drops the inner loop.
+    assert reported(job.path, fraction=1.0, message="epochs", nested=[]), on_disk(job.path)
 
 
 def test_package_exports() -> None:

@@ -280,8 +280,8 @@ def _time(value: float | None) -> str:
 
 def _progress_text(reported: Progress) -> str:
     text = reported.percent
-    if reported.message:
-        text += f"  {reported.message}"
+    if reported.detail:
+        text += f"  {reported.detail}"  # level 0's message, then the nested levels
     return text + f"  (reported {age(time.time() - reported.updated)} ago)"
 
 

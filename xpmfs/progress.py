@@ -2,7 +2,11 @@
 
 Written by the job's runner process (single writer), read by ``xpmfs ls``/``show``/``top``::
 
-    {"fraction": 0.42, "message": "epoch 3/10", "updated": 1764000000.0}
+    {"fraction": 0.3, "message": "epoch 3/10", "updated": 1764000000.0,
+     "nested": [{"fraction": 0.4, "message": "batch"}]}
+
+``fraction``/``message`` are level 0, the outermost loop; ``nested`` the deeper levels (1, 2...),
+kept as experimaestro's Reporter keeps them: a report at level L drops the levels below it.
 
 Tasks report with :func:`progress` or iterate with :class:`tqdm` (a small, dependency-free
 class with the common tqdm surface). Both find their job through ``XPMFS_JOB_DIR``, which the
@@ -59,20 +63,73 @@ def progress_path(job_dir: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class Level:
+    """One nested loop's progress: how far (``None``: no known total) and what it is doing."""
+
+    fraction: float | None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "message": self.message}
+
+    @property
+    def percent(self) -> str:
+        """``"42%"`` (``"-"`` without a fraction), rounded down: 99.9% is not shown as done."""
+        return "-" if self.fraction is None else f"{math.floor(self.fraction * 100):.0f}%"
+
+    @property
+    def text(self) -> str:
+        """``"batch 40%"``, ``"40%"`` or ``"batch"``: how a nested level shows."""
+        percent = None if self.fraction is None else self.percent
+        return " ".join(part for part in (self.message, percent) if part)
+
+
+@dataclass(frozen=True)
 class Progress:
-    """The content of ``progress.json``. ``fraction`` is ``None`` when the task reports no total."""
+    """The content of ``progress.json``. ``fraction`` is ``None`` when the task reports no total.
+
+    ``fraction`` and ``message`` are level 0 (the outermost loop); ``nested`` the levels below it,
+    outermost first (empty when the task reports one level only).
+    """
 
     fraction: float | None
     message: str | None
     updated: float
+    nested: tuple[Level, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"fraction": self.fraction, "message": self.message, "updated": self.updated}
+        return {
+            "fraction": self.fraction,
+            "message": self.message,
+            "updated": self.updated,
+            "nested": [level.to_json() for level in self.nested],
+        }
 
     @property
     def percent(self) -> str:
         """``"42%"`` (``"-"`` without a fraction): how ``ls`` and ``top`` show it."""
-        return "-" if self.fraction is None else f"{math.floor(self.fraction * 100):.0f}%"
+        return Level(self.fraction).percent
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        """Every level, the outermost (level 0) first."""
+        return (Level(self.fraction, self.message), *self.nested)
+
+    @property
+    def detail(self) -> str:
+        """Level 0's message, then each nested level: ``"epoch 3/10 · batch 40%"`` (``show``, ``top``)."""
+        return " · ".join(part for part in (self.message, *(level.text for level in self.nested)) if part)
+
+
+def _fraction(value: Any) -> float | None:
+    return min(1.0, max(0.0, float(value))) if isinstance(value, (int, float)) and not math.isnan(value) else None
+
+
+def _level(record: Any) -> Level:
+    if not isinstance(record, dict):
+        return Level(None)  # kept, so that the levels after it keep their depth
+    message = record.get("message")
+    return Level(_fraction(record.get("fraction")), message if isinstance(message, str) else None)
 
 
 def read(job_dir: Path) -> Progress | None:
@@ -86,10 +143,13 @@ def read(job_dir: Path) -> Progress | None:
         fraction = record.get("fraction")
         message = record.get("message")
         updated = record.get("updated")
+        nested = record.get("nested")
         return Progress(
-            fraction=min(1.0, max(0.0, float(fraction))) if isinstance(fraction, (int, float)) else None,
+            fraction=_fraction(fraction),
             message=message if isinstance(message, str) else None,
             updated=float(updated) if isinstance(updated, (int, float)) else 0.0,
+            # Missing (a file of an xpmfs before nested levels) or odd: no nested level.
+            nested=tuple(_level(level) for level in nested) if isinstance(nested, list) else (),
         )
     except (OSError, ValueError, AttributeError):
         return None
@@ -106,8 +166,8 @@ class _Reporter:
         self.path = progress_path(job_dir)
         self._condition = threading.Condition(threading.Lock())  # guards the values below
         self._write_lock = threading.Lock()  # one write at a time (the thread, or a flush)
-        self._fraction: float | None = None
-        self._message: str | None = None
+        # [fraction, message] per level, outermost first: experimaestro's Reporter.levels.
+        self._levels: list[list[Any]] = []
         self._pending = False
         self._last_write = -math.inf  # time.monotonic() of the last write
         self._thread: threading.Thread | None = None
@@ -115,11 +175,18 @@ class _Reporter:
         self._failed = False
         self.writes = 0
 
-    def report(self, fraction: float | None, message: str | None, keep_message: bool) -> None:
+    def report(self, fraction: float | None, message: str | None, keep_message: bool, level: int = 0) -> None:
         with self._condition:
-            self._fraction = fraction
+            # As experimaestro's Reporter.set_progress: a report at a level ends the loops below it
+            # (an outer loop stepping means its inner loop is over), and a level reported before
+            # the levels above it starts them at 0 with no message.
+            levels = self._levels
+            del levels[level + 1 :]
+            while len(levels) <= level:
+                levels.append([0.0, None])
+            levels[level][0] = fraction
             if not keep_message:
-                self._message = message
+                levels[level][1] = message
             if not self._pending:
                 self._pending = True
                 if self._thread is None:
@@ -151,7 +218,13 @@ class _Reporter:
                     return
                 self._pending = False
                 self._last_write = time.monotonic()
-                record = {"fraction": self._fraction, "message": self._message, "updated": time.time()}
+                (fraction, message), *nested = self._levels
+                record = {
+                    "fraction": fraction,
+                    "message": message,
+                    "updated": time.time(),
+                    "nested": [{"fraction": value, "message": text} for value, text in nested],
+                }
             try:
                 _atomic.write_json(self.path, record)
                 self.writes += 1
@@ -236,10 +309,10 @@ def progress(
     at most every :data:`MIN_INTERVAL` seconds, the latest value always within that time.
     ``desc=None`` keeps the previous description (``""`` clears it); ``message`` is a synonym of
     ``desc`` and ``fraction`` of ``value``, and a string in second place is the description
-    (``progress(0.5, "epoch 3")``, xpmfs's first spelling). Only level 0, the outermost loop, is
-    recorded; deeper levels (nested loops) are accepted and not written. ``console=True`` also
-    prints the report on standard error (the job's ``.err``). Outside an xpmfs job it warns once
-    and does nothing.
+    (``progress(0.5, "epoch 3")``, xpmfs's first spelling). ``level`` is the depth of the loop
+    (0: the outermost); a report at a level drops the deeper levels, as experimaestro does.
+    ``console=True`` also prints the report on standard error (the job's ``.err``). Outside an
+    xpmfs job it warns once and does nothing.
     """
     if isinstance(level, str):
         if desc is not None or message is not None:
@@ -259,13 +332,11 @@ def progress(
     if console:
         percent = "-" if checked is None else f"{checked * 100:.1f}%"
         print(f"xpmfs: progress [{level}] {text or ''} {percent}".replace("  ", " "), file=sys.stderr, flush=True)
-    if level:
-        return
     reporter = _current()
     if reporter is None:
         _warn_outside("progress")
         return
-    reporter.report(checked, text, keep_message=text is None)
+    reporter.report(checked, text, keep_message=text is None, level=level)
 
 
 def flush() -> None:
@@ -299,8 +370,8 @@ class tqdm(Generic[T]):  # noqa: N801 -- named like the class it stands in for
     """A progress bar with the common surface of ``tqdm.tqdm``, reporting to the job's progress.
 
     ``for batch in tqdm(loader, desc="train"):`` ... or ``with tqdm(total=n) as bar: bar.update()``.
-    The outermost open bar of the process reports ``n / total`` (and its description) through
-    :func:`progress`; bars opened inside it are nested levels and only print. It also prints a
+    Each open bar reports ``n / total`` (and its description) through :func:`progress` at its
+    level: the outermost open bar of the process at level 0, a bar opened inside it at level 1... It also prints a
     tqdm-like line to ``file`` (standard error: the job's ``.err``): redrawn in place on a
     terminal at most every ``mininterval`` seconds, and on a file as whole lines at most every
     :data:`FILE_INTERVAL` seconds, so logs stay short. ``disable=True`` stops the printing only.
@@ -449,17 +520,13 @@ class tqdm(Generic[T]):  # noqa: N801 -- named like the class it stands in for
     # -- reporting and printing -----------------------------------------------------------
 
     def _report(self) -> None:
-        with tqdm._open_lock:
-            outermost = next((bar for bar in (ref() for ref in tqdm._open) if bar is not None), None) is self
-        if not outermost:
-            return  # a nested bar (an inner loop): it prints, the outer bar reports
         fraction = self.n / self.total if self.total else None
         message = self.desc or None
         if fraction is None:
             message = f"{self.desc + ': ' if self.desc else ''}{_count(self.n)} {self.unit}"
         reporter = _current()
         if reporter is not None:
-            reporter.report(_check_fraction(fraction), message or "", keep_message=False)
+            reporter.report(_check_fraction(fraction), message or "", keep_message=False, level=self.level)
 
     def _print(self, force: bool = False, final: bool = False) -> None:
         if self.disable:

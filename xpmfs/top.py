@@ -179,7 +179,7 @@ def render(frame: Frame, *, live: bool = False) -> RenderableType:
         ("host", {"no_wrap": True, "overflow": "ellipsis", "min_width": 6, "max_width": 20}),
         ("runtime", {"no_wrap": True, "justify": "right", "min_width": 7}),
         ("progress", {"no_wrap": True, "min_width": 17}),
-        ("message", {"no_wrap": True, "overflow": "ellipsis", "max_width": 30, "ratio": 1}),
+        ("message", {"no_wrap": True, "overflow": "ellipsis", "max_width": 40, "ratio": 1}),
         ("last line", {"no_wrap": True, "overflow": "ellipsis", "ratio": 2}),
     ):
         running.add_column(name, header_style="dim", **options)
@@ -196,7 +196,7 @@ def render(frame: Frame, *, live: bool = False) -> RenderableType:
             status.host if status is not None and status.host else "-",
             clock(row.runtime) if row.runtime is not None else "-",
             _bar(reported),
-            Text(_one_line(reported.message)) if reported is not None else Text(""),
+            Text(_one_line(reported.detail)) if reported is not None else Text(""),  # nested levels too
             Text(row.last_line or "", style="dim"),
         )
     parts.append(running if frame.running else Text("no job running", style="dim"))
