@@ -77,13 +77,34 @@ COUNT_SPACING = 20
 _LOCK_RETRY = 0.01
 
 
+@dataclass(eq=False)
+class JobDependency:
+    """experimaestro's ``JobDependency``: ``target``'s job uses an output of ``origin``'s job.
+
+    Compared by identity, as experimaestro's (``job.dependencies`` is a set of them).
+    """
+
+    origin: JobHandle  # the job depended on (``origin.config``: its task)
+    target: JobHandle  # the job that depends on it
+
+
 @dataclass
 class JobHandle:
-    """What an experiment knows of a job it submitted; ``task.__xpm__.job`` points to it."""
+    """What an experiment knows of a job it submitted; ``task.__xpm__.job`` points to it.
+
+    The surface experimaestro's ``Job`` offers scripts: ``config``, ``state``, ``dependencies``,
+    ``stdout``/``stderr`` (paths) and ``wait()``.
+    """
 
     job: Job
     task: Any = None  # the submitted task object (its callbacks live on it)
     environ: dict[str, str] = field(default_factory=dict)  # filled by submit hooks
+    #: The jobs whose outputs this one uses, as of its latest submission (experimaestro's set).
+    dependencies: set[JobDependency] = field(default_factory=set)
+    #: Whether a submission queued it (not a dry or generate-only one): ``wait()`` may wait then.
+    queued: bool = False
+    # The experiment that submitted it: wait() starts a worker through it while it runs.
+    submitter: experiment | None = field(default=None, repr=False)
 
     @property
     def ref(self) -> JobRef:
@@ -92,6 +113,58 @@ class JobHandle:
     @property
     def path(self) -> Path:
         return self.job.path
+
+    @property
+    def config(self) -> Any:
+        """The submitted task (experimaestro's ``job.config``)."""
+        return self.task
+
+    @property
+    def stdout(self) -> Path:
+        """The task's standard output, ``<name>.out`` (experimaestro's ``job.stdout``, a path)."""
+        return self._stream(self.job.stdout_path, ".out")
+
+    @property
+    def stderr(self) -> Path:
+        """The task's standard error, ``<name>.err`` (experimaestro's ``job.stderr``, a path)."""
+        return self._stream(self.job.stderr_path, ".err")
+
+    def _stream(self, ours: Path, suffix: str) -> Path:
+        # In a folder experimaestro made (adopted), xpmfs's runs write <name>.xpmfs.out and leave
+        # experimaestro's <name>.out alone: until xpmfs has run the job, the output is experimaestro's.
+        if self.job.adopted and not ours.exists():
+            theirs = Path(f"{os.fspath(self.job)}/{self.job.name}{suffix}")
+            if theirs.exists():
+                return theirs
+        return ours
+
+    def wait(self) -> State:
+        """Block until the job has ended; return its state, ``done`` or ``failed`` (experimaestro's
+        ``job.wait()``, whose ``JobState.ERROR`` is xpmfs's ``State.FAILED``). A failed job does not
+        raise here: ``experiment.wait()`` and the end of the ``with`` block do.
+
+        A job that ended before returns at once. One that no submission queued (a dry or
+        generate-only run) would never end: that is a :class:`WorkspaceError`. While the experiment
+        that submitted it runs, an embedded worker is started if none is alive, as its own wait does.
+        """
+        marker = self.job.marker()
+        if marker is not None:
+            return marker
+        if not self.queued:
+            raise WorkspaceError(
+                self.path,
+                "is not queued (submitted in a dry or generate-only run): no worker will run it",
+                "submit it in a normal run to wait for it",
+            )
+        submitter = self.submitter
+        # A job's queue entry goes only after its terminal marker exists: an event in queue/ (or
+        # the rescan timer, for other hosts' writes) is when to look again.
+        with Watcher([self.job.workspace.queue_dir], rescan=submitter.rescan if submitter else 2.0) as watcher:
+            while (marker := self.job.marker()) is None:
+                if submitter is not None and submitter in experiment._stack:
+                    submitter._ensure_workers()
+                watcher.wait()
+        return marker
 
     @property
     def state(self) -> State:
@@ -354,18 +427,18 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         job = Job(self.workspace, ref)
         with self._jobs_lock:
             known = self.jobs.get(ref)
-        handle = known or JobHandle(job, task)
+        handle = known or JobHandle(job, task, submitter=self)
         task.__xpm__.seal(job.path)
         task.__xpm__.job = handle
         for hook in submit_hooks(task):
             hook.process(handle, launcher)
+        used = dependencies(task, init_tasks or ())
+        handle.dependencies = {JobDependency(self._handle_of(dep), handle) for dep in used}
         spec = Spec(
             typeid=ref.typeid,
             jobid=ref.jobid,
             config=to_dict(task),
-            dependencies=tuple(
-                sorted({f"{typeid(dep)}/{dep.__identifier__()}" for dep in dependencies(task, init_tasks or ())})
-            ),
+            dependencies=tuple(sorted({f"{typeid(dep)}/{dep.__identifier__()}" for dep in used})),
             launcher=_launcher_record(launcher),
             max_retries=self.max_retries if max_retries is None else max_retries,
             resumable=isinstance(task, ResumableTask),
@@ -397,6 +470,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             crash_point("submit.after-spec")
             self._enqueue(job, spec)
         crash_point("submit.after-queue")
+        handle.queued = True
         assert self._journal is not None
         self._journal.append(
             {"job": ref.relpath, "run": self.run_id, "tags": _jsonable(tags(task)), "submitted": spec.submitted}
@@ -407,6 +481,16 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             self._outputs.follow(job, task)
         self._ensure_workers()
         return task_outputs_of(task)
+
+    def _handle_of(self, task: Any) -> JobHandle:
+        """The handle of a task this job depends on: its submission's, else one made for it (a task
+        used without being submitted here, e.g. loaded from its folder)."""
+        from .config import typeid
+
+        known = task.__xpm__.job
+        if isinstance(known, JobHandle):
+            return known
+        return JobHandle(Job(self.workspace, JobRef(typeid(task), task.__identifier__())), task, submitter=self)
 
     def _launcher_environ(self, launcher: Any) -> dict[str, str]:
         """``xp.workspace.launcher.setenv`` values: for jobs run by the experiment's default launcher."""
