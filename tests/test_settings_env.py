@@ -224,3 +224,17 @@ def test_an_id_wins_over_a_folder_of_the_same_name_and_says_so(
         assert xp.workspace.path == (tmp_path / "real").resolve()
     assert "is the id of" in caplog.text and "'./mine'" in caplog.text
     assert os.listdir(tmp_path / "mine") == []
+
+
+def test_setenv_reaches_only_jobs_submitted_after_it_and_never_an_existing_job(ws: Path, tmp_path: Path) -> None:
+    """spec/workspace.md, "When the environment is fixed": at the job's first submission."""
+    with experiment(ws, "timing", wait=False, workers=0) as xp:
+        before = ShowEnv.C(n=1, out=str(tmp_path / "1")).submit()
+        xp.setenv("XPMFS_T_SET", "first run")
+        after = ShowEnv.C(n=2, out=str(tmp_path / "2")).submit()
+    assert "XPMFS_T_SET" not in job_of(ws, before).read_spec().environ
+    assert job_of(ws, after).read_spec().environ["XPMFS_T_SET"] == "first run"
+    with experiment(ws, "timing", wait=False, workers=0) as xp:
+        xp.setenv("XPMFS_T_SET", "second run")
+        again = ShowEnv.C(n=2, out=str(tmp_path / "2")).submit()
+    assert job_of(ws, again).read_spec().environ["XPMFS_T_SET"] == "first run"  # the spec is immutable
