@@ -83,6 +83,25 @@ class Processes:
                 pass
 
 
+#: experimaestro 2.7.0's interpreter in the side venv that tools/side-venv makes (never a dependency).
+EXPERIMAESTRO_PYTHON = ROOT / ".bench" / "venv-experimaestro" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def experimaestro_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """experimaestro's interpreter, the side venv made once (tools/test makes it before the tests;
+    one xdist worker at a time here otherwise); the test skips, saying why, where it cannot be had."""
+    from filelock import FileLock
+
+    with FileLock(tmp_path_factory.getbasetemp().parent / "side-venv.lock"):
+        made = subprocess.run(
+            [str(ROOT / "tools" / "side-venv")], capture_output=True, text=True, check=False, timeout=900
+        )
+    if made.returncode != 0:
+        pytest.skip(f"no experimaestro side venv: {made.stderr.strip()[-500:]}")
+    return EXPERIMAESTRO_PYTHON
+
+
 def fill_disk(path: Path) -> None:
     """Take every free byte of ``path``'s file system (the last page's too) with the file ``path``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)

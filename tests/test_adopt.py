@@ -38,50 +38,13 @@ from xpmfs.workspace import EXPERIMENT_LOCK, Workspace
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 import adopt_synth
 
-VERSION = "2.7.0"
-SIDE_VENV = ROOT / ".bench" / "venv-experimaestro"
-SIDE_PYTHON = SIDE_VENV / "bin" / "python"
 SCRIPT = TESTS / "adopt_xp.py"
 pytestmark = pytest.mark.timeout(600)  # experimaestro runs, installed on first use
 
 
-def _side_version() -> str | None:
-    if not SIDE_PYTHON.exists():
-        return None
-    result = subprocess.run(
-        [str(SIDE_PYTHON), "-c", "import experimaestro; print(experimaestro.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
 @pytest.fixture(scope="session")
-def side_python() -> Path:
-    """experimaestro 2.7.0's interpreter, in a git-ignored side venv made once (and kept)."""
-    if _side_version() != VERSION:
-        SIDE_VENV.parent.mkdir(parents=True, exist_ok=True)
-        base = getattr(sys, "_base_executable", None) or "python3"
-        steps = [
-            [base, "-m", "venv", "--clear", str(SIDE_VENV)],
-            [
-                str(SIDE_PYTHON),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                f"experimaestro=={VERSION}",
-            ],
-        ]
-        for step in steps:
-            result = subprocess.run(step, capture_output=True, text=True, check=False, timeout=900)
-            if result.returncode != 0:
-                pytest.skip(f"cannot install experimaestro {VERSION} ({' '.join(step)}): {result.stderr[-500:]}")
-        if _side_version() != VERSION:
-            pytest.skip(f"experimaestro {VERSION} is not importable in {SIDE_VENV} after installing it")
-    return SIDE_PYTHON
+def side_python(experimaestro_python: Path) -> Path:
+    return experimaestro_python
 
 
 def _run_experimaestro(python: Path, ws: Path, name: str, mode: str, **env: str) -> subprocess.Popen[bytes]:

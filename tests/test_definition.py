@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import EXPERIMAESTRO_PYTHON
 
 from xpmfs import (
     Config,
@@ -33,15 +34,12 @@ from xpmfs.definition import SerializationLWTask
 from xpmfs.errors import ConfigError
 
 TESTS = Path(__file__).resolve().parent
-SIDE_PYTHON = TESTS.parent / ".bench" / "venv-experimaestro" / "bin" / "python"
-needs_experimaestro = pytest.mark.skipif(
-    not SIDE_PYTHON.exists(), reason="no experimaestro side venv (.bench/venv-experimaestro)"
-)
+needs_experimaestro = pytest.mark.usefixtures("experimaestro_python")  # installs it, or skips saying why
 TRAIN_JOB = "definition.train/a357c7a04fcef9331d228fa203669e0dc28469fe633939cb35ce49579578e74d"  # experimaestro's
 
 
 def _run(lib: str, *args: str) -> dict[str, object]:
-    python = SIDE_PYTHON if lib == "experimaestro" else Path(sys.executable)
+    python = EXPERIMAESTRO_PYTHON if lib == "experimaestro" else Path(sys.executable)
     env = {**os.environ, "PYTHONPATH": str(TESTS), "XPM_LIB": lib}
     result = subprocess.run(
         [str(python), "-m", "definition_pkg", *args], capture_output=True, text=True, env=env, check=False, timeout=300

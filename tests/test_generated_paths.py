@@ -13,13 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from xpmfs import Config, DirectoryContext, Meta, Param, PathGenerator, Task, field
 from xpmfs.generators import ConfigWalkContext
 
 TESTS = Path(__file__).resolve().parent
-SIDE_PYTHON = TESTS.parent / ".bench" / "venv-experimaestro" / "bin" / "python"
 SCRIPT = TESTS / "generated_paths_xp.py"
 
 _C = "jobs/gp.c/41ff9eb6a1c5d8c1e0a4c71db6905d0ca7be0ae78a24566ff8ad9b17ccc5ad55"
@@ -65,9 +62,8 @@ def test_xpmfs_generates_paths_where_experimaestro_does(tmp_path: Path) -> None:
     assert _run(Path(sys.executable), tmp_path / "ws") == VECTORS
 
 
-@pytest.mark.skipif(not SIDE_PYTHON.exists(), reason="no experimaestro side venv (.bench/venv-experimaestro)")
-def test_the_vectors_are_experimaestros(tmp_path: Path) -> None:
-    assert _run(SIDE_PYTHON, tmp_path / "ws", XPM_LIB="experimaestro") == VECTORS
+def test_the_vectors_are_experimaestros(tmp_path: Path, experimaestro_python: Path) -> None:
+    assert _run(experimaestro_python, tmp_path / "ws", XPM_LIB="experimaestro") == VECTORS
 
 
 class Leaf(Config):

@@ -112,32 +112,11 @@ def median(values: list[float]) -> float | None:
 
 
 def ensure_experimaestro() -> str | None:
-    """The installed experimaestro version in the side venv (installing it if missing), or None."""
-    version = _side_version()
-    if version == EXPERIMAESTRO_VERSION:
-        return version
-    say(f"installing experimaestro {EXPERIMAESTRO_VERSION} into {SIDE_VENV} (found: {version or 'none'})")
-    base_python = getattr(sys, "_base_executable", None) or "python3"
-    log = LOG_DIR / "pip-experimaestro.log"
-    with open(log, "wb") as stream:
-        steps = [
-            [base_python, "-m", "venv", "--clear", str(SIDE_VENV)],
-            [
-                str(SIDE_PYTHON),
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                f"experimaestro=={EXPERIMAESTRO_VERSION}",
-            ],
-        ]
-        for step in steps:
-            if subprocess.run(step, stdout=stream, stderr=subprocess.STDOUT, check=False).returncode != 0:
-                tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-                say(f"cannot install experimaestro ({shlex.join(step)} failed); measuring xpmfs alone.")
-                say("  " + "\n  ".join(tail))
-                say(f"  full log: {log}")
-                return None
+    """The installed experimaestro version in the side venv (tools/side-venv makes it), or None."""
+    made = subprocess.run([str(ROOT / "tools" / "side-venv")], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        say(f"cannot install experimaestro; measuring xpmfs alone.\n  {made.stderr.strip()}")
+        return None
     version = _side_version()
     if version != EXPERIMAESTRO_VERSION:
         say(f"experimaestro {EXPERIMAESTRO_VERSION} still not importable after installing; measuring xpmfs alone")

@@ -347,11 +347,8 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env["XPM_TEST_TIMEOUT_MULTIPLIER"] = "3"
     if args.reference:
-        python = SIDE_VENV / "bin" / "python"
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(SIDE_VENV)], check=True)
-            pip = [str(python), "-m", "pip", "install", "-q"]
-            subprocess.run([*pip, f"experimaestro=={VERSION}", "pytest", "pytest-timeout"], check=True)
+        made = subprocess.run([str(ROOT / "tools" / "side-venv")], capture_output=True, text=True, check=True)
+        python = Path(made.stdout.strip())
         root, tests_dir = build_reference()
         per_file, failures = outcomes(run(root, python, selected, env, tests_dir))
         counts = json.loads(REFERENCE_COUNTS.read_text()) if REFERENCE_COUNTS.exists() else {}
