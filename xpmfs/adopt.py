@@ -33,6 +33,7 @@ import orjson
 
 from . import _atomic, journal
 from . import experimaestro_layout as layout
+from ._process import pid_alive
 from .errors import ConfigError, OptionError, WorkspaceError
 from .job import ADOPTED_FILE, SPEC_FILE, XPM_DIR, Job, Spec
 from .journal import Journal
@@ -386,19 +387,9 @@ def clean_debris(folder: str) -> None:
         return
     for name in names:
         pid = name[len(BUILDING) + 1 :].partition(".")[0]
-        if name != BUILDING and pid.isdigit() and _alive(int(pid)):
+        if name != BUILDING and pid.isdigit() and pid_alive(int(pid)):
             continue
         shutil.rmtree(f"{folder}/{name}", ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- submissions of an xpmfs experiment ------------------------------------------------------------
