@@ -6,13 +6,21 @@ exports what that needs, so the names are imported once, below, and checked at i
 missing, importing xpmfs fails at once with the supported version range, instead of a job failing
 later. ``setup.cfg`` bounds both dependencies to these ranges, which are the ones the tests cover;
 ``tools/test --newest`` runs the suite on the newest releases those bounds allow.
+
+Each half is imported by the first module that names it (PEP 562 for filelock's): a task module
+that imports ``xpmfs.experiment`` (whose watcher needs watchdog) must not load filelock into the
+zygote, where its fork hooks would run in every forked job; ``importlib.metadata`` (10 ms of
+imports: email, zipfile, csv) is read only to say which version is installed.
 """
 
 from __future__ import annotations
 
 import sys
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
+
+from ._lazy import lazy_module
+
+metadata = lazy_module("importlib.metadata")
 
 #: The versions whose private names are known to be as used here (keep in step with setup.cfg).
 FILELOCK_RANGE = ">=4.2.12,<4.3"
@@ -32,18 +40,41 @@ def _unsupported(package: str, supported: str, missing: str) -> ImportError:
 
 # -- filelock: the owner of a marker, and when it is proven gone ------------------------------------
 
-try:
-    from filelock import SoftFileLease
+_FILELOCK_NAMES = ("host_name", "owner_is_stale", "parse_marker", "process_start_token", "read_lock_file")
+
+if TYPE_CHECKING:
     from filelock._identity import host_name, owner_is_stale, process_start_token
     from filelock._marker import parse_marker
     from filelock._soft import read_lock_file
-except ImportError as error:  # pragma: no cover - depends on the installed filelock
-    raise _unsupported("filelock", FILELOCK_RANGE, getattr(error, "name", None) or str(error)) from error
 
-# The hook through which every lease of a process shares its observations of a marker over time
-# (xpmfs.lock._Lease): without it expiry would silently never be proven.
-if not callable(getattr(SoftFileLease, "_marker_unchanged_for", None)):  # pragma: no cover
-    raise _unsupported("filelock", FILELOCK_RANGE, "SoftFileLease._marker_unchanged_for")
+
+def _import_filelock() -> None:
+    try:
+        from filelock import SoftFileLease
+        from filelock._identity import host_name, owner_is_stale, process_start_token
+        from filelock._marker import parse_marker
+        from filelock._soft import read_lock_file
+    except ImportError as error:  # pragma: no cover - depends on the installed filelock
+        raise _unsupported("filelock", FILELOCK_RANGE, getattr(error, "name", None) or str(error)) from error
+    # The hook through which every lease of a process shares its observations of a marker over time
+    # (xpmfs.lock._Lease): without it expiry would silently never be proven.
+    if not callable(getattr(SoftFileLease, "_marker_unchanged_for", None)):  # pragma: no cover
+        raise _unsupported("filelock", FILELOCK_RANGE, "SoftFileLease._marker_unchanged_for")
+    globals().update(
+        host_name=host_name,
+        owner_is_stale=owner_is_stale,
+        parse_marker=parse_marker,
+        process_start_token=process_start_token,
+        read_lock_file=read_lock_file,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _FILELOCK_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _import_filelock()  # binds every filelock name: next time, plain module attributes
+    return globals()[name]
+
 
 # -- watchdog: its inotify reader alone --------------------------------------------------------------
 
