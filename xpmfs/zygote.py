@@ -87,9 +87,11 @@ class _Server:
 
     def __init__(self, sock: socket.socket) -> None:
         from . import runner  # warm up (the zygote only, not the worker): all a job needs but its task
+        from .serialization import load_class
 
         _prctl()  # libc loaded and prctl resolved once here, not in every fork (die_with_parent)
         self.runner: Any = runner
+        self.load_class = load_class  # bound once: an import statement per request writes to shared pages
         self.sock = sock
         self.watched: dict[str, float] = {}  # source files of preloaded task modules -> mtime
         self.preloaded: set[object] = set()  # type references already imported and resolved
@@ -170,13 +172,11 @@ class _Server:
     def warm_up(self, request: dict[str, Any]) -> bool:
         """Import what ``request`` needs (its import path, its task's modules, its workspace);
         return whether anything was new."""
-        from .serialization import load_class
-
         fresh = _extend_path(request.get("sys_path", ()))
         for ref in request.get("preload", ()):
             key = (ref.get("module"), ref.get("qualname"), ref.get("file")) if isinstance(ref, dict) else repr(ref)
             if key not in self.preloaded:
-                cls = load_class(ref, "preload")
+                cls = self.load_class(ref, "preload")
                 _watch(cls, self.watched)
                 _resolve_fields(cls)
                 self.preloaded.add(key)
@@ -299,12 +299,18 @@ def _child(request: dict[str, Any], runner: Any, inherited: tuple[int, ...] | No
 
 
 def _resolve_fields(cls: Any) -> None:
-    """Resolve a configuration class's fields once here, not in every fork (it evaluates annotations)."""
-    from ._classinfo import class_info, is_config_class
+    """Resolve a configuration class's fields and make its ``X.C`` once here, not in every fork.
+
+    Resolving evaluates annotations; ``X.C`` is a class made on first use, which the job's
+    ``from_dict`` asks for: made in the fork it cost 64 page faults and ~0.27 ms a job
+    (``profile_jobs.py first-call "xp_xpmfs.Touch.C" --setup "import xp_xpmfs"``).
+    """
+    from ._classinfo import is_config_class
+    from .config import config_type
 
     if is_config_class(cls):
         try:
-            class_info(cls)
+            config_type(cls)  # resolves its fields (class_info) first
         except Exception:  # the fork meets the same error and reports it in its job
             pass
 
