@@ -23,6 +23,7 @@ from xpmfs import (
     SerializationContext,
     Task,
     deserialize,
+    field,
     from_state_dict,
     from_task_dir,
     load,
@@ -214,3 +215,36 @@ def test_json_of_a_configuration_is_its_objects() -> None:
 def test_a_missing_definition_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"definition\.json: cannot be read"):
         load(tmp_path)
+
+
+class Grown(Config):
+    """A class that gained ``added`` (a default factory) after ``kept`` was saved."""
+
+    kept: Param[int]
+    added: Param[list[str]] = field(default_factory=list)
+
+
+def test_load_objects_and_from_parameters_as_experimaestro_names_them() -> None:
+    from xpmfs.config import ConfigInfo
+
+    model = Object2.C(object=Object1.C())
+    identifier = model.__identifier__()
+    objects = json.loads(model.__xpm__.__json__())
+    loaded = ConfigInfo.load_objects(objects, as_instance=False)
+    assert set(loaded) == {o["id"] for o in objects}
+    root = loaded[objects[-1]["id"]]
+    assert root.object is loaded[objects[0]["id"]] and root.__xpm__.identifier_cache == bytes.fromhex(identifier)
+    again = ConfigInfo.fromParameters(objects, as_instance=False, discard_id=True)
+    assert again.__xpm__.sealed and again.__xpm__.identifier_cache is None  # not read: computed again
+    assert again.__identifier__() == identifier
+    built = ConfigInfo.fromParameters(objects)
+    assert type(built) is Object2 and type(built.object) is Object1
+
+
+def test_a_field_added_since_saving_gets_its_default_on_loading() -> None:
+    from xpmfs.config import ConfigInfo
+
+    (record,) = json.loads(Grown.C(kept=1, added=["x"]).__xpm__.__json__())
+    del record["fields"]["added"]
+    (loaded,) = ConfigInfo.load_objects([record]).values()
+    assert loaded.kept == 1 and loaded.added == []

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from xpmfs import Config, DirectoryContext, Meta, Param, PathGenerator, Task, field
 from xpmfs.generators import ConfigWalkContext
 
@@ -104,3 +106,18 @@ def test_a_name_function_sees_the_nested_position(tmp_path: Path) -> None:
     seen.clear()
     obj = Holder.C(here=Here.C()).instance(DirectoryContext(tmp_path))
     assert seen == [tmp_path / "out" / "here"] and obj.here.path == tmp_path / "out/here/f"
+
+
+def test_a_bare_walk_context_seals_a_tree_without_generated_paths() -> None:
+    # experimaestro's test_identifier_loop seals with ConfigWalkContext(): no job folder then.
+    class Plain(Config):
+        x: Param[int]
+
+    class Generates(Config):
+        out: Meta[Path] = field(default_factory=PathGenerator("out.txt"))
+
+    plain = Plain.C(x=1)
+    plain.__xpm__.seal(ConfigWalkContext())
+    assert plain.__xpm__.sealed and plain.__xpm__.jobpath is None
+    with pytest.raises(NotImplementedError):  # as experimaestro: a generated path needs a job folder
+        Generates.C().__xpm__.seal(ConfigWalkContext())

@@ -10,7 +10,7 @@ import pytest
 from sample_tasks import Add, Fail
 
 from xpmfs import FailedExperiment, experiment
-from xpmfs.errors import WorkspaceError
+from xpmfs.errors import ConfigError, WorkspaceError
 from xpmfs.experiment import JobDependency, JobHandle
 from xpmfs.job import ADOPTED_FILE, Job
 from xpmfs.queue import JobRef
@@ -35,6 +35,17 @@ def test_wait_returns_the_end_state_and_the_streams_are_the_jobs(ws: Path) -> No
     assert handle.stdout == job.stdout_path and handle.stderr == job.stderr_path
     assert handle.stdout.name == "add.out" and handle.stdout.is_file()
     assert handle.config is second
+    # experimaestro's shortcuts on the task itself
+    assert second.job is handle and second.wait() is State.DONE
+    assert second.stdout() == handle.stdout and second.stderr() == handle.stderr
+
+
+def test_the_task_shortcuts_need_a_submission() -> None:
+    task = Add.C(x=1)
+    assert task.job is None
+    for shortcut in (task.stdout, task.stderr, task.wait):
+        with pytest.raises(ConfigError, match="not submitted in an experiment"):
+            shortcut()
 
 
 def test_dependencies_as_experimaestro_lists_them(ws: Path) -> None:

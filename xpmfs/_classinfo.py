@@ -722,7 +722,8 @@ def _check_override(parent: Field, hint: Any, spec: FieldSpec, where: str) -> No
     if _is_subtype(hint, parent.hint) is False:
         raise ConfigError(
             where,
-            f"{hint!r} is not a subtype of {parent.hint!r}, the type {parent.owner.__qualname__} declares",
+            f"{hint!r} is not compatible with {parent.hint!r}, the type {parent.owner.__qualname__} declares"
+            " (it is not a subtype of it)",
             "keep the parent's type or narrow it to a subclass",
         )
     if not spec.overrides:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from . import _generics
 from . import identifier as _identifier
@@ -442,11 +442,11 @@ class ConfigInfo:
         """
         context = _check_context(jobpath)
         if self.sealed:
-            if context is not None and self.jobpath is None:
-                self.jobpath = context.path
+            if self.jobpath is None:
+                self.jobpath = _job_folder(context)
             return
         self.validate()
-        self.jobpath = None if context is None else context.path
+        self.jobpath = _job_folder(context)
         _seal(self.config, self.config, context, set())
 
     def post_init(self) -> None:
@@ -504,6 +504,33 @@ class ConfigInfo:
         context = context or SerializationContext(save_directory=Path(save_directory))
         with (Path(save_directory) / definition_filename).open("w") as out:
             json.dump(json_objects(self.config, context), out)
+
+    @staticmethod
+    def load_objects(
+        definitions: list[dict[str, Any]],
+        as_instance: bool = True,
+        data_loader: Any = None,
+        discard_id: bool = False,
+        partial_loading: bool = False,
+    ) -> dict[Any, Any]:
+        """Each saved object (``state_dict(...)["objects"]``) by its id: see :func:`xpmfs.definition.load_objects`."""
+        from .definition import load_objects
+
+        return load_objects(definitions, as_instance, data_loader, discard_id, partial_loading)
+
+    @staticmethod
+    def fromParameters(  # experimaestro's name
+        definitions: list[dict[str, Any]],
+        as_instance: bool = True,
+        data_loader: Any = None,
+        discard_id: bool = False,
+        return_tasks: bool = False,
+        partial_loading: bool | None = None,
+    ) -> Any:
+        """The root of saved objects (``json.loads(info.__json__())``): see :func:`xpmfs.definition.from_parameters`."""
+        from .definition import from_parameters
+
+        return from_parameters(definitions, as_instance, data_loader, discard_id, return_tasks, partial_loading)
 
     @staticmethod
     def deserialize(
@@ -693,6 +720,17 @@ def _check_context(context: Any) -> ConfigWalkContext | None:
     if not isinstance(context, (str, os.PathLike)):
         return None  # another kind of context (experimaestro's SerializationContext): nothing to generate
     return DirectoryContext(context)
+
+
+def _job_folder(context: ConfigWalkContext | None) -> Path | None:
+    """The job folder of a sealing context; ``None`` for none, or for a bare ``ConfigWalkContext()``
+    (experimaestro seals with one: only a path generator then needs a folder, and fails)."""
+    if context is None:
+        return None
+    try:
+        return context.path
+    except NotImplementedError:
+        return None
 
 
 def _instance(config: ConfigMixin, objects: dict[int, Any], keep: bool) -> Any:
@@ -1337,6 +1375,31 @@ class TaskConfig(ConfigMixin, Task):
         return handler(
             self, init_tasks=list(self.__xpm__.init_tasks), launcher=launcher, max_retries=max_retries, **options
         )
+
+    @property
+    def job(self) -> Any:
+        """The job handle (:class:`xpmfs.experiment.JobHandle`) of its latest submission, else ``None``."""
+        return self.__xpm__.job
+
+    def _submitted_job(self, what: str) -> Any:
+        handle = self.__xpm__.job
+        if handle is None:
+            raise ConfigError(
+                f"{_qualname(self)}.{what}", "this task was not submitted in an experiment", "submit it first"
+            )
+        return handle
+
+    def stdout(self) -> Path:
+        """Its job's standard output file (experimaestro's ``task.stdout()``)."""
+        return cast(Path, self._submitted_job("stdout()").stdout)
+
+    def stderr(self) -> Path:
+        """Its job's standard error file (experimaestro's ``task.stderr()``)."""
+        return cast(Path, self._submitted_job("stderr()").stderr)
+
+    def wait(self) -> Any:
+        """Block until its job has ended; return the job's state (see ``JobHandle.wait``)."""
+        return self._submitted_job("wait()").wait()
 
     def _dry_submit_alone(self, init_tasks: Iterable[Config] | None) -> Any:
         info = self.__xpm__

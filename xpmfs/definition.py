@@ -352,7 +352,7 @@ class _Reader:
         self.workspace_path = workspace_path
         self.objects: dict[Any, ConfigMixin] = {}
 
-    def load(self, records: list[dict[str, Any]], skipped: set[Any]) -> None:
+    def load(self, records: list[dict[str, Any]], skipped: set[Any], keep_ids: bool = True) -> None:
         for record in records:
             if record["id"] in skipped or record.get("stub"):
                 continue
@@ -374,6 +374,9 @@ class _Reader:
                     # Saved without a folder (save_directory=None): the path is where the data was.
                     value = value.path if value.path.is_absolute() else self.loader(value)
                 info.set_loaded(name, value)
+            for f in info.cls_info.factories:
+                if f.name not in info.values:  # saved before the field existed: its default, as experimaestro
+                    info.values[f.name] = f.check(f.factory(), info.where(f.name))  # type: ignore[misc]
             info.meta = True if record.get("meta") else None
             producer = self.objects.get(record.get("task"))
             if producer is not None and producer is not config:
@@ -386,7 +389,7 @@ class _Reader:
             if config is not None:
                 info = config.__xpm__
                 info.sealed = True
-                identifier = record.get("identifier")
+                identifier = record.get("identifier") if keep_ids else None
                 if isinstance(identifier, dict):
                     identifier = identifier.get("main")
                 if isinstance(identifier, str):
@@ -462,6 +465,57 @@ def _from_state(
         objects: dict[int, Any] = {}
         result = _instances(result, objects)
     return result
+
+
+def load_objects(
+    definitions: list[dict[str, Any]],
+    as_instance: bool = True,
+    data_loader: str | os.PathLike[str] | SerializedPathLoader | None = None,
+    discard_id: bool = False,
+    partial_loading: bool = False,
+) -> dict[Any, Any]:
+    """experimaestro's ``ConfigInformation.load_objects``: the saved objects (``state_dict(...)["objects"]``,
+    the root last) by their ``id``: sealed configurations, or with ``as_instance`` the objects built.
+
+    ``discard_id``: identifiers are computed again rather than read. ``partial_loading``: the objects
+    reachable from the root only as the task that produced an output are left out (experimaestro
+    gives stubs for them).
+    """
+    roots = [definitions[-1]["id"]] if definitions else []
+    skipped = _skipped(definitions, roots) if partial_loading else set()
+    reader = _Reader(_data_loader(data_loader), None, None)
+    reader.load(definitions, skipped, keep_ids=not discard_id)
+    if not as_instance:
+        return dict(reader.objects)
+    built: dict[int, Any] = {}
+    return {number: _instances(config, built) for number, config in reader.objects.items()}
+
+
+def from_parameters(
+    definitions: list[dict[str, Any]],
+    as_instance: bool = True,
+    data_loader: str | os.PathLike[str] | SerializedPathLoader | None = None,
+    discard_id: bool = False,
+    return_tasks: bool = False,
+    partial_loading: bool | None = None,
+) -> Any:
+    """experimaestro's ``ConfigInformation.fromParameters``: the root (the last of ``definitions``).
+
+    With ``as_instance``, its init tasks' ``execute()`` runs first; with ``return_tasks`` (and not
+    ``as_instance``), ``(root, init tasks)``. ``partial_loading`` defaults to ``as_instance``.
+    """
+    partial = as_instance if partial_loading is None else partial_loading
+    objects = load_objects(definitions, as_instance, data_loader, discard_id, partial)
+    root = definitions[-1]
+    obj = objects[root["id"]]
+    if not (as_instance or return_tasks):
+        return obj
+    init_tasks = [objects[number] for number in root.get("init-tasks", ())]
+    if not as_instance:
+        return obj, init_tasks
+    for task in init_tasks:
+        task.execute()
+    return obj
 
 
 def _instances(value: Any, objects: dict[int, Any]) -> Any:
@@ -587,9 +641,11 @@ __all__ = [
     "SerializedPathLoader",
     "deserialize",
     "deserialize_root",
+    "from_parameters",
     "from_state_dict",
     "json_objects",
     "load",
+    "load_objects",
     "save",
     "serialize",
     "serialize_data",

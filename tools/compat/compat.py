@@ -126,7 +126,7 @@ MAPPING: dict[str, list[str]] = {
     "experimaestro.settings": ["xpmfs.settings"],
     "experimaestro.scheduler": ["xpmfs", "xpmfs.status", "xpmfs.runmode"],
     "experimaestro.scheduler.workspace": ["xpmfs", "xpmfs.runmode", "xpmfs.settings"],
-    "experimaestro.scheduler.jobs": ["xpmfs", "xpmfs.status"],
+    "experimaestro.scheduler.jobs": ["xpmfs", "xpmfs.status", "xpmfs.experiment"],
     "experimaestro.tools": ["xpmfs"],
     "experimaestro.tools.jobs": ["xpmfs"],
 }
@@ -157,7 +157,6 @@ OUT_OF_SCOPE = {
     "ConfigWalk",
     "TaskStub",
     "Job",
-    "JobDependency",
     "JobStateError",
     "Launcher",
 }
