@@ -218,14 +218,6 @@ def status_record(job: Job) -> dict[str, Any]:
     return record
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
-            return stream.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
 def python_wrapper(path: Path, body: str) -> Path:
     """An executable shell script at ``path``: ``body``, to name as a spec's ``python``."""
     path.write_text(f"#!/bin/sh\n{body}\n")

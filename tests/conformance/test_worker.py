@@ -28,13 +28,12 @@ from .conftest import (
     SLACK,
     Site,
     history,
-    pid_alive,
     python_wrapper,
     read_log,
     set_spec_python,
     status_record,
 )
-from .tasks import Die, Probe, ProbeClaimNames, Run, TimesOutOnce
+from .tasks import Die, Probe, ProbeClaimNames, Run, TimesOutOnce, alive
 
 # -- exclusive claims ------------------------------------------------------------------------------
 
@@ -110,7 +109,7 @@ def test_a_killed_workers_job_runs_again_never_twice_at_once(any_site: Site, tmp
     runner = int((job.path / "started").read_text())
     assert status_record(job)["state"] == "running"
     first.kill()
-    wait_until(lambda: not pid_alive(runner), timeout=SLACK, what="the runner to die with its worker")
+    wait_until(lambda: not alive(runner), timeout=SLACK, what="the runner to die with its worker")
     gate.write_text("")
     survivor = any_site.reference() if dies == "under-test" else any_site.under_test()
     any_site.wait_ended(job, timeout=LEASE + RESCAN + SLACK)
@@ -369,7 +368,7 @@ def test_sigterm_hands_running_jobs_back(any_site: Site, tmp_path: Path) -> None
     wait_until((job.path / "started").exists, timeout=SLACK, what=f"the job to start\n{any_site.logs()}")
     runner = int((job.path / "started").read_text())
     assert worker.stop() == 0
-    assert not pid_alive(runner), "the runner outlived its worker's hand-back"
+    assert not alive(runner), "the runner outlived its worker's hand-back"
     record = status_record(job)
     assert (record["state"], record["attempt"]) == ("ready", 1), record
     assert job.marker() is None and any_site.queued(job) and not path.exists()
