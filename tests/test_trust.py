@@ -169,12 +169,20 @@ echo "$id ${@: -1}" >> "$dir/sbatch.log"
 echo "$id"
 """
 
+# Every job it is asked about is still pending: the worker must not judge the own job gone before
+# the test has seen it SUBMITTED.
+_FAKE_SQUEUE = """#!/bin/bash
+for arg in "$@"; do
+  case "$arg" in --jobs=*) IFS=, read -ra ids <<< "${arg#--jobs=}"; for id in "${ids[@]}"; do echo "$id|PENDING|Priority"; done;; esac
+done
+"""
+
 
 @needs_root
 def test_a_slurm_job_of_another_user_is_never_submitted(ws: Path, tmp_path: Path, processes: Processes) -> None:
     fake = tmp_path / "fakebin"
     fake.mkdir()
-    for name, text in (("sbatch", _FAKE_SBATCH), ("squeue", "#!/bin/bash\n"), ("scancel", "#!/bin/bash\n")):
+    for name, text in (("sbatch", _FAKE_SBATCH), ("squeue", _FAKE_SQUEUE), ("scancel", "#!/bin/bash\n")):
         (fake / name).write_text(text)
         (fake / name).chmod(0o755 | stat.S_IEXEC)
     env = processes.env()
