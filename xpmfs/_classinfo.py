@@ -193,7 +193,7 @@ class Field:
         owner: type,
         kind: Kind,
         hint: Any,
-        check: _types.Checker,
+        check: _types.Type,
         default: Any,
         ignore_default: bool,
         factory: Callable[[], Any] | None,
@@ -244,9 +244,11 @@ class Field:
         return self.kind is Kind.CONSTANT
 
     @property
-    def type(self) -> _types.Checker:
-        """The field's type, as xpmfs checks values against it (``describe()`` spells it)."""
-        return self.check
+    def type(self) -> _types.Type:
+        """The field's type object (:mod:`xpmfs.types`) without the ``None`` of ``Optional``, as in
+        experimaestro (``int`` for ``Param[int | None]``); ``check``, which values go through, keeps it."""
+        check = self.check
+        return check.without_none() if isinstance(check, _types.UnionType) else check
 
     @property
     def checker(self) -> Any:
@@ -757,7 +759,7 @@ def _make_field(
     owner: type,
     marker: _Marker,
     hint: Any,
-    check: _types.Checker,
+    check: _types.Type,
     spec: FieldSpec,
     where: str,
     options: Mapping[str, Any] | None = None,
@@ -770,7 +772,7 @@ def _make_field(
     factory = factory_spec if generator is None else None
     if default is None and not _types.allows_none(hint):
         # ``x: Param[int] = None`` means "optional": accept None for it.
-        check = _types.UnionChecker((check,), optional=True)
+        check = _types.optional(check)
     elif default is not MISSING:
         try:
             default = check(default, f"{where} (default)")

@@ -1,11 +1,12 @@
-"""Type checks for configuration fields: one small checker object per declared type.
+"""Type objects of configuration fields: one small object per declared type, which checks values.
 
 A field's annotation (``int``, ``list[Model]``, ``dict[str, float]``, ``Path | None``...) is
-compiled once per class into a checker; assigning a value calls it. A checker returns the value to
-store (``float`` fields store floats, ``Path`` fields accept ``str``, ``list`` fields store a fresh
-list so the caller's list can change without changing the configuration) or raises
+compiled once per class into a :class:`Type`; assigning a value calls it. A type returns the value
+to store (``float`` fields store floats, ``Path`` fields accept ``str``, ``list`` fields store a
+fresh list so the caller's list can change without changing the configuration) or raises
 :class:`~xpmfs.errors.ConfigError` naming where the value was going, what was expected and what was
-given.
+given. The same objects are experimaestro's ``experimaestro.core.types`` (``Type.fromType``,
+``validate``, ``IntType``...): :mod:`xpmfs.types` is their public face.
 """
 
 from __future__ import annotations
@@ -34,8 +35,13 @@ def _shown(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-class Checker:
-    """Validates and normalises one value; ``describe`` is the type as the user wrote it."""
+class Type:
+    """A field's type: checks one value and returns the value to store (coerced when the type says so).
+
+    Field assignment calls it, ``field_type(value, where)``, with ``where`` naming the field, so the
+    error says where the value was going. :meth:`validate` checks a value that goes to no field
+    (experimaestro's ``Type.validate``). ``describe`` spells the type as the user wrote it.
+    """
 
     __slots__ = ()
 
@@ -45,11 +51,37 @@ class Checker:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def validate(self, value: Any) -> Any:
+        """The value to store for ``value``, or :class:`~xpmfs.errors.ConfigError` (a ``ValueError``
+        and a ``TypeError``) whose ``where`` locates the bad part, as in ``value[1]['b']``."""
+        return self(value, "value")
+
+    @staticmethod
+    def from_type(annotation: Any) -> Type:
+        """The type object of ``annotation`` (``int``, ``list[Model]``, ``tuple[int, ...]``...).
+
+        A type object is returned as it is. Raises ``TypeError`` for an annotation that does not
+        describe a configuration value, or a forward reference (``"Model"``): pass the class.
+        """
+        if isinstance(annotation, Type):
+            return annotation
+        return compile_type(annotation, _unresolved)
+
+    fromType = from_type  # noqa: N815 (experimaestro's spelling)
+
     def fail(self, value: Any, where: str) -> ConfigError:
         return ConfigError(where, f"expected {self.describe()}, got {_shown(value)}")
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
 
-class AnyChecker(Checker):
+
+def _unresolved(reference: Any) -> Any:
+    name = reference if isinstance(reference, str) else reference.__forward_arg__
+    raise TypeError(f"cannot resolve the forward reference {name!r} here: give the class itself")
+
+
+class AnyType(Type):
     __slots__ = ()
 
     def __call__(self, value: Any, where: str) -> Any:
@@ -59,7 +91,7 @@ class AnyChecker(Checker):
         return "Any"
 
 
-class TypeVarChecker(AnyChecker):
+class TypeVarType(AnyType):
     """A field typed by a type variable (``x: Param[T]``): any value; the instance binds ``T`` (see _generics)."""
 
     __slots__ = ("typevar",)
@@ -69,6 +101,20 @@ class TypeVarChecker(AnyChecker):
 
     def describe(self) -> str:
         return str(self.typevar)
+
+
+class NoneTypeType(Type):
+    """``None`` (``type(None)``), alone or as the ``None`` of ``X | None``."""
+
+    __slots__ = ()
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if value is None:
+            return None
+        raise self.fail(value, where)
+
+    def describe(self) -> str:
+        return "None"
 
 
 _INT_TEXT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*(?:\.0*)?")
@@ -88,7 +134,7 @@ def _text(value: Any) -> str | None:
     return None
 
 
-class IntChecker(Checker):
+class IntType(Type):
     """experimaestro's (pydantic's lax) int: ``True`` is 1, ``3.0`` is 3, ``"5"`` is 5; ``1.5`` is refused."""
 
     __slots__ = ()
@@ -116,7 +162,7 @@ class IntChecker(Checker):
         return "int"
 
 
-class FloatChecker(Checker):
+class FloatType(Type):
     """experimaestro's (pydantic's lax) float: ints and bools convert, and so does numeric text."""
 
     __slots__ = ()
@@ -138,7 +184,7 @@ class FloatChecker(Checker):
         return "float"
 
 
-class StrChecker(Checker):
+class StrType(Type):
     __slots__ = ()
 
     def __call__(self, value: Any, where: str) -> Any:
@@ -150,7 +196,7 @@ class StrChecker(Checker):
         return "str"
 
 
-class BoolChecker(Checker):
+class BoolType(Type):
     """experimaestro's (pydantic's lax) bool: also 0/1 (int or float) and "true"/"false", "yes"/"no"..."""
 
     __slots__ = ()
@@ -173,7 +219,7 @@ class BoolChecker(Checker):
         return "bool"
 
 
-class PathChecker(Checker):
+class PathType(Type):
     __slots__ = ()
 
     def __call__(self, value: Any, where: str) -> Any:
@@ -187,32 +233,34 @@ class PathChecker(Checker):
         return "Path"
 
 
-class InstanceChecker(Checker):
-    """A class: configurations, enums and any other class given as a type."""
+class InstanceType(Type):
+    """A class (``type``): configurations and any other class given as a type; the value must be an instance."""
 
-    __slots__ = ("cls",)
+    __slots__ = ("type",)
 
     def __init__(self, cls: type) -> None:
-        self.cls = cls
+        self.type = cls
 
     def __call__(self, value: Any, where: str) -> Any:
-        if isinstance(value, self.cls):
+        if isinstance(value, self.type):
             return value
         raise self.fail(value, where)
 
     def describe(self) -> str:
-        return self.cls.__qualname__
+        return self.type.__qualname__
 
 
-class EnumChecker(InstanceChecker):
+class EnumType(InstanceType):
+    """An ``Enum`` class (``type``): the value must be one of its members."""
+
     __slots__ = ()
 
     def fail(self, value: Any, where: str) -> ConfigError:
-        members = ", ".join(f"{self.cls.__qualname__}.{m.name}" for m in self.cls)  # type: ignore[attr-defined]
+        members = ", ".join(f"{self.type.__qualname__}.{m.name}" for m in self.type)  # type: ignore[attr-defined]
         return ConfigError(where, f"expected {self.describe()} (one of {members}), got {_shown(value)}")
 
 
-class LiteralChecker(Checker):
+class LiteralType(Type):
     __slots__ = ("values",)
 
     def __init__(self, values: tuple[Any, ...]) -> None:
@@ -228,113 +276,130 @@ class LiteralChecker(Checker):
         return "Literal[" + ", ".join(repr(v) for v in self.values) + "]"
 
 
-class ListChecker(Checker):
-    __slots__ = ("item",)
+class ArrayType(Type):
+    """``list[X]`` (or ``Array(X)``): a list whose items are of type ``type``."""
 
-    def __init__(self, item: Checker) -> None:
-        self.item = item
+    __slots__ = ("type",)
+
+    def __init__(self, item: Type) -> None:
+        self.type = item
 
     def __call__(self, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise self.fail(value, where)  # a tuple is refused, as experimaestro does
-        check = self.item
+        check = self.type
         return [check(x, f"{where}[{i}]") for i, x in enumerate(value)]
 
     def describe(self) -> str:
-        return f"list[{self.item.describe()}]"
+        return f"list[{self.type.describe()}]"
 
 
-class SetChecker(Checker):
-    __slots__ = ("item",)
+class SetType(Type):
+    """``set[X]``: a set whose items are of type ``type``."""
 
-    def __init__(self, item: Checker) -> None:
-        self.item = item
+    __slots__ = ("type",)
+
+    def __init__(self, item: Type) -> None:
+        self.type = item
 
     def __call__(self, value: Any, where: str) -> Any:
         if not isinstance(value, set):
             raise self.fail(value, where)  # a list or a frozenset is refused, as experimaestro does
-        check = self.item
+        check = self.type
         return {check(x, f"{where}[{x!r}]") for x in value}
 
     def describe(self) -> str:
-        return f"set[{self.item.describe()}]"
+        return f"set[{self.type.describe()}]"
 
 
-class TupleChecker(Checker):
-    """``tuple[int, str]`` (fixed length) or ``tuple[int, ...]`` (``items`` is then one checker)."""
+class TupleType(Type):
+    """``tuple[int, str]`` (fixed length) or, when ``variadic``, ``tuple[int, ...]`` (``types`` is then one type)."""
 
-    __slots__ = ("items", "variadic")
+    __slots__ = ("types", "variadic")
 
-    def __init__(self, items: tuple[Checker, ...], variadic: bool) -> None:
-        self.items = items
+    def __init__(self, types: tuple[Type, ...], variadic: bool) -> None:
+        self.types = types
         self.variadic = variadic
 
     def __call__(self, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise self.fail(value, where)
         if self.variadic:
-            check = self.items[0]
+            check = self.types[0]
             return tuple(check(x, f"{where}[{i}]") for i, x in enumerate(value))
-        if len(value) != len(self.items):
+        if len(value) != len(self.types):
             raise ConfigError(
-                where, f"expected {self.describe()} ({len(self.items)} items), got {len(value)} items: {_shown(value)}"
+                where, f"expected {self.describe()} ({len(self.types)} items), got {len(value)} items: {_shown(value)}"
             )
-        return tuple(check(x, f"{where}[{i}]") for i, (check, x) in enumerate(zip(self.items, value, strict=True)))
+        return tuple(check(x, f"{where}[{i}]") for i, (check, x) in enumerate(zip(self.types, value, strict=True)))
 
     def describe(self) -> str:
         if self.variadic:
-            return f"tuple[{self.items[0].describe()}, ...]"
-        return "tuple[" + ", ".join(c.describe() for c in self.items) + "]"
+            return f"tuple[{self.types[0].describe()}, ...]"
+        return "tuple[" + ", ".join(c.describe() for c in self.types) + "]"
 
 
-class DictChecker(Checker):
-    __slots__ = ("item", "key")
+class DictType(Type):
+    """``dict[K, V]``: keys of type ``keytype``, values of type ``valuetype``."""
 
-    def __init__(self, key: Checker, item: Checker) -> None:
-        self.key = key
-        self.item = item
+    __slots__ = ("keytype", "valuetype")
+
+    def __init__(self, keytype: Type, valuetype: Type) -> None:
+        self.keytype = keytype
+        self.valuetype = valuetype
 
     def __call__(self, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise self.fail(value, where)
-        key, item = self.key, self.item
+        key, item = self.keytype, self.valuetype
         return {key(k, f"{where} key {k!r}"): item(v, f"{where}[{k!r}]") for k, v in value.items()}
 
     def describe(self) -> str:
-        return f"dict[{self.key.describe()}, {self.item.describe()}]"
+        return f"dict[{self.keytype.describe()}, {self.valuetype.describe()}]"
 
 
-class UnionChecker(Checker):
-    """``A | B | None``: the first option that accepts the value wins (options keep their order)."""
+class UnionType(Type):
+    """``A | B | None``: the first of ``types`` that accepts the value wins (they keep their order)."""
 
-    __slots__ = ("optional", "options")
+    __slots__ = ("optional", "types")
 
-    def __init__(self, options: tuple[Checker, ...], optional: bool) -> None:
-        self.options = options
-        self.optional = optional
+    def __init__(self, types: tuple[Type, ...]) -> None:
+        self.types = types
+        self.optional = any(isinstance(t, NoneTypeType) for t in types)
+        """Whether ``None`` is one of the types (``X | None``)."""
 
     def __call__(self, value: Any, where: str) -> Any:
-        if value is None:
-            if self.optional:
-                return None
-            raise self.fail(value, where)
-        # Left to right, the first option that accepts the value wins (experimaestro's rule): so
+        if value is None and self.optional:
+            return None
+        # Left to right, the first type that accepts the value wins (experimaestro's rule): so
         # ``float | int`` stores 1 as 1.0, and ``int | str`` stores "1" as 1.
         errors = []
-        for option in self.options:
+        for option in self.types:
             try:
                 return option(value, where)
             except ConfigError as error:
-                errors.append(error)
+                if not isinstance(option, NoneTypeType):
+                    errors.append(error)
         if len(errors) == 1 and errors[0].where != where:
             raise errors[0]  # inside the only possible container (``list[int] | None``): say where
         raise self.fail(value, where)
 
     def describe(self) -> str:
-        names = [o.describe() for o in self.options]
-        if self.optional:
-            names.append("None")
-        return " | ".join(names)
+        return " | ".join(t.describe() for t in self.types)
+
+    def without_none(self) -> Type:
+        """The type without its ``None``: ``int`` for ``int | None``."""
+        rest = tuple(t for t in self.types if not isinstance(t, NoneTypeType))
+        if len(rest) == 1:
+            return rest[0]
+        return self if len(rest) == len(self.types) else UnionType(rest)
+
+
+def optional(check: Type) -> Type:
+    """``check | None`` (``check`` itself when it accepts ``None`` already)."""
+    if isinstance(check, (AnyType, NoneTypeType)) or (isinstance(check, UnionType) and check.optional):
+        return check
+    return UnionType((check, NONE))
 
 
 class Array:
@@ -349,27 +414,28 @@ class Array:
         return f"Array({self.type!r})"
 
 
-_SIMPLE: dict[Any, Checker] = {
-    int: IntChecker(),
-    float: FloatChecker(),
-    str: StrChecker(),
-    bool: BoolChecker(),
-    Path: PathChecker(),
-    Any: AnyChecker(),
-    object: AnyChecker(),
+_SIMPLE: dict[Any, Type] = {
+    int: IntType(),
+    float: FloatType(),
+    str: StrType(),
+    bool: BoolType(),
+    Path: PathType(),
+    Any: AnyType(),
+    object: AnyType(),
+    None: NoneTypeType(),
+    type(None): NoneTypeType(),
 }
 ANY = _SIMPLE[Any]
+NONE = _SIMPLE[None]
 
 
-def compile_type(hint: Any, resolve: Resolve) -> Checker:
-    """The checker for ``hint``; ``resolve`` evaluates forward references met inside it.
+def compile_type(hint: Any, resolve: Resolve) -> Type:
+    """The type object of ``hint``; ``resolve`` evaluates forward references met inside it.
 
     Raises ``TypeError`` for an annotation that cannot describe a configuration value.
     """
     if isinstance(hint, (str, ForwardRef)):
         hint = resolve(hint)
-    if hint is None or hint is type(None):
-        return UnionChecker((), optional=True)
     try:
         simple = _SIMPLE.get(hint)
     except TypeError:  # an unhashable annotation (e.g. Annotated metadata): not a simple type
@@ -377,49 +443,46 @@ def compile_type(hint: Any, resolve: Resolve) -> Checker:
     if simple is not None:
         return simple
     if isinstance(hint, typing.TypeVar):
-        return TypeVarChecker(hint)
+        return TypeVarType(hint)
     if isinstance(hint, Array):
-        return ListChecker(compile_type(hint.type, resolve))
+        return ArrayType(compile_type(hint.type, resolve))
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Annotated:
         return compile_type(args[0], resolve)
     if origin is typing.Union or (origin is types.UnionType):
-        optional = any(a is type(None) for a in args)
-        options = tuple(compile_type(a, resolve) for a in args if a is not type(None))
-        if len(options) == 1 and not optional:
-            return options[0]
-        return UnionChecker(options, optional)
+        members = tuple(compile_type(a, resolve) for a in args)
+        return members[0] if len(members) == 1 else UnionType(members)
     if origin is typing.Literal:
-        return LiteralChecker(args)
+        return LiteralType(args)
     if origin is list:  # also typing.List[...], whose origin is list
-        return ListChecker(compile_type(args[0], resolve) if args else ANY)
+        return ArrayType(compile_type(args[0], resolve) if args else ANY)
     if origin in (set, frozenset):
-        return SetChecker(compile_type(args[0], resolve) if args else ANY)
+        return SetType(compile_type(args[0], resolve) if args else ANY)
     if origin is tuple:
         if not args:
-            return TupleChecker((ANY,), variadic=True)
+            return TupleType((ANY,), variadic=True)
         if len(args) == 2 and args[1] is Ellipsis:
-            return TupleChecker((compile_type(args[0], resolve),), variadic=True)
-        return TupleChecker(tuple(compile_type(a, resolve) for a in args), variadic=False)
+            return TupleType((compile_type(args[0], resolve),), variadic=True)
+        return TupleType(tuple(compile_type(a, resolve) for a in args), variadic=False)
     if origin is dict:
         if not args:
-            return DictChecker(ANY, ANY)
-        return DictChecker(compile_type(args[0], resolve), compile_type(args[1], resolve))
+            return DictType(ANY, ANY)
+        return DictType(compile_type(args[0], resolve), compile_type(args[1], resolve))
     if hint is list:
-        return ListChecker(ANY)
+        return ArrayType(ANY)
     if hint in (set, frozenset):
-        return SetChecker(ANY)
+        return SetType(ANY)
     if hint is tuple:
-        return TupleChecker((ANY,), variadic=True)
+        return TupleType((ANY,), variadic=True)
     if hint is dict:
-        return DictChecker(ANY, ANY)
+        return DictType(ANY, ANY)
     if isinstance(hint, type):
         if issubclass(hint, enum.Enum):
-            return EnumChecker(hint)
-        return InstanceChecker(hint)
+            return EnumType(hint)
+        return InstanceType(hint)
     if origin is not None and isinstance(origin, type):
-        return InstanceChecker(origin)  # a user generic such as ``Model[int]``: check the class only
+        return InstanceType(origin)  # a user generic such as ``Model[int]``: check the class only
     raise TypeError(f"{hint!r} is not a type xpmfs can check")
 
 
