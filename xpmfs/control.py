@@ -25,7 +25,7 @@ import psutil
 from . import _atomic, catalog, heartbeat, lifecycle, queue, status
 from .errors import CorruptedError, WorkspaceError
 from .job import LOCK_WAIT, TRASH_PREFIX, Job
-from .launchers import slurm
+from .launchers import from_json
 from .lock import JobLock
 from .status import State
 from .workspace import EXPERIMENT_LOCK, Workspace
@@ -63,22 +63,23 @@ def kill(job: Job, *, wait: float | None = None) -> Outcome:
     if ended is not None:
         return ended
     current = job.status()
-    # A SLURM job first: cancelled there, it cannot start while we change its status (and a
-    # running one gets SIGTERM from SLURM, wherever it runs; its runner records `cancelled`).
-    scancelled = _scancel(job, current)
+    # A job handed to a scheduler (SLURM) first: cancelled there, it cannot start while we change
+    # its status (and a running one gets SIGTERM from it, wherever it runs; its runner records
+    # `cancelled`).
+    handed_off = _cancel_handed_off(job, current)
     if current is not None and current.state is State.RUNNING and job.lock().probe():
         # Running for real: no brief holder to wait out.
-        return _request_cancel(job, scancelled)
+        return _request_cancel(job, handed_off)
     with locked(job, wait) as lock:
         if lock is None:
-            return _request_cancel(job, scancelled)
+            return _request_cancel(job, handed_off)
         ended = _ended(job)  # it may have ended while we waited for the lock
         if ended is not None:
             return ended
         previous = lifecycle.cancel(job, f"xpmfs kill ({_me()})")
         note = {
             State.RUNNING: " (its runner had died: nobody held its lock)",
-            State.SUBMITTED: " (handed to SLURM" + (f"; {scancelled}" if scancelled else "") + ")",
+            State.SUBMITTED: f" ({handed_off})" if handed_off else "",
         }.get(previous, "")
     return Outcome(job, "cancelled", f"{job.ref}: cancelled (was {previous.value}){note}")
 
@@ -97,17 +98,19 @@ def _me() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
-def _scancel(job: Job, current: status.Status | None) -> str:
-    """``scancel`` the SLURM job of a ``submitted``/``running`` job; say what happened ("" if none)."""
+def _cancel_handed_off(job: Job, current: status.Status | None) -> str:
+    """Cancel the scheduler job of a ``submitted``/``running`` job handed to one, by its spec's
+    launcher; say what happened ("" if there is none)."""
     if current is None or current.state not in (State.SUBMITTED, State.RUNNING) or not current.cluster_id:
         return ""
-    problem = slurm.cancel(current.cluster_id)
-    if problem is None:
-        return f"scancel'ed SLURM job {current.cluster_id}"
-    return f"scancel of SLURM job {current.cluster_id} failed: {problem}"
+    try:
+        launcher = from_json(job.read_spec().launcher)
+    except (CorruptedError, ValueError) as error:
+        return f"its scheduler job {current.cluster_id} was not cancelled: {error}"
+    return launcher.cancel(current.cluster_id)
 
 
-def _request_cancel(job: Job, scancelled: str = "") -> Outcome:
+def _request_cancel(job: Job, handed_off: str = "") -> Outcome:
     _atomic.write_json(job.cancel_path, {"requested": time.time(), "by": _me()})
     try:
         current = job.status()
@@ -126,8 +129,8 @@ def _request_cancel(job: Job, scancelled: str = "") -> Outcome:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(current.pid, signal.SIGTERM)
             signalled = f"; sent SIGTERM to its runner's process group ({current.pid})"
-    if scancelled:
-        signalled += f"; {scancelled}"
+    if handed_off:
+        signalled += f"; {handed_off}"
     return Outcome(
         job,
         "cancel-requested",

@@ -53,6 +53,11 @@ class DirectLauncher:
         """Read a ``launcher`` record; unknown keys are ignored (newer writers)."""
         return cls(isolate=bool(record.get("isolate", False)))
 
+    def cancel(self, cluster_id: str) -> str:
+        """A direct job is never handed off: there is no scheduler job to cancel (``xpmfs kill``
+        signals its runner)."""
+        return ""
+
 
 class Direct:
     """The worker's direct launcher: forks each job from the warm runner (one per worker, started

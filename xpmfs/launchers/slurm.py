@@ -192,6 +192,14 @@ class SlurmLauncher:
             values["extra"] = tuple(values["extra"] or ())
         return cls(**values)
 
+    def cancel(self, cluster_id: str) -> str:
+        """Cancel the SLURM job ``cluster_id`` a job was handed to (``xpmfs kill``); say what
+        happened, for the user."""
+        problem = cancel(cluster_id)
+        if problem is None:
+            return f"handed to SLURM; scancel'ed SLURM job {cluster_id}"
+        return f"handed to SLURM; scancel of SLURM job {cluster_id} failed: {problem}"
+
     # -- submitting ----------------------------------------------------------------------------
 
     def sbatch_options(self) -> list[str]:
