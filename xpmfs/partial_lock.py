@@ -39,11 +39,14 @@ def declared_partials(task: Any) -> dict[str, Partial]:
 
 def partial_folders(task: Any, jobpath: Path) -> list[Path]:
     """The partial folders the job in ``jobpath`` locks, sorted (a fixed order: no deadlock)."""
+    declared = declared_partials(task)
+    if not declared:
+        return []  # most tasks: no path computed (pathlib costs a forked job page copies)
     info = task.__xpm__
     workspace = workspace_of_job(jobpath)
     return sorted(
         partial_path(workspace, info.cls_info.typeid, name, info.partial_identifier(spec).hex())
-        for name, spec in declared_partials(task).items()
+        for name, spec in declared.items()
     )
 
 

@@ -202,16 +202,17 @@ def _run_locked(job: Job, cluster: Inside | None = None) -> int:
 def _head_streams(running: Status) -> None:
     """Head this attempt's output in ``<name>.out`` and ``<name>.err`` when they hold something
     already (an earlier attempt's, or another tool's: streams are appended to, never truncated)."""
-    header = (
-        f"----- xpmfs: attempt {running.attempt} on {running.host}, pid {running.pid}, "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(running.started))} -----\n"
-    ).encode()
     for fd in (1, 2):
         try:
             if os.fstat(fd).st_size > 0:
-                os.write(fd, header)
+                os.write(fd, _header(running))
         except OSError:
             pass  # a stream that cannot take a line of ours cannot take the task's either: it says so
+
+
+def _header(running: Status) -> bytes:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(running.started))
+    return f"----- xpmfs: attempt {running.attempt} on {running.host}, pid {running.pid}, {started} -----\n".encode()
 
 
 def _execute(job: Job, spec: Spec) -> None:
