@@ -74,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     "GracefulTimeout": "errors",
     "TaskCancelled": "errors",
     "experiment": "experiment",
+    "ExperimentWorkspace": "experiment",
     "PathGenerator": "generators",
     "STDERR": "generators",
     "STDOUT": "generators",
@@ -102,6 +103,7 @@ __all__ = [
     "DirectoryContext",
     "EmptyContext",
     "Error",
+    "ExperimentWorkspace",
     "FailedExperiment",
     "GracefulTimeout",
     "Identifier",
@@ -228,7 +230,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         state_dict,
     )
     from .errors import Error, FailedExperiment, GracefulTimeout, TaskCancelled
-    from .experiment import experiment
+    from .experiment import ExperimentWorkspace, experiment
     from .forwardoption import forwardoption
     from .generators import (
         STDERR,

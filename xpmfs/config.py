@@ -1365,6 +1365,16 @@ class TaskConfig(ConfigMixin, Task):
         with generated paths needs a workspace for them, so that fails.
         """
         handler = _SUBMIT_HANDLER.get()
+        if handler is None and options.get("workspace") is not None:
+            # experimaestro's Workspace(...) given outside an experiment: it submits (only dry runs
+            # can do without an experiment; see xpmfs.experiment.ExperimentWorkspace.submit_alone).
+            handler = getattr(options["workspace"], "submit_alone", None)
+            if handler is None:
+                raise ConfigError(
+                    f"{_qualname(self)}.submit(workspace=...)",
+                    f"expected an xpmfs ExperimentWorkspace, got {options['workspace']!r}",
+                    "build it with ExperimentWorkspace(Settings(), WorkspaceSettings(id, path), run_mode=...)",
+                )
         if handler is None:
             if _is_dry_run(options.get("run_mode")):
                 return self._dry_submit_alone(init_tasks)

@@ -43,7 +43,7 @@ from .queue import JobRef
 from .runmode import Listing, RunMode, state_label
 from .runmode import effective as effective_run_mode
 from .runmode import parse as parse_run_mode
-from .settings import DEFAULT_MAX_RETRIES, WorkspaceSettings, resolve_workspace
+from .settings import DEFAULT_MAX_RETRIES, Settings, WorkspaceSettings, resolve_workspace
 from .settings import load as load_settings
 from .status import State
 from .watch import Watcher
@@ -413,6 +413,7 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         launcher: Any = None,
         max_retries: int | None = None,
         run_mode: RunMode | str | None = None,
+        workspace: Any = None,
         **options: Any,
     ) -> Any:
         from .config import ResumableTask, dependencies, submit_hooks, tags, task_outputs_of, typeid
@@ -420,6 +421,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
 
         if options:
             raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
+        if workspace is not None:
+            run_mode = self._given_workspace(workspace, run_mode)
         mode = effective_run_mode(self.run_mode, run_mode)
         if launcher is None:
             launcher = self.launcher
@@ -481,6 +484,22 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
             self._outputs.follow(job, task)
         self._ensure_workers()
         return task_outputs_of(task)
+
+    def _given_workspace(self, workspace: Any, run_mode: RunMode | str | None) -> RunMode | str | None:
+        """``submit(workspace=ws)`` in an experiment: ``ws`` must be this experiment's workspace
+        (jobs are written where the experiment runs them); its run mode applies when the submission
+        names none (experimaestro's rule), and still never writes more than the experiment's."""
+        path = getattr(workspace, "path", None)
+        if path is None or Path(os.path.abspath(path)) != self.workspace.path:
+            raise OptionError(
+                "submit(workspace=...)",
+                f"{path if path is not None else workspace!r} is not the workspace of experiment {self.name!r} "
+                f"({self.workspace.path})",
+                "submit it without workspace=, or in an experiment of that workspace",
+            )
+        if run_mode is None:
+            return getattr(workspace, "run_mode", None)
+        return run_mode
 
     def _handle_of(self, task: Any) -> JobHandle:
         """The handle of a task this job depends on: its submission's, else one made for it (a task
@@ -755,25 +774,98 @@ class WorkspaceLauncher:
         self.environ[key] = _environ_value("workspace.launcher.setenv", key, value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ExperimentWorkspace(Workspace):
     """``xp.workspace``: the workspace, with what experimaestro's ``Workspace`` gives an experiment.
 
     ``env`` is the jobs' environment before submit hooks (settings.yaml's global and workspace
     ``env``, then ``xp.setenv``; assigning to it is ``setenv``), ``run_mode`` the experiment's, and
     ``launcher`` a :class:`WorkspaceLauncher`.
+
+    Built by hand, it is experimaestro's ``Workspace(settings, workspace_settings, launcher=None,
+    run_mode=None)``: the workspace that ``workspace_settings`` names, with ``settings``' and
+    ``workspace_settings``' ``env``. Building one writes nothing (an existing workspace's format is
+    read). Outside an experiment, ``task.submit(workspace=ws)`` then does what a dry run does
+    (:meth:`submit_alone`): the task is sealed for its job folder in this workspace and listed;
+    submissions that write need ``with experiment(...)``.
     """
 
+    # Set by __init__ or of() (their defaults only keep the inherited fields' order valid).
     env: dict[str, str] = field(default_factory=dict, compare=False)
     run_mode: RunMode = field(default=RunMode.NORMAL, compare=False)
     launcher: WorkspaceLauncher = field(default_factory=lambda: WorkspaceLauncher(None), compare=False)
+
+    def __init__(
+        self,
+        settings: Settings,
+        workspace_settings: WorkspaceSettings,
+        launcher: Any = None,
+        run_mode: RunMode | str | None = None,
+    ) -> None:
+        mode = parse_run_mode(run_mode, "Workspace(run_mode=...)")
+        # Opened as a dry run opens it: read if it exists, never created here.
+        opened = _open_workspace(workspace_settings.path, None, RunMode.DRY_RUN)
+        chosen = launcher if launcher is not None else workspace_settings.launcher
+        self._fill(opened, settings.environment_for(workspace_settings), mode, WorkspaceLauncher(chosen))
 
     @classmethod
     def of(
         cls, workspace: Workspace, env: dict[str, str], run_mode: RunMode, launcher: WorkspaceLauncher
     ) -> ExperimentWorkspace:
-        opened = {f.name: getattr(workspace, f.name) for f in dataclasses.fields(Workspace) if f.init}
-        return cls(**opened, env=env, run_mode=run_mode, launcher=launcher)
+        made = cls.__new__(cls)
+        made._fill(workspace, env, run_mode, launcher)
+        return made
+
+    def _fill(self, workspace: Workspace, env: dict[str, str], run_mode: RunMode, launcher: WorkspaceLauncher) -> None:
+        # A frozen dataclass sets its fields with object.__setattr__ (what its own __init__ does).
+        for f in dataclasses.fields(Workspace):
+            object.__setattr__(self, f.name, getattr(workspace, f.name))
+        object.__setattr__(self, "env", env)
+        object.__setattr__(self, "run_mode", run_mode)
+        object.__setattr__(self, "launcher", launcher)
+
+    def submit_alone(
+        self,
+        task: Any,
+        *,
+        init_tasks: Any = None,
+        launcher: Any = None,
+        max_retries: int | None = None,
+        run_mode: RunMode | str | None = None,
+        workspace: Any = None,
+        **options: Any,
+    ) -> Any:
+        """``task.submit(workspace=self)`` outside an experiment (``max_retries`` only matters to a run).
+
+        experimaestro's dry run with a workspace: the task is sealed for its folder
+        ``jobs/<typeid>/<jobid>`` here (generated paths are set), listed with its state on standard
+        error, and nothing is written. A submission that would write (the workspace's or the
+        submission's run mode is normal or generate-only) needs an experiment:
+        :class:`~xpmfs.errors.NoExperimentError`.
+        """
+        from .config import dependencies, submit_hooks, tags, task_outputs_of, typeid
+        from .errors import NoExperimentError
+
+        if options:
+            raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
+        if workspace is not None and workspace is not self:
+            raise OptionError("submit(workspace=...)", "is not the workspace asked to submit", "give one workspace")
+        mode = effective_run_mode(self.run_mode, run_mode)
+        if mode.writes:
+            raise NoExperimentError(type(task).__qualname__)
+        if launcher is None:
+            launcher = self.launcher.launcher
+        ref = JobRef(typeid(task), task.__identifier__())
+        job = Job(self, ref)
+        task.__xpm__.seal(job.path)
+        handle = JobHandle(job, task)
+        task.__xpm__.job = handle
+        for hook in submit_hooks(task):
+            hook.process(handle, launcher)
+        used = sorted({f"{typeid(dep)}/{dep.__identifier__()}" for dep in dependencies(task, init_tasks or ())})
+        listing = Listing(str(self.path), mode)
+        listing.job(ref.relpath, state_label(job), _jsonable(tags(task)), _launcher_record(launcher), used)
+        return task_outputs_of(task)
 
 
 def _open_workspace(root: Path, lock_mode: LockMode | str | None, run_mode: RunMode) -> Workspace:

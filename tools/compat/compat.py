@@ -137,13 +137,13 @@ ALIASES = {
     "Argument": "Field",  # a declared field
     "TypeVarType": "TypeVarChecker",  # the type of a field typed by a type variable (.typevar)
     "JobState": "State",  # a job's state (xpmfs.status), with experimaestro's finished()...
+    "Workspace": "ExperimentWorkspace",  # Workspace(settings, workspace_settings, run_mode=...)
 }
 
 # Names of later issues or not wanted: they resolve to a placeholder that fails when used, so a
 # test file that only mentions one (e.g. a default argument ``run_mode=RunMode.NORMAL``) imports.
 OUT_OF_SCOPE = {
     "load_xp_info",
-    "Workspace",
     "JobContext",
     "fix_deprecated",
     # experimaestro internals a few tests import; xpmfs has no such objects (its type checks are
