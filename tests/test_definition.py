@@ -28,10 +28,12 @@ from xpmfs import (
     from_task_dir,
     load,
     save,
+    sealed_set,
     serialize,
     state_dict,
 )
-from xpmfs.definition import SerializationLWTask
+from xpmfs.config import TaskStub
+from xpmfs.definition import SerializationLWTask, from_parameters, load_objects
 from xpmfs.errors import ConfigError
 
 TESTS = Path(__file__).resolve().parent
@@ -145,6 +147,10 @@ class Output(Config):
     name: Param[str]
 
 
+class TaskUsing(Task):
+    dep: Param[Object1]
+
+
 def test_state_dict_keeps_sharing_and_builds_objects() -> None:
     obj1 = Object1.C()
     data = state_dict(SerializationContext(), [obj1, Object2.C(object=obj1)])
@@ -185,7 +191,70 @@ def test_partial_loading_leaves_out_the_producing_task() -> None:
     full = from_state_dict(data)
     assert isinstance(full.__xpm__.task, Producer.C) and full.__identifier__() == identifier
     partial = from_state_dict(data, partial_loading=True)
-    assert partial.__xpm__.task is None and partial.__identifier__() == identifier  # the saved identifier
+    stub = partial.__xpm__.task
+    assert isinstance(stub, TaskStub) and partial.__identifier__() == identifier  # the saved identifier
+    assert stub.identifier.all == task.__xpm__.digest() and stub.typename == "test_definition.Producer"
+    # Hashed again, the stub counts as the task would: same identifier.
+    again = from_parameters(data["objects"], as_instance=False, discard_id=True, partial_loading=True)
+    assert isinstance(again.__xpm__.task, TaskStub) and again.__xpm__.identifier_cache is None
+    assert again.__identifier__() == identifier
+
+
+def test_partial_loading_gives_stubs_for_what_only_the_task_uses() -> None:
+    dep = Object1.C()
+    task = TaskUsing.C(dep=dep)
+    output = Output.C(name="o")
+    output.__xpm__.task = task
+    shared = Object1.C()
+    root = Object2.C(object=shared)
+    root.__xpm__.task = task
+    records = state_dict(SerializationContext(), [output, root])["objects"]
+    by_type = {r["type"]: r["id"] for r in records}
+    loaded = load_objects(records, as_instance=False, partial_loading=True)
+    assert set(loaded) == {r["id"] for r in records}  # every saved object has an entry
+    assert isinstance(loaded[by_type["TaskUsing"]], TaskStub)
+    assert isinstance(loaded[by_type["Object2"]], Object2) and isinstance(loaded[records[0]["id"]], TaskStub)
+    assert loaded[by_type["Object2"]].__xpm__.task == loaded[by_type["TaskUsing"]]
+
+
+def test_a_producing_task_is_a_stub_even_when_loaded_for_another_reason() -> None:
+    task = Producer.C(value=1)
+    output = Output.C(name="o")
+    output.__xpm__.task = task
+    loaded_task, loaded_output = from_state_dict(
+        state_dict(SerializationContext(), [task, output]), partial_loading=True
+    )
+    assert isinstance(loaded_task, Producer.C) and isinstance(loaded_output.__xpm__.task, TaskStub)
+
+
+def test_a_stub_is_saved_back_and_reloads_without_its_class() -> None:
+    output = Output.C(name="o")
+    output.__xpm__.task = Producer.C(value=1)
+    identifier = output.__identifier__()
+    loaded = from_state_dict(state_dict(SerializationContext(), output), partial_loading=True)
+    again = state_dict(SerializationContext(), loaded)
+    stub_record = again["objects"][0]
+    assert stub_record["stub"] is True and stub_record["fields"] == {}
+    assert stub_record["identifier"] == loaded.__xpm__.task.identifier.hex()
+    stub_record["module"] = "no_such_module"  # not imported: a stub record is never loaded as a class
+    reloaded = from_state_dict(again, partial_loading=False)
+    assert reloaded.__xpm__.task == loaded.__xpm__.task and reloaded.__identifier__() == identifier
+
+
+class Bag(Config):
+    items: Param[set[Object1 | Output]]
+
+
+def test_a_set_of_configurations_reloads_with_its_identifier() -> None:
+    # The set's members must be sealed before the set is built (they hash by identifier).
+    bag = Bag.C(items=sealed_set(Output.C(name="a"), Output.C(name="b"), Object1.C()))
+    identifier = bag.__identifier__()
+    records = json.loads(bag.__xpm__.__json__())
+    for discard_id in (False, True):
+        loaded = from_parameters(records, as_instance=False, discard_id=discard_id)
+        assert (loaded.__xpm__._identifier is None) == discard_id  # read back, or computed on first use
+        assert loaded.__identifier__() == identifier and len(loaded.items) == 3
+    assert from_state_dict(state_dict(SerializationContext(), bag)).__identifier__() == identifier
 
 
 def test_serialize_and_deserialize_run_init_tasks(tmp_path: Path) -> None:

@@ -417,6 +417,40 @@ def test_digests_inside_a_cycle_are_not_cached() -> None:
     assert b.__xpm__.identifier_cache is None
 
 
+def test_experimaestros_sealed_and_cached_identifier_names() -> None:
+    # cfg.__xpm__._sealed / ._identifier / .__unseal__(): experimaestro's names, over sealed and
+    # the identifier cache.
+    leaf = Node.C(name="leaf")
+    root = Node.C(name="root", next=leaf)
+    assert not root.__xpm__._sealed and root.__xpm__._identifier is None
+    _ = root.__xpm__.identifier  # computed, not cached: not sealed
+    assert root.__xpm__._identifier is None
+    root.__xpm__.seal()
+    assert root.__xpm__._sealed and leaf.__xpm__._sealed
+    assert root.__xpm__._identifier is None  # cached on first use only
+    assert root.__xpm__.identifier == root.__xpm__._identifier
+    assert leaf.__xpm__._identifier is not None and leaf.__xpm__._identifier.all == digest(leaf)
+    root.__xpm__.__unseal__()
+    assert not root.__xpm__._sealed and not leaf.__xpm__._sealed
+    assert root.__xpm__._identifier is None and leaf.__xpm__._identifier is None
+    leaf.name = "changed"  # changeable again, and hashed again
+    assert digest(root) == ref_config(
+        "t.node", ("name", ref_str("root")), ("next", ref_obj(ref_config("t.node", ("name", ref_str("changed")))))
+    )
+
+
+def test_a_cycle_sealed_from_any_member_has_the_same_identifiers() -> None:
+    a, b, c = Node.C(name="a"), Node.C(name="b"), Node.C(name="c")
+    a.next, b.next, c.next = b, c, a
+    expected = [digest(x) for x in (a, b, c)]
+    for start in (a, b, c):
+        start.__xpm__.seal()
+        assert all(x.__xpm__._sealed for x in (a, b, c))
+        assert [digest(x) for x in (a, b, c)] == expected
+        start.__xpm__.__unseal__()
+        assert not any(x.__xpm__._sealed for x in (a, b, c))
+
+
 # -- type ids -------------------------------------------------------------------------------
 
 

@@ -24,12 +24,14 @@ from xpmfs.config import (
     Task,
     dependencies,
     field,
+    sealed_set,
     setmeta,
     tag,
     tags,
     task_outputs_of,
     typeid,
 )
+from xpmfs.definition import SerializationContext, from_state_dict, state_dict
 from xpmfs.errors import ConfigError
 from xpmfs.generators import PathGenerator
 from xpmfs.serialization import FORMAT, LOADED_MAIN, from_dict, to_dict
@@ -333,6 +335,50 @@ def corrupt(change) -> dict[str, Any]:
 def test_bad_data_is_refused_naming_class_and_field(change, message) -> None:
     with pytest.raises(ConfigError, match=message):
         from_dict(corrupt(change))
+
+
+class Bag(Config):
+    leaves: Param[set[Leaf]]
+
+
+class Producing(Task):
+    x: Param[int]
+
+
+def test_a_sealed_set_of_configurations_reloads() -> None:
+    # Its members must be sealed before the set is built: they hash by identifier.
+    bag = Bag.C(leaves=sealed_set(Leaf.C(x=1), Leaf.C(x=2)))
+    bag.seal()
+    loaded = round_trip(bag)
+    assert loaded.__xpm__.sealed and {leaf.x for leaf in loaded.leaves} == {1, 2}
+    assert all(leaf.__xpm__.sealed for leaf in loaded.leaves)
+    assert loaded.__identifier__() == bag.__identifier__()
+
+
+def test_an_output_of_a_stubbed_task_round_trips_with_its_identifier() -> None:
+    # An output loaded without its task (partial loading), then used in a job's spec.
+    output = Leaf.C(x=1)
+    output.__xpm__.task = Producing.C(x=2)
+    loaded = from_state_dict(state_dict(SerializationContext(), output), partial_loading=True)
+    node = Bag.C(leaves=sealed_set(loaded))
+    data = to_dict(node)
+    assert data["objects"][0]["task"] == {
+        "$stub": {"identifier": output.__xpm__.task.__identifier__(), "typename": "test_serialization.Producing"}
+    }
+    again = from_dict(data)
+    assert again.__identifier__() == node.__identifier__()
+    assert again.__identifier__() == Bag.C(leaves=sealed_set(output)).__identifier__()
+    assert dependencies(again) == []  # a stub is a task of a saved run: nothing to wait for
+
+
+def test_a_bad_stub_is_refused() -> None:
+    output = Leaf.C(x=1)
+    output.__xpm__.task = Producing.C(x=2)
+    loaded = from_state_dict(state_dict(SerializationContext(), output), partial_loading=True)
+    data = to_dict(loaded)
+    data["objects"][0]["task"] = {"$stub": {"identifier": "zz"}}
+    with pytest.raises(ConfigError, match=r"^Leaf task: a \$stub needs a hex identifier and a typename"):
+        from_dict(data)
 
 
 def test_a_changed_constant_is_refused() -> None:

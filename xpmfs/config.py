@@ -53,6 +53,7 @@ from ._classinfo import (
 )
 from .errors import ConfigError, NoExperimentError, ReadOnlyError, SealedError
 from .generators import INIT_TASKS, ConfigWalkContext, DirectoryContext, EmptyContext, PathGenerator
+from .identifier import ConfigIdentifier
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -167,6 +168,32 @@ class SetInfo:
         return f"SetInfo(location={self.location!r}, kind={self.kind!r})"
 
 
+class TaskStub:
+    """A task that partial loading did not load: what ``cfg.__xpm__.task`` holds in its place.
+
+    Loading a saved output with ``partial_loading`` does not import its producing task (its code
+    may have changed or be missing); the stub keeps what the output needs of it: the task's
+    ``identifier`` (the output's identifier hashes it) and ``typename`` (``module.qualname``).
+    Saving the output again writes the stub back (``"stub": true``), so it survives a round trip.
+    """
+
+    __slots__ = ("identifier", "typename")
+    __xpm_taskstub__: ClassVar[bool] = True  # recognised by xpmfs.identifier without an import
+
+    def __init__(self, identifier: ConfigIdentifier, typename: str) -> None:
+        self.identifier = identifier
+        self.typename = typename
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskStub) and other.identifier == self.identifier and other.typename == self.typename
+
+    def __hash__(self) -> int:
+        return hash((self.identifier, self.typename))
+
+    def __repr__(self) -> str:
+        return f"TaskStub(identifier={self.identifier.hex()}, typename={self.typename!r})"
+
+
 class ConfigInfo:
     """The configuration layer's state for one instance: ``cfg.__xpm__``."""
 
@@ -199,8 +226,9 @@ class ConfigInfo:
         self.cls_info = cls_info
         self.values: dict[str, Any] = cls_info.initial_values()
         self.sealed = False
-        self.task: TaskConfig | None = None
-        """The task this configuration is an output of (set by ``dep``); ``None`` otherwise."""
+        self.task: TaskConfig | TaskStub | None = None
+        """The task this configuration is an output of (set by ``dep``); ``None`` otherwise; a
+        :class:`TaskStub` for an output loaded without its task (partial loading)."""
         self.init_tasks: tuple[ConfigMixin, ...] = ()
         self.own_tags: dict[str, Any] = {}
         """Tags set on this configuration (:meth:`tags` collects the tree's)."""
@@ -459,17 +487,43 @@ class ConfigInfo:
         _set_main_jobpath(self.config, self.config, self.jobpath, set())
 
     @property
-    def identifier(self) -> _identifier.ConfigIdentifier:
+    def identifier(self) -> ConfigIdentifier:
         """The identifier, as experimaestro exposes it: ``.all`` is the 32-byte digest."""
-        return _identifier.ConfigIdentifier(self.digest())
+        return ConfigIdentifier(self.digest())
+
+    @property
+    def _identifier(self) -> ConfigIdentifier | None:
+        """experimaestro's name for the cached identifier: ``None`` until a sealed one is computed
+        (or when loaded with ``discard_id``)."""
+        cached = self.identifier_cache
+        return None if cached is None else ConfigIdentifier(cached)
+
+    @property
+    def _sealed(self) -> bool:
+        """experimaestro's name for :attr:`sealed`."""
+        return self.sealed
+
+    def __unseal__(self) -> None:
+        """Unseal this configuration and the sealed ones below it, dropping their cached identifiers.
+
+        experimaestro's internal API, for tests that seal one tree from several roots; never on a
+        submitted task (its job folder is named by the identifier). Generated values stay.
+        """
+        todo: list[ConfigMixin] = [self.config]
+        while todo:
+            info = todo.pop().__xpm__
+            if info.sealed:
+                info.sealed = False
+                info.identifier_cache = None
+                todo.extend(_children(info.config))
 
     def partial_identifier(self, partial: Any) -> bytes:
         """The 32-byte partial identifier for ``partial`` (see :mod:`xpmfs.partial`)."""
         return _identifier.partial_digest(self.config, partial)
 
-    def get_partial_identifier(self, partial: Any) -> _identifier.ConfigIdentifier:
+    def get_partial_identifier(self, partial: Any) -> ConfigIdentifier:
         """experimaestro's spelling: the partial identifier, with ``.all`` its 32 bytes."""
-        return _identifier.ConfigIdentifier(self.partial_identifier(partial))
+        return ConfigIdentifier(self.partial_identifier(partial))
 
     def digest(self) -> bytes:
         """The 32-byte identifier (cached once sealed)."""
@@ -1597,7 +1651,8 @@ def dependencies(config: ConfigMixin, init_tasks: Iterable[ConfigMixin] = ()) ->
                 continue
             producer = child.__xpm__.task
             if producer is not None and producer is not config:
-                if not child.__xpm__.dynamic:
+                # A stub stands for a task of a saved run, which this job cannot wait for.
+                if not child.__xpm__.dynamic and not isinstance(producer, TaskStub):
                     found.setdefault(id(producer), producer)
                 continue
             visit(_children(child))
@@ -1633,7 +1688,7 @@ def tags(config: ConfigMixin) -> TagDict:
             if name not in stopped:
                 nested.extend(_configs_in(value))
         nested.extend(t for t in info.init_tasks if id(t) not in stopped)
-        if info.task is not None:
+        if isinstance(info.task, ConfigMixin):  # not a TaskStub: its tags were not loaded
             nested.append(info.task)
         for child in nested:
             if id(child) not in seen:
@@ -1788,6 +1843,7 @@ __all__ = [
     "TaggedValue",
     "Task",
     "TaskConfig",
+    "TaskStub",
     "config_only",
     "config_type",
     "copyconfig",

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from ._classinfo import DataPath, class_info, public_module
-from .config import Config, ConfigInfo, ConfigMixin, LightweightTask, Param, Task, _instance
+from .config import Config, ConfigInfo, ConfigMixin, LightweightTask, Param, Task, TaskStub, _instance
 from .errors import ConfigError
+from .identifier import ConfigIdentifier
 from .serialization import load_class
 
 DEFINITION_FILE = "experimaestro.json"
@@ -155,6 +156,8 @@ class _Writer:
             return
         if isinstance(value, ConfigMixin):
             self.config(value)
+        elif isinstance(value, TaskStub):
+            self.stub(value)
         elif isinstance(value, (list, tuple, set, frozenset)):
             for index, item in enumerate(value):
                 with self.context.push(str(index)):
@@ -205,6 +208,24 @@ class _Writer:
         for name, extra in data.items():  # entries of __xpm_serialize__ that are not fields
             fields[name] = self.value(extra)
         self.objects.append(record)
+
+    def stub(self, stub: TaskStub) -> None:
+        """A task partial loading left out, written back as it was read (``"stub": true``)."""
+        if id(stub) in self.context.serialized:
+            return
+        self.context.serialized.add(id(stub))
+        module, _, qualname = stub.typename.rpartition(".")
+        self.objects.append(
+            {
+                "id": id(stub),
+                "module": module,
+                "type": qualname,
+                "typename": stub.typename,
+                "identifier": stub.identifier.hex(),
+                "fields": {},
+                "stub": True,
+            }
+        )
 
     def value(self, value: Any) -> Any:
         context = self.context
@@ -345,16 +366,43 @@ def _refs(value: Any) -> Iterator[Any]:
             yield from _refs(item)
 
 
+def _saved_identifier(record: dict[str, Any]) -> bytes | None:
+    """The identifier an object was saved with (experimaestro writes a hex string or ``{"main": hex}``)."""
+    identifier = record.get("identifier")
+    if isinstance(identifier, dict):
+        identifier = identifier.get("main")
+    return bytes.fromhex(identifier) if isinstance(identifier, str) else None
+
+
+def _stub(record: dict[str, Any]) -> TaskStub:
+    identifier = _saved_identifier(record)
+    if identifier is None:
+        raise ConfigError(f"saved object {record.get('id')}", "a task left out by partial loading needs its identifier")
+    typename = record.get("typename") or f"{record.get('module')}.{record.get('type')}"
+    return TaskStub(ConfigIdentifier(identifier), str(typename))
+
+
 class _Reader:
     def __init__(self, loader: SerializedPathLoader, job_path: Path | None, workspace_path: Path | None) -> None:
         self.loader = loader
         self.job_path = job_path
         self.workspace_path = workspace_path
         self.objects: dict[Any, ConfigMixin] = {}
+        self.stubs: dict[Any, TaskStub] = {}
+        """Objects left out (partial loading, or saved as ``"stub": true``), as experimaestro gives them."""
 
-    def load(self, records: list[dict[str, Any]], skipped: set[Any], keep_ids: bool = True) -> None:
+    def load(
+        self, records: list[dict[str, Any]], skipped: set[Any], keep_ids: bool = True, partial: bool = False
+    ) -> None:
+        """Load ``records`` (each after the objects it refers to, as both tools write them).
+
+        ``skipped`` objects become :class:`TaskStub`; with ``partial``, so does every output's
+        producing task, even one loaded because something else refers to it.
+        """
+        by_id = {record["id"]: record for record in records}
         for record in records:
             if record["id"] in skipped or record.get("stub"):
+                self.stubs[record["id"]] = _stub(record)
                 continue
             config_type = _class_of(record).C
             instance = object.__new__(config_type)
@@ -362,6 +410,8 @@ class _Reader:
             if record["id"] in self.objects:
                 raise ConfigError(f"saved object {record['id']}", "the id is used twice")
             self.objects[record["id"]] = instance
+        # Each object is filled and sealed in turn: a set of configurations hashes its members, so
+        # they must be sealed (the objects they refer to come earlier and are complete) first.
         for record in records:
             config = self.objects.get(record["id"])
             if config is None:
@@ -378,24 +428,19 @@ class _Reader:
                 if f.name not in info.values:  # saved before the field existed: its default, as experimaestro
                     info.values[f.name] = f.check(f.factory(), info.where(f.name))  # type: ignore[misc]
             info.meta = True if record.get("meta") else None
-            producer = self.objects.get(record.get("task"))
-            if producer is not None and producer is not config:
-                info.task = producer  # type: ignore[assignment]
+            task_id = record.get("task")
+            if task_id is not None and task_id != record["id"]:
+                stub = self.stubs.get(task_id)
+                if stub is None and partial and task_id in by_id:
+                    stub = self.stubs[task_id] = _stub(by_id[task_id])
+                info.task = stub or self.objects.get(task_id)  # type: ignore[assignment]
             init_tasks = [self.objects[n] for n in record.get("init-tasks", ()) if n in self.objects]
             if init_tasks:
                 info.set_init_tasks(init_tasks)
-        for record in records:
-            config = self.objects.get(record["id"])
-            if config is not None:
-                info = config.__xpm__
-                info.sealed = True
-                identifier = record.get("identifier") if keep_ids else None
-                if isinstance(identifier, dict):
-                    identifier = identifier.get("main")
-                if isinstance(identifier, str):
-                    # As experimaestro: the identifier it was saved with (a skipped producer
-                    # task cannot be hashed again).
-                    info.identifier_cache = bytes.fromhex(identifier)
+            info.sealed = True
+            # As experimaestro: the identifier it was saved with (a producer left out could not
+            # be hashed again before stubs; hashing costs a walk of the tree).
+            info.identifier_cache = _saved_identifier(record) if keep_ids else None
 
     def value(self, raw: Any) -> Any:
         if isinstance(raw, list):
@@ -406,7 +451,8 @@ class _Reader:
         if kind is None:
             return {key: self.value(item) for key, item in raw.items()}
         if kind == "python":
-            found = self.objects.get(raw.get("value"))
+            number = raw.get("value")
+            found: ConfigMixin | TaskStub | None = self.objects.get(number) or self.stubs.get(number)
             if found is None:
                 raise ConfigError("load", f"refers to object {raw.get('value')!r}, which is not loaded")
             return found
@@ -438,7 +484,8 @@ def from_state_dict(
 
     ``path`` is the folder data paths were saved in (or a function giving their location).
     ``partial_loading`` (by default ``as_instance``) leaves out the objects reachable only as the
-    task that produced an output (their classes need not be importable).
+    task that produced an output (their classes need not be importable); an output's ``task`` is
+    then a :class:`~xpmfs.config.TaskStub` (its identifier and type name).
     """
     return _from_state(state, path, as_instance=as_instance, partial_loading=partial_loading)
 
@@ -459,7 +506,7 @@ def _from_state(
     partial = as_instance if partial_loading is None else partial_loading
     skipped = _skipped(records, list(_refs(data))) if partial else set()
     reader = _Reader(_data_loader(path), job_path, workspace_path)
-    reader.load(records, skipped)
+    reader.load(records, skipped, partial=partial)
     result = reader.value(data)
     if as_instance:
         objects: dict[int, Any] = {}
@@ -478,17 +525,23 @@ def load_objects(
     the root last) by their ``id``: sealed configurations, or with ``as_instance`` the objects built.
 
     ``discard_id``: identifiers are computed again rather than read. ``partial_loading``: the objects
-    reachable from the root only as the task that produced an output are left out (experimaestro
-    gives stubs for them).
+    reachable from the root only as the task that produced an output are not loaded: they are
+    :class:`~xpmfs.config.TaskStub` objects, and so is every output's producing task.
     """
     roots = [definitions[-1]["id"]] if definitions else []
     skipped = _skipped(definitions, roots) if partial_loading else set()
     reader = _Reader(_data_loader(data_loader), None, None)
-    reader.load(definitions, skipped, keep_ids=not discard_id)
-    if not as_instance:
-        return dict(reader.objects)
+    reader.load(definitions, skipped, keep_ids=not discard_id, partial=partial_loading)
+    loaded: dict[Any, Any] = {}
     built: dict[int, Any] = {}
-    return {number: _instances(config, built) for number, config in reader.objects.items()}
+    for record in definitions:  # in the file's order, stubs included (experimaestro's)
+        number = record["id"]
+        config = reader.objects.get(number)
+        if config is None:
+            loaded[number] = reader.stubs[number]
+        else:
+            loaded[number] = _instances(config, built) if as_instance else config
+    return loaded
 
 
 def from_parameters(

@@ -190,7 +190,11 @@ def _config_stream(config: Config, out: list[bytes], trail: _Trail, partial: Any
     producer = info.task
     if producer is not None and producer is not config:
         out.append(TASK)
-        _value(producer, out, trail, type(config).__qualname__)
+        if getattr(type(producer), "__xpm_taskstub__", False):
+            # A task partial loading left out (config.TaskStub): written as the task would be.
+            out.append(OBJECT + producer.identifier.all)
+        else:
+            _value(producer, out, trail, type(config).__qualname__)
     cls_info = info.cls_info
     out.append(cls_info.typeid_bytes)
     values = info.values

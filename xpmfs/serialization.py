@@ -25,8 +25,9 @@ from typing import Any
 import orjson
 
 from ._classinfo import class_info, public_module
-from .config import Config, ConfigInfo, ConfigMixin, Task, _qualname
+from .config import Config, ConfigInfo, ConfigMixin, Task, TaskStub, _qualname
 from .errors import ConfigError
+from .identifier import ConfigIdentifier
 
 FORMAT = "xpmfs.config/1"
 """Written as ``"format"``; :func:`from_dict` refuses anything else."""
@@ -91,7 +92,11 @@ class _Encoder:
         cls = info.cls_info.cls  # X, not X.XPMConfig: the class as declared
         record: dict[str, Any] = {"id": number, "type": type_ref(cls)}
         record["fields"] = {name: self.value(value, info.where(name)) for name, value in sorted(info.values.items())}
-        if info.task is not None and info.task is not config:
+        if isinstance(info.task, TaskStub):
+            # A task partial loading left out: its identifier is all the output's needs. Not a
+            # number, so that an older reader fails instead of hashing the output without it.
+            record["task"] = {"$stub": {"identifier": info.task.identifier.hex(), "typename": info.task.typename}}
+        elif info.task is not None and info.task is not config:
             record["task"] = self.ref(info.task)
         if info.init_tasks:
             record["init_tasks"] = [self.ref(task) for task in info.init_tasks]
@@ -171,12 +176,12 @@ def from_dict(data: Any) -> Config:
         instance.__dict__["__xpm__"] = ConfigInfo(instance, class_info(config_type))
         instances[record["id"]] = instance
 
-    # Pass 2: values, links and flags.
+    # Pass 2: values, links and flags. Each object is sealed once filled: a set of configurations
+    # hashes its members, so they must be sealed first; they come earlier in the table (written
+    # bottom-up), complete. (Only a member reached again through a cycle could be incomplete here.)
     decoder = _Decoder(instances)
     for record in records:
         _fill(instances[record["id"]], record, decoder)
-    # Sealed last: a sealed configuration caches its identifier, which needs the whole tree.
-    for record in records:
         if record.get("sealed"):
             instances[record["id"]].__xpm__.sealed = True
 
@@ -202,7 +207,16 @@ def _fill(config: Config, record: dict[str, Any], decoder: _Decoder) -> None:
                 f"the class changed since this configuration was written (known fields: {known})",
             )
         info.set_loaded(field_name, decoder.value(raw, where))
-    if "task" in record:
+    stub = record.get("task")
+    if isinstance(stub, dict) and set(stub) == {"$stub"}:
+        body = _expect(stub["$stub"], dict, "$stub", f"{name} task")
+        try:
+            info.task = TaskStub(ConfigIdentifier(bytes.fromhex(body["identifier"])), str(body["typename"]))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"{name} task", f"a $stub needs a hex identifier and a typename, got {body!r:.80}"
+            ) from None
+    elif "task" in record:
         producer = decoder.object(record["task"], f"{name} task")
         if not isinstance(producer, Task):
             raise ConfigError(f"{name} task", f"refers to {_qualname(producer)}, which is not a Task")

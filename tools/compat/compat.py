@@ -158,7 +158,6 @@ OUT_OF_SCOPE = {
     "TupleType",
     "UnionType",
     "ConfigWalk",
-    "TaskStub",
     "Job",
     "JobStateError",
     "Launcher",
