@@ -479,6 +479,22 @@ def test_type_ids() -> None:
     assert typeid(Holder) == "t.holder"
 
 
+class RenamedLater(Config):
+    x: Param[int]
+
+
+def test_a_type_renamed_through_its_xpmtype_hashes_under_the_new_name() -> None:
+    # experimaestro lets a script set X.__xpmtype__.identifier.name (its tests give a class the type
+    # id of another this way); configurations hashed afterwards use it.
+    RenamedLater.__xpmtype__.identifier.name = "t.later"
+    assert typeid(RenamedLater) == "t.later" and str(RenamedLater.__xpmtype__.identifier) == "t.later"
+    assert digest(RenamedLater.C(x=1)) == ref_config("t.later", ("x", ref_int(1)))
+    RenamedLater.__xpmtype__.identifier.name = "T.Later"  # hashed as given, as experimaestro does
+    assert typeid(RenamedLater.C(x=1)) == "T.Later"
+    with pytest.raises(TypeError, match="a type id is a str"):
+        RenamedLater.__xpmtype__.identifier.name = 3  # type: ignore[assignment]
+
+
 def test_script_classes_hash_as_main() -> None:
     assert typeid(FromScript) == "__main__.fromscript"
     assert digest(FromScript.C(x=1)) == ref_config("__main__.fromscript", ("x", ref_int(1)))

@@ -374,6 +374,30 @@ class Identifier:
         return (Identifier, (self.name,))
 
 
+class _TypeIdentifier(Identifier):
+    """``X.__xpmtype__.identifier``: the class's type id, live; assigning ``.name`` renames the type.
+
+    experimaestro allows the rename (its tests use it to give a class another's type id); the new
+    name is hashed as given (not lower-cased, as there), for configurations hashed afterwards.
+    """
+
+    __slots__ = ("_info",)
+
+    def __init__(self, info: ClassInfo) -> None:
+        self._info = info
+
+    @property  # a slot on Identifier, a live view here
+    def name(self) -> str:
+        return self._info.typeid
+
+    @name.setter
+    def name(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"a type id is a str, got {name!r}")
+        self._info.typeid = name
+        self._info.typeid_bytes = name.encode("utf-8")
+
+
 def compute_typeid(cls: type) -> str:
     raw = getattr(cls, "__xpmid__", None)
     if isinstance(raw, Identifier):
@@ -521,8 +545,8 @@ class XPMType:
 
     @property
     def identifier(self) -> Identifier:
-        """The type id (the target's once the class is deprecated)."""
-        return Identifier(self._info.typeid)
+        """The type id (the target's once the class is deprecated); setting its ``name`` renames it."""
+        return _TypeIdentifier(self._info)
 
     @property
     def task(self) -> bool:
