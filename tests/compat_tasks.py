@@ -43,3 +43,15 @@ class CatchesCancel(Task):
         except Exception as error:  # TaskCancelled is an Exception, as in experimaestro
             assert isinstance(error, TaskCancelled)
             self.out.write_text(error.message)
+
+
+class ReadsTaskGlobals(Task):
+    """Writes what experimaestro's taskglobals.Env says while it runs."""
+
+    out: Meta[Path] = field(default_factory=PathGenerator("env.txt"))
+
+    def execute(self) -> None:
+        from xpmfs.taskglobals import Env
+
+        env = Env.instance()
+        self.out.write_text(f"{env.wspath}\n{env.taskpath}\n{env.current_task is self}\n")

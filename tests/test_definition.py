@@ -257,6 +257,18 @@ def test_a_set_of_configurations_reloads_with_its_identifier() -> None:
     assert from_state_dict(state_dict(SerializationContext(), bag)).__identifier__() == identifier
 
 
+def test_get_objects_appends_what_the_context_has_not_written() -> None:
+    # experimaestro's __xpm__.__get_objects__(objects, context), then fromParameters (as an object).
+    shared = Object1.C()
+    context = SerializationContext()
+    objects = Object2.C(object=shared).__xpm__.__get_objects__([], context)
+    assert [o["type"] for o in objects] == ["Object1", "Object2"]
+    again = Object2.C(object=shared).__xpm__.__get_objects__(objects, context)
+    assert again is objects and [o["type"] for o in objects] == ["Object1", "Object2", "Object2"]
+    built = from_parameters(objects)
+    assert type(built) is Object2 and type(built.object) is Object1
+
+
 def test_serialize_and_deserialize_run_init_tasks(tmp_path: Path) -> None:
     model = Object2.C(object=Object1.C())
     (tmp_path / "out").mkdir()

@@ -547,6 +547,14 @@ class ConfigInfo:
 
         return json.dumps(json_objects(self.config))
 
+    def __get_objects__(self, objects: list[dict[str, Any]], context: Any) -> list[dict[str, Any]]:
+        """experimaestro's: append to ``objects`` those of this configuration not in ``context`` yet
+        (a :class:`~xpmfs.definition.SerializationContext`), the root last, and return ``objects``."""
+        from .definition import json_objects
+
+        objects.extend(json_objects(self.config, context))
+        return objects
+
     def serialize(
         self, save_directory: Path, definition_filename: str = "experimaestro.json", context: Any = None
     ) -> None:

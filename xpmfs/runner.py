@@ -41,6 +41,7 @@ from .progress import flush as flush_progress
 from .queue import JobRef
 from .serialization import from_dict
 from .status import Reason, State, Status
+from .taskglobals import Env
 from .workspace import Workspace
 
 # Everything a run needs is imported above, not where it is used: a job forked by the warm runner
@@ -231,6 +232,8 @@ def _execute(job: Job, spec: Spec) -> None:
     # The job works with objects of the task's class, as in experimaestro: each built once, its
     # own __init__ then fields then __post_init__ (children first).
     task, init_tasks = instantiate_job(task)
+    env = Env.instance()  # experimaestro's taskglobals, for tasks written for it
+    env.wspath, env.taskpath, env.current_task = job.workspace.path, job.path, task
     install_writer(job, task)
     with hold_partials(config, job.path, job.workspace):  # one job at a time per partial folder
         for init_task in init_tasks:

@@ -125,7 +125,7 @@ MAPPING: dict[str, list[str]] = {
     "experimaestro.checkers": ["xpmfs.checkers"],
     "experimaestro.xpmutils": ["xpmfs", "xpmfs.generators"],
     "experimaestro.click": ["xpmfs"],
-    "experimaestro.taskglobals": ["xpmfs"],
+    "experimaestro.taskglobals": ["xpmfs.taskglobals", "xpmfs"],
     "experimaestro.settings": ["xpmfs.settings"],
     "experimaestro.scheduler": ["xpmfs", "xpmfs.status", "xpmfs.runmode"],
     "experimaestro.scheduler.workspace": ["xpmfs", "xpmfs.runmode", "xpmfs.settings"],
