@@ -111,6 +111,8 @@ def check(
     remote: list[Job] = []  # running on another host, as far as we can tell yet
     for ref in catalog.iter_refs(ws):
         job = Job(ws, ref)
+        if os.path.islink(job.path):
+            continue  # another name for a job folder (`xpmfs deprecated --fix`): checked under its own
         problems += _check_job(job, fix, queued=ref in queued, now=now, verify=verify, remote=remote, trust=trust)
     if remote and lease_wait:
         if notify is not None:
@@ -336,7 +338,7 @@ def _identifier(spec: Spec) -> tuple[str | None, str]:
         from .serialization import from_dict
     except ImportError as error:  # the configuration layer itself is unavailable
         return None, f"xpmfs cannot load configurations ({error})"
-    with _import_path(spec.sys_path):
+    with spec_import_path(spec.sys_path):
         try:
             config = from_dict(spec.config)
         except ImportError as error:
@@ -348,7 +350,8 @@ def _identifier(spec: Spec) -> tuple[str | None, str]:
 
 
 @contextlib.contextmanager
-def _import_path(entries: tuple[str, ...]) -> Iterator[None]:
+def spec_import_path(entries: tuple[str, ...]) -> Iterator[None]:
+    """Put a spec's recorded import path (``entries``) first on ``sys.path`` while in the block."""
     # The spec records where its task's modules were found when it was submitted; the runner
     # uses the same path, so must we, or every user task would be "cannot verify".
     saved = list(sys.path)

@@ -36,14 +36,15 @@ if TYPE_CHECKING:
     from . import catalog as _catalog
     from . import check as _check
     from . import control as _control
+    from . import deprecated as _deprecated
     from . import heartbeat as _heartbeat
     from . import top as _top
     from . import trust as _trust
     from . import worker as _worker
 else:
-    _adopt, _catalog, _check, _control, _heartbeat, _top, _trust, _worker = (
+    _adopt, _catalog, _check, _control, _deprecated, _heartbeat, _top, _trust, _worker = (
         lazy_module(f"xpmfs.{name}")
-        for name in ("adopt", "catalog", "check", "control", "heartbeat", "top", "trust", "worker")
+        for name in ("adopt", "catalog", "check", "control", "deprecated", "heartbeat", "top", "trust", "worker")
     )
 
 
@@ -652,3 +653,25 @@ def check_command(workspace: str, fix: bool, no_verify: bool, no_wait: bool, tru
         click.echo("no problems found", err=True)
     if remaining:
         sys.exit(1)
+
+
+@main.command("deprecated")
+@workspace_argument
+@click.option("--fix", is_flag=True, help="Link each job's new folder to its old one (jobs that ended well).")
+@trust_option
+def deprecated_command(workspace: str, fix: bool, trust_users: tuple[str, ...]) -> None:
+    """List the jobs whose configuration now hashes elsewhere (a class was deprecated); link them with --fix.
+
+    One line per job: `old -> new: action (detail)`; nothing in a job's folder is changed.
+    Loading a job's configuration imports its task's modules.
+
+    \b
+    Example:
+        xpmfs deprecated ~/ws
+        xpmfs deprecated ~/ws --fix
+    """
+    found = _deprecated.fix_deprecated(_open(workspace), fix=fix, trust_users=trust_users)
+    for item in found:
+        click.echo(str(item))
+    if not found:
+        click.echo("no job of a deprecated configuration", err=True)
