@@ -116,7 +116,7 @@ MAPPING: dict[str, list[str]] = {
     "experimaestro.core.objects.config_walk": ["xpmfs.config"],
     "experimaestro.core.partial": ["xpmfs.partial"],
     "experimaestro.core.arguments": ["xpmfs", "xpmfs._classinfo"],
-    "experimaestro.core.types": ["xpmfs._types"],
+    "experimaestro.core.types": ["xpmfs.types"],
     "experimaestro.core.identifier": ["xpmfs.identifier"],
     "experimaestro.core.context": ["xpmfs.definition"],
     "experimaestro.core.serialization": ["xpmfs.definition", "xpmfs.results"],
@@ -125,20 +125,19 @@ MAPPING: dict[str, list[str]] = {
     "experimaestro.checkers": ["xpmfs.checkers"],
     "experimaestro.xpmutils": ["xpmfs", "xpmfs.generators"],
     "experimaestro.click": ["xpmfs"],
-    "experimaestro.taskglobals": ["xpmfs"],
+    "experimaestro.taskglobals": ["xpmfs.taskglobals", "xpmfs"],
     "experimaestro.settings": ["xpmfs.settings"],
     "experimaestro.scheduler": ["xpmfs", "xpmfs.status", "xpmfs.runmode"],
     "experimaestro.scheduler.workspace": ["xpmfs", "xpmfs.runmode", "xpmfs.settings"],
     "experimaestro.scheduler.jobs": ["xpmfs", "xpmfs.status", "xpmfs.experiment"],
     "experimaestro.tools": ["xpmfs"],
-    "experimaestro.tools.jobs": ["xpmfs"],
+    "experimaestro.tools.jobs": ["xpmfs", "xpmfs.deprecated"],
 }
 
 # experimaestro's spelling -> xpmfs's, for the same thing under another name (still only names).
 ALIASES = {
     "ConfigInformation": "ConfigInfo",  # cfg.__xpm__
     "Argument": "Field",  # a declared field
-    "TypeVarType": "TypeVarChecker",  # the type of a field typed by a type variable (.typevar)
     "JobState": "State",  # a job's state (xpmfs.status), with experimaestro's finished()...
     "Workspace": "ExperimentWorkspace",  # Workspace(settings, workspace_settings, run_mode=...)
 }
@@ -148,17 +147,9 @@ ALIASES = {
 OUT_OF_SCOPE = {
     "load_xp_info",
     "JobContext",
-    "fix_deprecated",
-    # experimaestro internals a few tests import; xpmfs has no such objects (its type checks are
-    # _types.Checker), so tests that use them fail, and the others in their file still run.
-    "Type",
-    "DictType",
-    "IntType",
-    "StrType",
-    "TupleType",
-    "UnionType",
+    # experimaestro internals a few tests import; xpmfs has no such objects, so tests that use them
+    # fail, and the others in their file still run.
     "ConfigWalk",
-    "TaskStub",
     "Job",
     "JobStateError",
     "Launcher",
