@@ -173,7 +173,10 @@ echo "$id"
 # the test has seen it SUBMITTED.
 _FAKE_SQUEUE = """#!/bin/bash
 for arg in "$@"; do
-  case "$arg" in --jobs=*) IFS=, read -ra ids <<< "${arg#--jobs=}"; for id in "${ids[@]}"; do echo "$id|PENDING|Priority"; done;; esac
+  case "$arg" in
+    --jobs=*) IFS=, read -ra ids <<< "${arg#--jobs=}"
+              for id in "${ids[@]}"; do echo "$id|PENDING|Priority"; done;;
+  esac
 done
 """
 
