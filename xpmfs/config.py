@@ -609,6 +609,15 @@ class ConfigInfo:
         return deserialize_root(path, as_instance, return_tasks, partial_loading, definition_filename)
 
 
+_HOLDERS = (list, tuple, set, frozenset, dict)
+"""The containers a configuration may be inside of, in a field's value."""
+
+
+def _may_hold_configs(value: Any) -> bool:
+    """Whether ``value`` is or may contain a configuration (most field values are plain: no walk)."""
+    return isinstance(value, (ConfigMixin, *_HOLDERS))
+
+
 def _configs_in(value: Any) -> Iterator[ConfigMixin]:
     """Configurations directly inside a value (through lists, tuples, sets and dict values)."""
     if isinstance(value, ConfigMixin):
@@ -664,7 +673,7 @@ def _seal(config: ConfigMixin, root: ConfigMixin, context: ConfigWalkContext | N
     info = config.__xpm__
     fields = info.cls_info.fields
     for name, value in info.values.items():
-        if not fields[name].ignore_generated and _carries_generated(value):
+        if _may_hold_configs(value) and not fields[name].ignore_generated and _carries_generated(value):
             raise ReadOnlyError(
                 info.where(name),
                 f"holds paths generated for another job ({', '.join(_generated_paths(value, name))})",
@@ -673,9 +682,9 @@ def _seal(config: ConfigMixin, root: ConfigMixin, context: ConfigWalkContext | N
     if config is not root and info.main_jobpath is None:
         info.main_jobpath = root.__xpm__.jobpath
     for name in fields:
-        if name in info.values:
+        if name in info.values and _may_hold_configs(value := info.values[name]):
             with _push(context, name):
-                _seal_value(info.values[name], root, context, seen)
+                _seal_value(value, root, context, seen)
     if info.init_tasks:
         with _push(context, INIT_TASKS):
             for index, task in enumerate(info.init_tasks):
@@ -691,8 +700,10 @@ def _seal(config: ConfigMixin, root: ConfigMixin, context: ConfigWalkContext | N
                 info.generated = info.generated or not f.ignore_generated
     # Generated paths below make this configuration one that belongs to this job too.
     for name, value in info.values.items():
-        if not fields[name].ignore_generated and any(
-            c.__xpm__.generated for c in _configs_in(value) if not isinstance(c, Task)
+        if (
+            _may_hold_configs(value)
+            and not fields[name].ignore_generated
+            and any(c.__xpm__.generated for c in _configs_in(value) if not isinstance(c, Task))
         ):
             info.generated = True
     info.sealed = True

@@ -66,7 +66,7 @@ class ConfigWalkContext:
     """
 
     def __init__(self) -> None:
-        self._configpath: Path | None = None
+        self._keys: tuple[str, ...] = ()  # the place being sealed, below the job folder's "out"
 
     @property
     def path(self) -> Path:
@@ -84,7 +84,7 @@ class ConfigWalkContext:
 
     def currentpath(self) -> Path:
         """The folder of the configuration being sealed (see the class)."""
-        return self.path if self._configpath is None else self.path / self._configpath
+        return self.path.joinpath(OUT, *self._keys) if self._keys else self.path
 
     def partial_path(self, partial: Any, config: Any) -> Path:
         """The partial folder of ``config`` for ``partial`` (``WS/partials/<type id>/<name>/<partial id>``)."""
@@ -93,12 +93,12 @@ class ConfigWalkContext:
     @contextlib.contextmanager
     def push(self, key: str) -> Iterator[str]:
         """Go down one level of the tree (a field name, a list index, a dict key) while in the block."""
-        previous = self._configpath
+        previous = self._keys
         try:
-            self._configpath = (Path(OUT) if previous is None else previous) / key
+            self._keys = (*previous, key)  # a path is made only when a generator asks for one
             yield key
         finally:
-            self._configpath = previous
+            self._keys = previous
 
 
 class DirectoryContext(ConfigWalkContext):
