@@ -61,11 +61,14 @@ def test_done_jobs_are_linked_under_their_new_identifiers(tmp_path: Path) -> Non
     assert again == {old[1]: "linked-already", old[2]: "not-done", old[3]: "conflict"}
     assert not [p for p in check(ws, verify=False) if p.kind == "spec-mismatch"]  # a link is no job of its own
 
+    old_spec = ws.job_path(old[1].typeid, old[1].jobid) / "__xpm__" / "spec.json"
+    spec_before = old_spec.read_bytes()
     with experiment(path, "after", workers=0) as xp:  # found done through the link: nothing to run
         current = Current.C(x=1)
         current.submit()
         assert current.__xpm__.job.state is State.DONE
         assert xp.jobs[new[1]].path == link
+    assert old_spec.read_bytes() == spec_before  # the old job's spec is not "repaired" through the link
 
     result = CliRunner().invoke(main, ["deprecated", str(path)])
     assert result.exit_code == 0, result.output
