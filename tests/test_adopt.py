@@ -273,6 +273,8 @@ def test_rerunning_the_experiment_with_xpmfs_runs_only_failed_and_unfinished_job
     # experimaestro's experiment locks: xpmfs's runs neither write nor even open them for writing.
     their_locks = _stats(sorted(ws.glob("experiments/*/lock")))
     assert their_locks
+    provisional = {ref for ref in done_before if Job(Workspace.open(ws), ref).read_spec().provisional}
+    assert provisional == done_before  # adoption's specs, from params.json
     _rerun_with_xpmfs(ws)
     assert _stats(list(their_locks)) == their_locks
     if lock_mode == "local":  # a shared lock (a lease marker) is removed on release
@@ -284,6 +286,7 @@ def test_rerunning_the_experiment_with_xpmfs_runs_only_failed_and_unfinished_job
     for ref in done_before:
         job = Job(ws_, ref)
         assert not job.stdout_path.exists() and not job.stderr_path.exists(), f"{ref} ran again"
+        assert not job.read_spec().provisional, f"{ref}: the submission did not replace adoption's spec"
     jobs = _by_type(ws)
     [fail] = jobs["fail"]
     assert fail.label == "failed" and fail.status.attempt == 2
@@ -424,7 +427,7 @@ def test_a_folder_experimaestro_creates_after_adoption_is_adopted_when_xpmfs_sub
     assert "failing 3" in result.stderr, result.stderr[-2000:]
     job = Job(Workspace.open(ws), JobRef(add.ref.typeid, add.ref.jobid))
     assert job.adopted and job.marker().value == "done"
-    assert not adoption.is_provisional(job)  # the submission's own spec replaced none: it wrote it
+    assert not job.read_spec().provisional  # the submission's own spec replaced none: it wrote it
     assert not job.stdout_path.exists()
 
 

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
 from . import _atomic, journal
 from . import experimaestro_layout as layout
 from ._process import pid_alive
@@ -58,8 +56,6 @@ LOCK_FILE = "adopt.lock"
 RECORD_FILE = "adopted.json"
 #: The folder a job's ``__xpm__`` is built in before it is renamed into place.
 BUILDING = ".xpmfs-adopting"
-#: The spec field that marks a spec written by adoption: the first xpmfs submission replaces it.
-PROVISIONAL = "adopted"
 
 #: What became of a job folder (the report counts these).
 CATEGORIES = ("done", "failed", "unfinished", "running", "known", "skipped")
@@ -320,8 +316,8 @@ def adopt_folder(
             dependencies=dependencies,
             python=sys.executable,
             submitted=submitted,
+            provisional=True,
         ).to_json()
-        record[PROVISIONAL] = True
     if dry_run:
         return category, problem, version
     _build(folder, xpm_dir, record, _first_status(outcome), version, bulk=spec is None)
@@ -396,12 +392,14 @@ def clean_debris(folder: str) -> None:
 
 
 def adopt_for_submission(job: Job, spec: Spec) -> None:
-    """Adopt ``job``'s folder, which experimaestro created, before an xpmfs experiment submits it.
+    """Adopt ``job``'s folder if experimaestro created it, before an xpmfs experiment submits it.
 
-    Called by the experiment when the folder exists without ``__xpm__/spec.json`` but with
-    experimaestro's ``params.json`` (a job experimaestro ran after the workspace was adopted).
-    Raises :class:`WorkspaceError` if experimaestro is running it now.
+    Called by the experiment when the folder exists without ``__xpm__/spec.json``; it is
+    experimaestro's when it holds ``params.json`` (a job experimaestro ran after the workspace was
+    adopted). Raises :class:`WorkspaceError` if experimaestro is running it now.
     """
+    if not os.path.exists(f"{os.fspath(job)}/{layout.PARAMS_FILE}"):
+        return  # xpmfs's own (a crash half-way through a submission): nothing to adopt
     category, _problem, _version = adopt_folder(job.workspace.path, job.ref.typeid, job.ref.jobid, spec=spec)
     if category == "running":
         name = layout.task_name(job.ref.typeid)
@@ -445,18 +443,6 @@ def mirror_done(job: Job) -> None:
         pass
     except OSError as error:
         log.warning("%s: cannot be created (%s): experimaestro would run this job again", path, error.strerror)
-
-
-def is_provisional(job: Job) -> bool:
-    """Whether ``job``'s spec was written by adoption (from ``params.json``): the first xpmfs
-    submission of the job replaces it with its own, which knows the interpreter and import path."""
-    if not job.adopted:
-        return False
-    try:
-        record = orjson.loads(_atomic.read_bytes(job.spec_path))
-    except (OSError, orjson.JSONDecodeError):
-        return False
-    return isinstance(record, dict) and bool(record.get(PROVISIONAL))
 
 
 # -- experiments -----------------------------------------------------------------------------------
@@ -533,7 +519,6 @@ __all__ = [
     "adopt",
     "adopt_folder",
     "adopt_for_submission",
-    "is_provisional",
     "mirror_done",
     "run_by_experimaestro",
 ]

@@ -276,7 +276,7 @@ class ConfigInfo:
     # -- values --
 
     def where(self, name: str) -> str:
-        return f"{_qualname(self.config)}.{name}"
+        return f"{self.cls_info.cls.__qualname__}.{name}"  # X's name, not X.XPMConfig's (as _qualname)
 
     def field(self, name: str) -> Field:
         found = self.cls_info.fields.get(name)
@@ -335,7 +335,7 @@ class ConfigInfo:
             raise ReadOnlyError(
                 where, f"is a constant ({f.default!r}) and cannot be set to {value!r}", f"do not set {name}"
             )
-        if not f.ignore_generated and _carries_generated(value):
+        if _may_hold_configs(value) and not f.ignore_generated and _carries_generated(value):
             raise ReadOnlyError(
                 where,
                 "the configuration given holds paths generated for another job "

@@ -53,6 +53,9 @@ _LOCK_POLL = 0.02
 #: own files are named ``<name>.xpmfs.py``, ``<name>.xpmfs.out``...
 ADOPTED_FILE = "adopted.json"
 ADOPTED_STEM = ".xpmfs"
+#: The spec field that marks a spec written by adoption (``"adopted": true``, only when true): the
+#: first xpmfs submission of the job replaces it with its own, which knows the interpreter and import path.
+PROVISIONAL = "adopted"
 
 
 def task_name(typeid: str) -> str:
@@ -76,9 +79,10 @@ class Spec:
     environ: dict[str, str] = field(default_factory=dict)
     submitted: float = 0.0
     format: str = "xpmfs/1"
+    provisional: bool = False  # written by `xpmfs adopt` from params.json: the next submission replaces it
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        record = {
             "format": self.format,
             "typeid": self.typeid,
             "jobid": self.jobid,
@@ -92,6 +96,9 @@ class Spec:
             "submitted": self.submitted,
             "config": self.config,
         }
+        if self.provisional:
+            record[PROVISIONAL] = True
+        return record
 
     @classmethod
     def from_json(cls, record: Any, path: Path | str) -> Spec:
@@ -109,6 +116,7 @@ class Spec:
                 environ=dict(record.get("environ", {})),
                 submitted=float(record.get("submitted", 0.0)),
                 format=record.get("format", "xpmfs/1"),
+                provisional=bool(record.get(PROVISIONAL, False)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CorruptedError(
@@ -329,9 +337,12 @@ class Job:
             raise _atomic.write_error(path, error) from error
         return True
 
+    def has_spec(self) -> bool:
+        return os.path.exists(f"{self._xpm}/{SPEC_FILE}")
+
     def write_spec(self, spec: Spec) -> bool:
         """Write the spec unless one exists (specs are immutable); return whether this call wrote it."""
-        if self.spec_path.exists():
+        if self.has_spec():
             return False  # the common case (a re-run): no temporary file to write and throw away
         try:
             # The common case first: the type's folder exists, the job's does not (two mkdir
