@@ -80,10 +80,16 @@ class Trust:
         """This process's own user and ``users`` (names or uids; ``LookupError`` for an unknown name)."""
         return cls(frozenset({os.geteuid(), *(resolve_user(user) for user in users)}))
 
+    def trusts(self, uid: int | None) -> bool:
+        """Whether a file owned by ``uid`` may be run (``None``: there is no such file)."""
+        return uid is None or uid in self.uids
+
     def refusal(self, path: str | os.PathLike[str], uid: int | None) -> UntrustedError | None:
         """Why the file ``path``, owned by ``uid``, must not be run; ``None`` if it may (or is absent)."""
-        if uid is None or uid in self.uids:
-            return None
+        return None if uid is None or self.trusts(uid) else self.untrusted(path, uid)
+
+    def untrusted(self, path: str | os.PathLike[str], uid: int) -> UntrustedError:
+        """The refusal of the file ``path``, owned by ``uid``, which this process does not trust."""
         trusted = tuple(sorted(user_name(trusted) for trusted in self.uids))
         return UntrustedError(Path(path), uid, user_name(uid), trusted)
 
