@@ -441,11 +441,11 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         submitted = time.time()
         launcher_record = _launcher_record(launcher)
 
-        @functools.cache
         def spec() -> Spec:
-            # Made where it is written (a new job, a spec to replace, a resubmission, a listing):
+            # Built where it is written (a new job, a spec to replace, a resubmission, a listing):
             # a re-run of a done job serializes nothing (14 µs of its 99 µs submission, measured
-            # in-process over 1000 re-submissions).
+            # in-process over 1000 re-submissions). Not memoized: functools.cache would cost a new
+            # job more than that, and only rare paths (a damaged spec of a failed job) build it twice.
             return Spec(
                 typeid=ref.typeid,
                 jobid=ref.jobid,
@@ -468,10 +468,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
                 with self._jobs_lock:
                     self.jobs[ref] = handle  # listed; wait() returns at once in these modes
             return task_outputs_of(task)
-        created = not job.path.exists() and job.create(
-            spec(), status.initial(lifecycle.initial_state(spec())), sys.executable
-        )
-        if created:
+        new = None if job.path.exists() else spec()
+        if new is not None and job.create(new, status.initial(lifecycle.initial_state(new)), sys.executable):
             crash_point("submit.after-spec")
             queue.add(self.workspace.queue_dir, job.ref)
         else:
