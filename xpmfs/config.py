@@ -194,6 +194,9 @@ class TaskStub:
         return f"TaskStub(identifier={self.identifier.hex()}, typename={self.typename!r})"
 
 
+_NO_STOPPED_TAGS: frozenset[str | int] = frozenset()  # shared: one less object per configuration for the GC
+
+
 class ConfigInfo:
     """The configuration layer's state for one instance: ``cfg.__xpm__``."""
 
@@ -234,7 +237,7 @@ class ConfigInfo:
         """Tags set on this configuration (:meth:`tags` collects the tree's)."""
         self.tag_sources: dict[str, str] = {}
         """Where each own tag was written (``file:line``), for conflict warnings."""
-        self.stop_tags: set[str | int] = set()
+        self.stop_tags: frozenset[str | int] = _NO_STOPPED_TAGS
         """Field names, and ``id()`` of init tasks, whose tags do not reach this configuration."""
         self.typevars: dict[Any, type] = {}
         """What this instance bound the type variables of its generic class to."""
@@ -254,8 +257,8 @@ class ConfigInfo:
         """Set by :mod:`xpmfs.identifier` once sealed (and not part of a cycle)."""
         self.dynamic = False
         """An output produced while its task runs (``watch_output``): it creates no dependency."""
-        self.completed_callbacks: list[Callable[[], None]] = []
-        self.output_watchers: list[OutputWatcher] = []
+        self.completed_callbacks: tuple[Callable[[], None], ...] = ()
+        self.output_watchers: tuple[OutputWatcher, ...] = ()
 
     _NOT_PICKLED = ("cls_info", "completed_callbacks", "created_at", "output_watchers", "provenance")
 
@@ -268,8 +271,8 @@ class ConfigInfo:
         for name, value in state.items():
             setattr(self, name, value)
         self.cls_info = class_info(type(self.config))
-        self.completed_callbacks = []
-        self.output_watchers = []
+        self.completed_callbacks = ()
+        self.output_watchers = ()
         self.created_at = None
         self.provenance = {}
 
@@ -348,10 +351,11 @@ class ConfigInfo:
             self.typevars = bindings
         self.values[name] = value
         self.provenance[name] = SetInfo(source, kind)
-        self.stop_tags.discard(name)
+        if name in self.stop_tags:
+            self.stop_tags -= {name}
         if wrapped is not None:
             if wrapped.stop_tags:
-                self.stop_tags.add(name)
+                self.stop_tags |= {name}
             if wrapped.tagged:
                 self.add_tag(name, value, wrapped.source)  # a configuration too: stop_tags(tag(cfg))
 
@@ -451,7 +455,7 @@ class ConfigInfo:
         self._stop_init_tags(stopped)
 
     def _stop_init_tags(self, stopped: builtins.set[int]) -> None:
-        self.stop_tags = {key for key in self.stop_tags if isinstance(key, str)} | stopped
+        self.stop_tags = frozenset(key for key in self.stop_tags if isinstance(key, str)) | stopped
 
     # -- lifecycle --
 
@@ -1402,7 +1406,7 @@ class TaskConfig(ConfigMixin, Task):
         """Call ``callback()`` in the experiment process when this task's job ends well."""
         if not callable(callback):
             raise ConfigError(f"{_qualname(self)}.on_completed", f"expected a callable, got {callback!r}")
-        self.__xpm__.completed_callbacks.append(callback)
+        self.__xpm__.completed_callbacks += (callback,)
 
     def watch_output(self, method: Callable[..., Any], callback: Callable[[Any], None]) -> None:
         """Call ``callback(output)`` for each output ``method`` registers while this task runs.
@@ -1421,7 +1425,7 @@ class TaskConfig(ConfigMixin, Task):
             )
         if not callable(callback):
             raise ConfigError(where, f"expected a callable, got {callback!r}")
-        self.__xpm__.output_watchers.append(OutputWatcher(owner, name, callback))
+        self.__xpm__.output_watchers += (OutputWatcher(owner, name, callback),)
 
     def submit(
         self,
