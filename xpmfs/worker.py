@@ -206,10 +206,12 @@ class Worker:
     def _consider(self, name: str, ref: JobRef, *, slots: bool) -> int:
         """Start the job of queue entry ``name`` if it can run (``slots``: a slot is free); 1 if it
         keeps this worker busy."""
-        if ref in self._running or self._running.failed_starts.backing_off(ref):
-            return 0  # a runner that could not start: not again before its back-off ends (idle till then)
-        if not self._thorough and self._dependencies.blocked(name):
+        if ref in self._running:
             return 0
+        if not self._thorough and self._dependencies.blocked(name):
+            return 0  # asked first: most entries of a long queue wait for a dependency
+        if self._running.failed_starts.backing_off(ref):
+            return 0  # a runner that could not start: not again before its back-off ends (idle till then)
         job = Job(self.workspace, ref)
         if job.marker() is not None:
             if queue.contains(self.workspace.queue_dir, ref):  # else removed since the view was refreshed
