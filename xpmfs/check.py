@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from .job import TRASH_PREFIX, Job, Spec
 from .lock import LockMode, LockStatus
 from .lock import inspect as lock_inspect
 from .queue import JobRef
+from .rehash import rehash
 from .status import State
 from .trust import Trust
 from .workspace import EXPERIMENT_RUNS, Workspace
@@ -316,10 +316,11 @@ def _check_spec(job: Job, spec: Spec, verify: bool) -> list[Problem]:
         ]
     if not verify:
         return []
-    identifier, why = _identifier(spec)
-    if identifier is None:
+    rebuilt, why = rehash(spec)
+    if rebuilt is None:
         message = f"cannot verify its identifier: {why}"
         return [Problem(job.spec_path, "unverifiable-spec", message, severity="warning")]
+    identifier = rebuilt.jobid
     if identifier != job.ref.jobid:
         return [
             Problem(
@@ -330,36 +331,6 @@ def _check_spec(job: Job, spec: Spec, verify: bool) -> list[Problem]:
             )
         ]
     return []
-
-
-def _identifier(spec: Spec) -> tuple[str | None, str]:
-    """The identifier ``spec``'s configuration hashes to, or ``None`` and why it cannot be computed."""
-    try:
-        from .serialization import from_dict
-    except ImportError as error:  # the configuration layer itself is unavailable
-        return None, f"xpmfs cannot load configurations ({error})"
-    with spec_import_path(spec.sys_path):
-        try:
-            config = from_dict(spec.config)
-        except ImportError as error:
-            return None, f"its task cannot be imported here ({error})"
-        except Exception as error:
-            return None, f"its configuration cannot be rebuilt with the code here ({type(error).__name__}: {error})"
-        identifier = config.__identifier__()
-    return identifier if isinstance(identifier, str) else bytes(identifier).hex(), ""
-
-
-@contextlib.contextmanager
-def spec_import_path(entries: tuple[str, ...]) -> Iterator[None]:
-    """Put a spec's recorded import path (``entries``) first on ``sys.path`` while in the block."""
-    # The spec records where its task's modules were found when it was submitted; the runner
-    # uses the same path, so must we, or every user task would be "cannot verify".
-    saved = list(sys.path)
-    sys.path[:0] = [entry for entry in entries if entry not in sys.path]
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
 
 
 def _damaged_status(job: Job, fix: bool, problem: str) -> Problem:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Literal
 
 from . import catalog
-from .check import spec_import_path
 from .errors import CorruptedError, OptionError
-from .job import Job, Spec
+from .job import Job
 from .queue import JobRef
+from .rehash import rehash
 from .status import State
 from .trust import Trust
 from .workspace import Workspace
@@ -112,27 +112,12 @@ def _examine(job: Job, trust: Trust) -> Deprecated | None:
     refused = trust.refusal(job.spec_path, owner)
     if refused is not None:
         return Deprecated(job.ref, None, "unloadable", str(refused))
-    new, why = _new_ref(spec)
+    new, why = rehash(spec)
     if new is None:
         return Deprecated(job.ref, None, "unloadable", why)
     if new == job.ref:
         return None
     return Deprecated(job.ref, new, "found")
-
-
-def _new_ref(spec: Spec) -> tuple[JobRef | None, str]:
-    """Where ``spec``'s configuration hashes with the code here, or ``None`` and why it cannot be told."""
-    from .config import typeid
-    from .serialization import from_dict
-
-    with spec_import_path(spec.sys_path):
-        try:
-            config = from_dict(spec.config)
-            return JobRef(typeid(config), config.__identifier__()), ""
-        except ImportError as error:
-            return None, f"its task cannot be imported here ({error})"
-        except Exception as error:
-            return None, f"its configuration cannot be rebuilt with the code here ({type(error).__name__}: {error})"
 
 
 def _link(job: Job, new: JobRef) -> Deprecated:
