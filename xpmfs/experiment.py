@@ -35,8 +35,19 @@ from typing import TYPE_CHECKING, Any
 
 from . import _atomic, heartbeat, lifecycle, queue, status
 from ._crash import crash_point
+from .cache import set_root as set_cache_root
+from .config import (
+    ResumableTask,
+    dependencies,
+    reset_submit_handler,
+    set_submit_handler,
+    submit_hooks,
+    tags,
+    task_outputs_of,
+    typeid,
+)
 from .display import StatusLine
-from .errors import CorruptedError, FailedExperiment, OptionError, WorkspaceError
+from .errors import CorruptedError, FailedExperiment, NoExperimentError, OptionError, WorkspaceError
 from .job import Job, Spec
 from .journal import Journal
 from .outputs import OutputFollower
@@ -44,6 +55,7 @@ from .queue import JobRef
 from .runmode import Listing, RunMode, state_label
 from .runmode import effective as effective_run_mode
 from .runmode import parse as parse_run_mode
+from .serialization import to_dict
 from .settings import DEFAULT_MAX_RETRIES, Settings, WorkspaceSettings, resolve_workspace
 from .settings import load as load_settings
 from .status import State
@@ -280,8 +292,6 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     # -- context -----------------------------------------------------------------------------
 
     def __enter__(self) -> experiment:
-        from .cache import set_root as set_cache_root
-        from .config import set_submit_handler
         from .lock import JobLock  # not at the top: see "No filelock" in xpmfs.zygote
 
         if self.run_mode is not RunMode.NORMAL:
@@ -315,9 +325,6 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        from .cache import set_root as set_cache_root
-        from .config import reset_submit_handler
-
         if self.run_mode is not RunMode.NORMAL:
             experiment._stack.remove(self)
             reset_submit_handler(self._token)
@@ -417,9 +424,6 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
         workspace: Any = None,
         **options: Any,
     ) -> Any:
-        from .config import ResumableTask, dependencies, submit_hooks, tags, task_outputs_of, typeid
-        from .serialization import to_dict
-
         if options:
             raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
         if workspace is not None:
@@ -516,8 +520,6 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     def _handle_of(self, task: Any) -> JobHandle:
         """The handle of a task this job depends on: its submission's, else one made for it (a task
         used without being submitted here, e.g. loaded from its folder)."""
-        from .config import typeid
-
         known = task.__xpm__.job
         if isinstance(known, JobHandle):
             return known
@@ -855,9 +857,6 @@ class ExperimentWorkspace(Workspace):
         submission's run mode is normal or generate-only) needs an experiment:
         :class:`~xpmfs.errors.NoExperimentError`.
         """
-        from .config import dependencies, submit_hooks, tags, task_outputs_of, typeid
-        from .errors import NoExperimentError
-
         if options:
             raise TypeError(f"submit() got unknown option(s): {', '.join(sorted(options))}")
         if workspace is not None and workspace is not self:
