@@ -1708,7 +1708,7 @@ def tags(config: ConfigMixin) -> TagDict:
         stopped = info.stop_tags
         nested: list[ConfigMixin] = []
         for name, value in info.values.items():
-            if name not in stopped:
+            if name not in stopped and _may_hold_configs(value):
                 nested.extend(_configs_in(value))
         nested.extend(t for t in info.init_tasks if id(t) not in stopped)
         if isinstance(info.task, ConfigMixin):  # not a TaskStub: its tags were not loaded
