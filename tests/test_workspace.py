@@ -360,3 +360,14 @@ def test_the_public_namespace_is_complete_and_lazy() -> None:
     code = "import xpmfs.experiment, xpmfs.cache, xpmfs.progress, xpmfs; print(xpmfs.experiment, xpmfs.progress)"
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "module" not in shown, shown
+
+
+def test_the_package_binds_only_its_own_submodules() -> None:
+    """``xpmfs.types`` is xpmfs's (the type objects), not the standard library's, and importing it
+    first does not break the lazy modules that the package binds later (``xpmfs.cli`` binds several)."""
+    code = (
+        "from xpmfs import types; print(types.__name__)\n"
+        "import xpmfs.types, xpmfs.cli; print(xpmfs.types.Type.__module__)"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.split() == ["xpmfs.types", "xpmfs._types"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-import types
+from types import ModuleType  # not `import types`: xpmfs.types is a submodule of this package
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -171,13 +171,13 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-class _Package(types.ModuleType):
+class _Package(ModuleType):
     """The import system binds each submodule as an attribute of its package once imported; where a
     public name is spelled like its module (``cache``, ``experiment``, ``progress``), the public
     name must win, whichever is imported first."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+        if isinstance(value, ModuleType) and _EXPORTS.get(name) == name:
             return
         super().__setattr__(name, value)
 
