@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from xpmfs import GracefulTimeout, Meta, Param, PathGenerator, ResumableTask, Task, field
+from xpmfs import Config, GracefulTimeout, Meta, Param, PathGenerator, ResumableTask, Task, field
 
 
 def _append(path: str, line: str) -> None:
@@ -39,6 +39,16 @@ class Add(Task):
     def execute(self) -> None:
         base = int(self.previous.result.read_text()) if self.previous is not None else 0
         self.result.write_text(str(base + self.x + self.y))
+
+
+class ReadsX(Task):
+    """Writes the ``x`` of the configuration it is given (any configuration: a task never submitted too)."""
+
+    source: Param[Config]
+    result: Meta[Path] = field(default_factory=PathGenerator("result.txt"))
+
+    def execute(self) -> None:
+        self.result.write_text(str(self.source.x))  # type: ignore[attr-defined]
 
 
 class Fail(Task):

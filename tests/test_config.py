@@ -6,7 +6,7 @@ import enum
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pytest
 
@@ -58,6 +58,9 @@ class ModelLearn(Task):
 class Color(enum.Enum):
     RED = "red"
     BLUE = "blue"
+
+
+TaskT = TypeVar("TaskT", bound=Task)
 
 
 class Model(Config):
@@ -142,6 +145,15 @@ class Learner(Task):
 class Evaluate(Task):
     model: Param[Model]
     other: Param[Task | None] = None
+
+
+class Learners(Task):
+    many: Param[list[Learner]]
+    named: Param[dict[str, Learner]] = field(default_factory=dict)
+
+
+class HoldsAnything(Task):
+    value: Param[Config]
 
 
 class Long(ResumableTask):
@@ -518,11 +530,47 @@ def test_dependencies_come_only_from_marked_outputs(tmp_path: Path) -> None:
     assert dependencies(UseDataset.C(dataset=unmarked)) == []
 
 
+def submitted(task: TaskT) -> TaskT:
+    """``task`` as its submission leaves it for the configuration layer: with a job."""
+    task.__xpm__.job = object()
+    return task
+
+
 def test_a_task_used_as_a_value_is_a_dependency() -> None:
-    other = Learner.C(model=Model.C())
+    other = submitted(Learner.C(model=Model.C()))
     evaluate = Evaluate.C(model=Model.C(), other=other)
     assert dependencies(evaluate) == [other]
     assert dependencies(other) == []
+
+
+def test_a_task_given_as_a_value_must_be_submitted_first() -> None:
+    # As experimaestro ("The value must be submitted before giving it"): wherever the field's type
+    # is a task class, in a union, a list or a dict too. The job would wait for a job that does
+    # not exist. A sealed task (loaded from its folder) stands for a job already made.
+    refusal = r"the Learner task given is not submitted: the job that uses it would wait for a job that does not exist"
+    with pytest.raises(ConfigError, match=rf"^Evaluate\.other: {refusal} \(parameter 'other', set at .*\); submit it"):
+        Evaluate.C(model=Model.C(), other=Learner.C(model=Model.C()))
+    with pytest.raises(ConfigError, match=rf"^Learners\.many\[1\]: {refusal}"):
+        Learners.C(many=[submitted(Learner.C(model=Model.C())), Learner.C(model=Model.C())])
+    with pytest.raises(ConfigError, match=rf"^Learners\.named\['b'\]: {refusal}"):
+        Learners.C(many=[], named={"b": Learner.C(model=Model.C())})
+    evaluate = Evaluate.C(model=Model.C())
+    with pytest.raises(ConfigError, match=rf"^Evaluate\.other: {refusal}"):
+        evaluate.other = Learner.C(model=Model.C())
+    assert evaluate.other is None
+    loaded = Learner.C(model=Model.C())
+    loaded.__xpm__.seal()
+    assert Evaluate.C(model=Model.C(), other=loaded).other is loaded
+
+
+def test_a_task_not_submitted_in_a_configuration_field_is_a_plain_configuration() -> None:
+    # As experimaestro: where the field's type is not a task class, a task never submitted is
+    # accepted; it has no job to wait for, so it is no dependency, but what it uses is.
+    producer = submitted(Learner.C(model=Model.C()))
+    inner = Evaluate.C(model=Model.C(), other=producer)
+    holder = HoldsAnything.C(value=inner)
+    assert dependencies(holder) == [producer]
+    assert dependencies(HoldsAnything.C(value=Evaluate.C(model=Model.C()))) == []
 
 
 def test_init_tasks_bring_their_dependencies() -> None:
@@ -618,10 +666,11 @@ def test_an_init_task_that_is_a_task_is_a_dependency_once_submitted() -> None:
     evaluate = Evaluate.C(model=Model.C())
     unsubmitted = UseDataset.C(dataset=Dataset.C(topics=Topics.C(path="/t"), documents=Documents.C(path="/d")))
     assert dependencies(evaluate, [unsubmitted]) == []
-    assert dependencies(evaluate, [Evaluate.C(model=Model.C(), other=learner)]) == [learner]
     assert dependencies(evaluate, [loader]) == [learner]
+    assert dependencies(evaluate, [learner]) == []
     learner.__xpm__.job = object()  # what the experiment sets on submission
     assert dependencies(evaluate, [learner]) == [learner]
+    assert dependencies(evaluate, [Evaluate.C(model=Model.C(), other=learner)]) == [learner]
 
 
 def test_sealed_task_keeps_its_init_tasks() -> None:
@@ -694,7 +743,7 @@ class OtherJava(Task):
 
 def test_submit_hooks_are_collected_once_per_spec() -> None:
     assert IndexCollection.__xpm_hooks__ == (needs_java(11),)
-    task = Indexer.C(index=IndexCollection.C(), other=OtherJava.C())
+    task = Indexer.C(index=IndexCollection.C(), other=submitted(OtherJava.C()))
     hooks = submit_hooks(task)
     assert sorted(hook.spec() for hook in hooks) == [11, 17]  # 11 once; OtherJava's hook is its own job's
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import Processes, job_of, wait_until
-from sample_tasks import Add, After, Count, Fail, Gate, Sleep
+from sample_tasks import Add, After, Count, Fail, Gate, ReadsX, Sleep
 
 from xpmfs import experiment, status
 from xpmfs.errors import FailedExperiment
@@ -337,6 +337,17 @@ def test_embedded_worker_by_default(ws: Path) -> None:
     with experiment(ws, "embedded"):
         output = Add.C(x=40, y=2).submit()
     assert (job_of(ws, output).path / "result.txt").read_text() == "42"
+
+
+def test_a_task_never_submitted_is_a_plain_configuration_and_waits_for_nothing(ws: Path) -> None:
+    # As experimaestro: given where any configuration goes, a task that was not submitted is a
+    # value, not a job to wait for (xpmfs used to wait for its job, which nobody would make).
+    with experiment(ws, "plain"):
+        output = ReadsX.C(source=Add.C(x=5)).submit()
+    job = job_of(ws, output)
+    assert (job.path / "result.txt").read_text() == "5"
+    assert job.read_spec().dependencies == ()
+    assert not (ws / "jobs" / "sample_tasks.add").exists()
 
 
 def test_submit_outside_an_experiment_says_what_to_do() -> None:

@@ -48,7 +48,9 @@ def test_a_dry_run_writes_nothing_and_lists_each_job_with_its_state(
         assert a.__xpm__.job.state is State.WAITING  # a job with no folder (a property)
     assert not ws.exists(), "a dry run creates nothing, not even the workspace"
     err = capsys.readouterr().err
-    ids = [Add.C(x=1).__identifier__(), Add.C(x=2, previous=Add.C(x=1)).__identifier__()]
+    first = Add.C(x=1)
+    first.__xpm__.seal()  # a task given as a value must have a job, or be sealed (as one loaded)
+    ids = [first.__identifier__(), Add.C(x=2, previous=first).__identifier__()]
     assert f"[new] sample_tasks.add/{ids[0]}\n   launcher: direct\n" in err
     assert f"[new] sample_tasks.add/{ids[1]}\n   launcher: direct\n   depends on: sample_tasks.add/{ids[0]}" in err
     assert err.count(f"[new] sample_tasks.add/{ids[0]}") == 1

@@ -250,6 +250,31 @@ class InstanceType(Type):
         return self.type.__qualname__
 
 
+class TaskType(InstanceType):
+    """A task class (``Param[Learner]``, ``Param[Task | None]``): the value must also have a job.
+
+    As in experimaestro, a task given as a value must be submitted first: the job that uses it
+    waits for its job, and a task never submitted has none. A sealed task (loaded from a job
+    folder) stands for a job already made. Task classes carry ``__xpm_task__`` (the
+    configuration layer is not imported here)."""
+
+    __slots__ = ()
+
+    def __call__(self, value: Any, where: str) -> Any:
+        value = super().__call__(value, where)
+        if getattr(type(value), "__xpm_configobject__", False):  # a configuration, not a built object
+            info = value.__xpm__
+            if info.job is None and not info.sealed:
+                name = type(value).__dict__.get("__xpm_origin__", type(value)).__qualname__
+                raise ConfigError(
+                    where,
+                    f"the {name} task given is not submitted: the job that uses it would wait for a job that"
+                    " does not exist",
+                    f"submit it first and pass what submit() returns, e.g. {name}.C(...).submit()",
+                )
+        return value
+
+
 class EnumType(InstanceType):
     """An ``Enum`` class (``type``): the value must be one of its members."""
 
@@ -373,15 +398,19 @@ class UnionType(Type):
             return None
         # Left to right, the first type that accepts the value wins (experimaestro's rule): so
         # ``float | int`` stores 1 as 1.0, and ``int | str`` stores "1" as 1.
-        errors = []
+        errors: list[tuple[Type, ConfigError]] = []
         for option in self.types:
             try:
                 return option(value, where)
             except ConfigError as error:
                 if not isinstance(option, NoneTypeType):
-                    errors.append(error)
-        if len(errors) == 1 and errors[0].where != where:
-            raise errors[0]  # inside the only possible container (``list[int] | None``): say where
+                    errors.append((option, error))
+        if len(errors) == 1:
+            only, refusal = errors[0]
+            # The only possible type refused the value for a reason of its own: inside a container
+            # (``list[int] | None``), or a task not submitted (``Task | None``): say that.
+            if refusal.where != where or (isinstance(only, InstanceType) and isinstance(value, only.type)):
+                raise refusal
         raise self.fail(value, where)
 
     def describe(self) -> str:
@@ -480,6 +509,8 @@ def compile_type(hint: Any, resolve: Resolve) -> Type:
     if isinstance(hint, type):
         if issubclass(hint, enum.Enum):
             return EnumType(hint)
+        if getattr(hint, "__xpm_task__", False):
+            return TaskType(hint)
         return InstanceType(hint)
     if origin is not None and isinstance(origin, type):
         return InstanceType(origin)  # a user generic such as ``Model[int]``: check the class only

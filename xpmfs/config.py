@@ -1386,6 +1386,8 @@ class LightweightTask(Config):
 class Task(Config):
     """A configuration that runs as a job: ``submit()`` it inside an experiment, ``execute()`` runs it."""
 
+    __xpm_task__: ClassVar[bool] = True  # recognised by xpmfs._types (a field typed with a task) without an import
+
     def execute(self) -> None:
         raise NotImplementedError(f"{_qualname(self)}.execute() is not defined")
 
@@ -1658,8 +1660,10 @@ def dependencies(config: ConfigMixin, init_tasks: Iterable[ConfigMixin] = ()) ->
     """Other tasks whose outputs appear in ``config``'s tree or in ``init_tasks``'s: the job's dependencies.
 
     A task counts when one of its outputs (a configuration marked by ``dep``) or the task object
-    itself is a value in the tree. The walk does not enter an output or a task (what they need is
-    their own job's business). Order: first met first.
+    itself, submitted, is a value in the tree. The walk does not enter an output or a submitted
+    task (what they need is their own job's business). A task never submitted has no job to wait
+    for: as in experimaestro, it is a plain configuration there, and what it uses counts. Order:
+    first met first.
     """
     found: dict[int, Task] = {}
     seen: set[int] = {id(config)}
@@ -1669,7 +1673,7 @@ def dependencies(config: ConfigMixin, init_tasks: Iterable[ConfigMixin] = ()) ->
             if id(child) in seen:
                 continue
             seen.add(id(child))
-            if isinstance(child, Task):
+            if isinstance(child, Task) and child.__xpm__.job is not None:
                 found.setdefault(id(child), child)
                 continue
             producer = child.__xpm__.task
@@ -1681,14 +1685,7 @@ def dependencies(config: ConfigMixin, init_tasks: Iterable[ConfigMixin] = ()) ->
             visit(_children(child))
 
     visit(_children(config))
-    # An init task that is a Task not submitted runs only inside this job (experimaestro): what it
-    # uses counts, not the task itself.
-    for init_task in init_tasks:
-        if isinstance(init_task, Task) and init_task.__xpm__.job is None and id(init_task) not in seen:
-            seen.add(id(init_task))
-            visit(_children(init_task))
-        else:
-            visit((init_task,))
+    visit(init_tasks)  # an init task not submitted runs inside this job: what it uses counts
     return list(found.values())
 
 
