@@ -147,6 +147,17 @@ class Consumer(Task):
     a: Param[A]
 
 
+class Holds(Task):  # any configuration: a task never submitted is a plain one there
+    __xpmid__ = "gp.Holds"
+    any: Param[Config]
+
+
+class Writes(Task):
+    __xpmid__ = "gp.Writes"
+    a: Param[A]
+    out: Meta[Path] = field(default_factory=PathGenerator("w.txt"))
+
+
 def main(ws: Path) -> dict[str, object]:
     base = Path("/base")
 
@@ -184,6 +195,9 @@ def main(ws: Path) -> dict[str, object]:
         consumer = Consumer.C(a=Producer.C().submit())
         consumer.submit()
         out["job_task_output_in_consumer"] = rel(consumer.a.path, ws)
+        holds = Holds.C(any=Writes.C(a=A.C()))
+        holds.submit()
+        out["job_unsubmitted_task_in_field"] = [rel(holds.any.out, ws), rel(holds.any.a.path, ws)]
     return out
 
 

@@ -348,6 +348,8 @@ def test_a_task_never_submitted_is_a_plain_configuration_and_waits_for_nothing(w
     assert (job.path / "result.txt").read_text() == "5"
     assert job.read_spec().dependencies == ()
     assert not (ws / "jobs" / "sample_tasks.add").exists()
+    # Sealed as a part of this job: its generated path is in this job's folder.
+    assert output.source.result == job.path / "out" / "source" / "result.txt"
 
 
 def test_submit_outside_an_experiment_says_what_to_do() -> None:

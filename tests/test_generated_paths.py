@@ -24,6 +24,7 @@ SCRIPT = TESTS / "generated_paths_xp.py"
 _C = "jobs/gp.c/41ff9eb6a1c5d8c1e0a4c71db6905d0ca7be0ae78a24566ff8ad9b17ccc5ad55"
 _PLAIN = "jobs/gp.plain/57a06bbd7aae006bb134a319755aeff7eedf35ea8b086bb38cc5b787a4bb016b"
 _LOGGED = "jobs/gp.useslogged/9f50ff799122f5dee35e310a1bb42755af0f87b62a2ec9e4ce6ad6797e50093a"
+_HOLDS = "jobs/gp.holds/c6dec5370646f5fcefeee1aa895ba398b6e6b2114cf5aa38d2a8b8991bdc3f6b"
 _CONSUMER = "jobs/gp.consumer/91a4cff7a91d2cb0498c70bed189bfd6b3e4dacc9726661aa6d93e1f768c8f51"
 
 # Computed by experimaestro 2.7.0 (XPM_LIB=experimaestro python tests/generated_paths_xp.py WS).
@@ -46,6 +47,7 @@ VECTORS = {
     ],
     "job_stdout_nested": f"{_LOGGED}/out/logged/useslogged.out",
     "job_task_output_in_consumer": f"{_CONSUMER}/out/a/test.txt",
+    "job_unsubmitted_task_in_field": [f"{_HOLDS}/out/any/w.txt", f"{_HOLDS}/out/any/a/test.txt"],
 }
 
 

@@ -470,7 +470,8 @@ class ConfigInfo:
         The task's own generated paths go in the job folder, those of nested configurations in
         ``<job>/out/<field>/...`` (see :class:`~xpmfs.generators.ConfigWalkContext`). Nested
         configurations already sealed (shared with an earlier task) keep their values;
-        other tasks met in the tree are left alone (they are their own jobs).
+        submitted tasks met in the tree are left alone (they are their own jobs); a task never submitted
+        is sealed as a part of this one.
         """
         context = _check_context(jobpath)
         if self.sealed:
@@ -622,6 +623,13 @@ def _may_hold_configs(value: Any) -> bool:
     return isinstance(value, (ConfigMixin, *_HOLDERS))
 
 
+def _has_job(config: ConfigMixin) -> bool:
+    """Whether ``config`` is a submitted task: what is below it is its own job's business. A task
+    never submitted is a plain configuration of the job that uses it (experimaestro): sealed there,
+    with its generated paths in that job's ``out/<field>/``, and the tasks it uses are depended on."""
+    return isinstance(config, Task) and config.__xpm__.job is not None
+
+
 def _configs_in(value: Any) -> Iterator[ConfigMixin]:
     """Configurations directly inside a value (through lists, tuples, sets and dict values)."""
     if isinstance(value, ConfigMixin):
@@ -693,8 +701,8 @@ def _seal(config: ConfigMixin, root: ConfigMixin, context: ConfigWalkContext | N
         with _push(context, INIT_TASKS):
             for index, task in enumerate(info.init_tasks):
                 with _push(context, str(index)):
-                    # Unlike a task in a field, an init task runs in this job: experimaestro seals it
-                    # here even when it is a Task (a submitted one is sealed already).
+                    # An init task runs in this job: experimaestro seals it here even when it is a
+                    # Task (a submitted one is sealed already).
                     if id(task) not in seen and not task.__xpm__.sealed:
                         _seal(task, root, context, seen)
     if context is not None:
@@ -707,7 +715,7 @@ def _seal(config: ConfigMixin, root: ConfigMixin, context: ConfigWalkContext | N
         if (
             _may_hold_configs(value)
             and not fields[name].ignore_generated
-            and any(c.__xpm__.generated for c in _configs_in(value) if not isinstance(c, Task))
+            and any(c.__xpm__.generated for c in _configs_in(value) if not _has_job(c))
         ):
             info.generated = True
     info.sealed = True
@@ -715,7 +723,7 @@ def _seal(config: ConfigMixin, root: ConfigMixin, context: ConfigWalkContext | N
 
 def _seal_value(value: Any, root: ConfigMixin, context: ConfigWalkContext | None, seen: set[int]) -> None:
     if isinstance(value, ConfigMixin):
-        if id(value) not in seen and not value.__xpm__.sealed and not isinstance(value, Task):
+        if id(value) not in seen and not value.__xpm__.sealed and not _has_job(value):
             _seal(value, root, context, seen)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
@@ -1673,7 +1681,7 @@ def dependencies(config: ConfigMixin, init_tasks: Iterable[ConfigMixin] = ()) ->
             if id(child) in seen:
                 continue
             seen.add(id(child))
-            if isinstance(child, Task) and child.__xpm__.job is not None:
+            if _has_job(child):
                 found.setdefault(id(child), child)
                 continue
             producer = child.__xpm__.task
