@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar, cast
 
 from . import _generics
 from . import identifier as _identifier
@@ -623,7 +623,7 @@ def _may_hold_configs(value: Any) -> bool:
     return isinstance(value, (ConfigMixin, *_HOLDERS))
 
 
-def _has_job(config: ConfigMixin) -> bool:
+def _has_job(config: ConfigMixin) -> TypeGuard[Task]:
     """Whether ``config`` is a submitted task: what is below it is its own job's business. A task
     never submitted is a plain configuration of the job that uses it (experimaestro): sealed there,
     with its generated paths in that job's ``out/<field>/``, and the tasks it uses are depended on."""
