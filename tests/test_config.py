@@ -152,6 +152,10 @@ class Learners(Task):
     named: Param[dict[str, Learner]] = field(default_factory=dict)
 
 
+class UsesLoader(Task):
+    loader: Param[ModelLoader]
+
+
 class HoldsAnything(Task):
     value: Param[Config]
 
@@ -745,12 +749,30 @@ def test_submit_hooks_are_collected_once_per_spec() -> None:
     assert IndexCollection.__xpm_hooks__ == (needs_java(11),)
     task = Indexer.C(index=IndexCollection.C(), other=submitted(OtherJava.C()))
     hooks = submit_hooks(task)
-    assert sorted(hook.spec() for hook in hooks) == [11, 17]  # 11 once; OtherJava's hook is its own job's
+    # 11 once; OtherJava's too, as experimaestro gathers the hooks of a task given as a value
+    # (side by side with experimaestro 2.7.0: a submitted task's hook applies to the job using it).
+    assert sorted(hook.spec() for hook in hooks) == [8, 11, 17]
 
     jobs = [SimpleNamespace(environ={}) for _ in hooks]
     for hook, job in zip(hooks, jobs, strict=True):
         hook.process(job, None)
-    assert sorted(job.environ["JAVA_HOME"] for job in jobs) == ["/java/11", "/java/17"]
+    assert sorted(job.environ["JAVA_HOME"] for job in jobs) == ["/java/11", "/java/17", "/java/8"]
+
+
+@needs_java(8)
+class JavaLearner(Learner):
+    pass
+
+
+def test_submit_hooks_do_not_come_from_the_task_an_output_comes_from() -> None:
+    learner = submitted(JavaLearner.C(model=Model.C()))
+    loader = task_outputs_of(learner)  # a ModelLoader, output of learner
+    assert [hook.spec() for hook in submit_hooks(UsesLoader.C(loader=loader))] == []
+    assert [hook.spec() for hook in submit_hooks(Evaluate.C(model=Model.C(), other=learner))] == [8]
+    # What a task uses comes first: its own hooks apply last (11 is IndexCollection's already).
+    task = Indexer.C(index=IndexCollection.C(), other=submitted(OtherJava.C()))
+    assert [hook.spec() for hook in submit_hooks(task)] == [8, 11, 17]
+    assert [hook.spec() for hook in submit_hooks(Indexer.C(index=IndexCollection.C()))] == [11, 17]
 
 
 def test_submit_hook_decorates_only_configs() -> None:

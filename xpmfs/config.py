@@ -1832,16 +1832,22 @@ def _unique_hooks(hooks: Iterable[SubmitHook]) -> tuple[SubmitHook, ...]:
 
 
 def submit_hooks(config: ConfigMixin) -> list[SubmitHook]:
-    """The hooks of every class in ``config``'s tree (not crossing into other tasks), each once."""
+    """The hooks of every class in ``config``'s tree, each once (by ``spec()``).
+
+    As in experimaestro, the walk goes through every value and init task, tasks given as values
+    included (submitted or not), but not to the task an output comes from. Children come first:
+    the hooks of a class apply after those of what it uses, so the task's own win where two set
+    the same variable (experimaestro applies them in a set's order).
+    """
     hooks: list[SubmitHook] = []
     seen: set[int] = set()
 
     def visit(current: ConfigMixin) -> None:
         seen.add(id(current))
-        hooks.extend(type(current).__xpm_hooks__)
         for child in _children(current):
-            if id(child) not in seen and not isinstance(child, Task):
+            if id(child) not in seen:
                 visit(child)
+        hooks.extend(type(current).__xpm_hooks__)
 
     visit(config)
     return list(_unique_hooks(hooks))
