@@ -15,7 +15,7 @@ from conftest import Processes, job_of, wait_until
 from sample_tasks import Add, After, Count, Fail, Gate, ReadsX, Sleep
 
 from xpmfs import experiment, status
-from xpmfs.errors import FailedExperiment
+from xpmfs.errors import ConfigError, FailedExperiment
 from xpmfs.job import Job
 from xpmfs.queue import JobRef
 from xpmfs.status import State
@@ -350,6 +350,17 @@ def test_a_task_never_submitted_is_a_plain_configuration_and_waits_for_nothing(w
     assert not (ws / "jobs" / "sample_tasks.add").exists()
     # Sealed as a part of this job: its generated path is in this job's folder.
     assert output.source.result == job.path / "out" / "source" / "result.txt"
+
+
+def test_a_configuration_is_submitted_once(ws: Path) -> None:
+    # As experimaestro ("task ... was already submitted"); a new configuration with the same values is
+    # the same job, found again.
+    with experiment(ws, "once", wait=False, workers=0):
+        task = Add.C(x=1)
+        output = task.submit()
+        with pytest.raises(ConfigError, match=r"^Add\.submit\(\): this task was already submitted: .*; use what"):
+            task.submit()
+        assert job_of(ws, Add.C(x=1).submit()).path == job_of(ws, output).path
 
 
 def test_submit_outside_an_experiment_says_what_to_do() -> None:

@@ -1451,6 +1451,12 @@ class TaskConfig(ConfigMixin, Task):
         task and returns its outputs, as experimaestro does (handy to compare identifiers); a task
         with generated paths needs a workspace for them, so that fails.
         """
+        if self.__xpm__.job is not None:
+            raise ConfigError(
+                f"{_qualname(self)}.submit()",
+                "this task was already submitted: a configuration is submitted once (as in experimaestro)",
+                "use what the first submit() returned, or build a new configuration with .C(...)",
+            )
         handler = _SUBMIT_HANDLER.get()
         if handler is None and options.get("workspace") is not None:
             # experimaestro's Workspace(...) given outside an experiment: it submits (only dry runs
