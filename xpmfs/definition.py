@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import _atomic
 from ._classinfo import DataPath, class_info, public_module
 from .config import Config, ConfigInfo, ConfigMixin, LightweightTask, Param, Task, TaskStub, _instance
 from .errors import ConfigError
@@ -264,8 +265,7 @@ def state_dict(context: SerializationContext, obj: Any) -> dict[str, Any]:
 
 
 def _write(data: Any, path: Path) -> None:
-    with path.open("w") as out:
-        json.dump(data, out)
+    _atomic.write_bytes(path, json.dumps(data).encode())  # whole or absent: a reader never sees half of it
 
 
 def save(obj: Any, save_directory: str | os.PathLike[str], definition_filename: str = DEFINITION_FILE) -> None:
