@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _atomic, heartbeat, lifecycle, queue, status
+from . import _atomic, definition, heartbeat, lifecycle, queue, rundata, status
 from ._crash import crash_point
 from .cache import set_root as set_cache_root
 from .config import (
@@ -377,6 +377,45 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     @property
     def run_path(self) -> Path:
         return self.path / RUNS_DIR / self.run_id
+
+    # -- a run's own files (xpmfs.rundata) ---------------------------------------------------
+
+    @property
+    def workdir(self) -> Path:
+        """This run's folder, ``experiments/<name>/runs/<run>/`` (experimaestro's ``xp.workdir``). In
+        a dry run or generate-only mode it is named after the mode, and not created."""
+        self._check_entered("xp.workdir")
+        return self.run_path
+
+    @property
+    def resultspath(self) -> Path:
+        """``<run folder>/results``, for the experiment's own files (not created here). Only in a
+        normal run, as in experimaestro: the other modes write no file of the experiment's."""
+        self._check_entered("xp.resultspath")
+        if self.run_mode is not RunMode.NORMAL:
+            raise RuntimeError(
+                f"xp.resultspath is not available in {self.run_mode.value} mode (it writes no file of the"
+                " experiment's); check `xp.run_mode is RunMode.NORMAL` before using it"
+            )
+        return self.run_path / rundata.RESULTS_DIR
+
+    def save(self, obj: Any, name: str = "default") -> None:
+        """Save configurations (anything :func:`xpmfs.save` takes) in this run's folder as ``name``,
+        for :meth:`load` in a later experiment. A dry run or generate-only mode writes nothing."""
+        folder = self.run_path / rundata.DATA_DIR / rundata.check_name(name, "xp.save(name=...)")
+        self._check_entered("xp.save()")
+        if self.run_mode is RunMode.NORMAL:
+            folder.mkdir(parents=True, exist_ok=True)
+            definition.save(obj, folder)
+
+    def load(self, reference: str, name: str = "default", run_id: str | None = None) -> Any:
+        """What experiment ``reference`` saved as ``name`` (:meth:`save`): in its run ``run_id``, else
+        its latest save of that name. Runs that experimaestro made in this workspace count too."""
+        return definition.load(rundata.find(self.workspace.experiments_dir, reference, name, run_id))
+
+    def _check_entered(self, what: str) -> None:
+        if not self.run_id:
+            raise RuntimeError(f"{what} needs a running experiment: use it inside `with experiment(...) as xp:`")
 
     def _new_run(self) -> str:
         """Create this run's folder and return its name, unique even for a second run of this
