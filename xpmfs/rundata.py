@@ -36,6 +36,10 @@ def _definition(folder: Path) -> Path | None:
     return None
 
 
+def _folders(path: Path) -> list[Path]:
+    return [entry for entry in path.iterdir() if entry.is_dir()] if path.is_dir() else []
+
+
 def find(experiments_dir: Path, experiment: str, name: str, run: str | None = None) -> Path:
     """The folder of ``experiment``'s data saved as ``name``: in run ``run``, else the latest saved.
 
@@ -50,9 +54,8 @@ def find(experiments_dir: Path, experiment: str, name: str, run: str | None = No
         check_name(run, "xp.load(run_id=...)")
         candidates = [base / EXPERIMENT_RUNS / run / DATA_DIR / name, base / run / DATA_DIR / name]
     else:
-        ours = base.glob(f"{EXPERIMENT_RUNS}/*/{DATA_DIR}/{name}")
-        theirs = (path for path in base.glob(f"*/{DATA_DIR}/{name}") if path.parts[-3] != EXPERIMENT_RUNS)
-        candidates = [*ours, *theirs]
+        runs = [*_folders(base / EXPERIMENT_RUNS), *(f for f in _folders(base) if f.name != EXPERIMENT_RUNS)]
+        candidates = [run / DATA_DIR / name for run in runs]
     saved = {folder: file for folder in candidates if (file := _definition(folder)) is not None}
     if not saved:
         which = f"run {run!r} of experiment {experiment!r}" if run is not None else f"experiment {experiment!r}"
