@@ -45,7 +45,7 @@ def find(experiments_dir: Path, experiment: str, name: str, run: str | None = No
 
     "Latest" is the most recently written save of that name, in any run of either layout
     (experimaestro takes its latest run folder, whether it saved ``name`` or not).
-    Raises :class:`FileNotFoundError` naming where it looked and what it found.
+    Raises :class:`FileNotFoundError` saying where it looked.
     """
     check_name(experiment, "xp.load(reference)")
     check_name(name, "xp.load(name=...)")
@@ -54,8 +54,8 @@ def find(experiments_dir: Path, experiment: str, name: str, run: str | None = No
         check_name(run, "xp.load(run_id=...)")
         candidates = [base / EXPERIMENT_RUNS / run / DATA_DIR / name, base / run / DATA_DIR / name]
     else:
-        runs = [*_folders(base / EXPERIMENT_RUNS), *(f for f in _folders(base) if f.name != EXPERIMENT_RUNS)]
-        candidates = [run / DATA_DIR / name for run in runs]
+        run_folders = [*_folders(base / EXPERIMENT_RUNS), *(f for f in _folders(base) if f.name != EXPERIMENT_RUNS)]
+        candidates = [folder / DATA_DIR / name for folder in run_folders]
     saved = {folder: file for folder in candidates if (file := _definition(folder)) is not None}
     if not saved:
         which = f"run {run!r} of experiment {experiment!r}" if run is not None else f"experiment {experiment!r}"
