@@ -402,8 +402,8 @@ class experiment:  # noqa: N801 -- named like the seed's (and experimaestro's) c
     def save(self, obj: Any, name: str = "default") -> None:
         """Save configurations (anything :func:`xpmfs.save` takes) in this run's folder as ``name``,
         for :meth:`load` in a later experiment. A dry run or generate-only mode writes nothing."""
-        folder = self.run_path / rundata.DATA_DIR / rundata.check_name(name, "xp.save(name=...)")
         self._check_entered("xp.save()")
+        folder = self.run_path / rundata.DATA_DIR / rundata.check_name(name, "xp.save(name=...)")
         if self.run_mode is RunMode.NORMAL:
             folder.mkdir(parents=True, exist_ok=True)
             definition.save(obj, folder)
